@@ -1,0 +1,185 @@
+"""The bigquant store: a Zarr group of per-pixel labels plus the codebook, and safe outputs.
+
+Contract (other tools read exactly this)::
+
+    DST/                    Zarr group (format 3 by default, 2 on request)
+      labels                2-D (rows, columns) array, uint8 for K ≤ 256 else uint16
+      .attrs["codebook"]    K rows of C channel values in the source dtype's range
+      .attrs["bigquant"]    format_version, source, n_colors_requested, n_colors, seed,
+                            sample_size, n_iter, mse, psnr, ..., and "complete": true,
+                            written last
+
+``np.asarray(attrs["codebook"])[labels]`` is the quantized image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+
+from .errors import BigquantError
+
+FORMAT_VERSION = 1
+ATTR_KEY = "bigquant"
+
+
+@contextlib.contextmanager
+def atomic_output(dst, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path to write ``dst`` into; move it in place on success.
+
+    An existing ``dst`` is refused unless ``overwrite``, and is only replaced
+    once the new output is complete; on any failure or interrupt the partial
+    output is removed and ``dst`` is left as it was.
+    """
+    dst = Path(dst)
+    if dst.exists() and not overwrite:
+        raise BigquantError(f"{dst} already exists (use --overwrite to replace it)")
+    if not dst.parent.is_dir():
+        raise BigquantError(f"{dst.parent}: no such directory")
+    tmp = dst.with_name(f".{dst.name}.partial")
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    _remove(dst)
+    os.replace(tmp, dst)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def labels_compressor(zarr_format: int, dtype: np.dtype):
+    """Blosc-zstd: fast to decode, and labels of photographs compress well."""
+    shuffle = dtype.itemsize > 1
+    if zarr_format == 2:
+        import numcodecs
+
+        return numcodecs.Blosc(cname="zstd", clevel=5, shuffle=int(shuffle))
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle" if shuffle else "noshuffle")
+
+
+def create_store(path: Path, shape, chunks, dtype, *, zarr_format: int = 3):
+    """Create the group and an empty ``labels`` array; return ``(group, labels)``."""
+    import zarr
+
+    if zarr_format not in (2, 3):
+        raise BigquantError(f"--zarr-format must be 2 or 3, not {zarr_format}")
+    group = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+    labels = group.create_array(
+        "labels",
+        shape=tuple(shape),
+        chunks=tuple(chunks),
+        dtype=dtype,
+        compressors=labels_compressor(zarr_format, np.dtype(dtype)),
+        fill_value=0,
+        # Every chunk is written, even all-zero ones, so chunk files show progress.
+        config={"write_empty_chunks": True},
+        dimension_names=("y", "x") if zarr_format == 3 else None,
+    )
+    return group, labels
+
+
+@dataclass(frozen=True)
+class Store:
+    """An opened, validated bigquant store.
+
+    Attributes
+    ----------
+    path : Path
+    labels : zarr.Array
+        The (rows, columns) label array.
+    codebook : ndarray, shape (K, C)
+    meta : dict
+        ``attrs["bigquant"]``.
+    """
+
+    path: Path
+    labels: object
+    codebook: np.ndarray
+    meta: dict
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(rows, columns, channels)`` of the quantized image."""
+        return (*self.labels.shape, self.codebook.shape[1])
+
+    def labels_dask(self) -> da.Array:
+        """Labels as a dask array chunked like the store."""
+        return da.from_zarr(self.labels)
+
+    def quantized(self) -> da.Array:
+        """The quantized image ``codebook[labels]`` as a lazy ``(Y, X, C)`` dask array.
+
+        Each chunk checks its labels against the codebook and fails with a
+        `BigquantError` on a label past its end.
+        """
+        return self.labels_dask().map_blocks(
+            lookup, self.codebook, dtype=self.codebook.dtype, new_axis=2,
+            chunks=(*self.labels_dask().chunks, (self.codebook.shape[1],)),
+        )
+
+    def stored_bytes(self) -> int:
+        """Bytes the store takes on disk."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+def lookup(labels: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """``codebook[labels]``, refusing labels past the codebook's end."""
+    if labels.size and int(labels.max()) >= len(codebook):
+        raise BigquantError(
+            f"corrupt store: label {int(labels.max())} points past the {len(codebook)}-colour codebook"
+        )
+    return codebook[labels]
+
+
+def open_store(path) -> Store:
+    """Open a complete bigquant store for reading.
+
+    Raises `BigquantError` for anything that is not one: a missing path, a
+    plain Zarr array, a store whose run never completed, a malformed codebook.
+    Labels past the codebook are caught when the labels are read.
+    """
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise BigquantError(f"{path}: no such file or directory")
+    try:
+        group = zarr.open_group(path, mode="r")
+    except Exception:
+        raise BigquantError(f"{path}: not a bigquant store (not a Zarr group)") from None
+    meta = group.attrs.get(ATTR_KEY)
+    if not isinstance(meta, dict) or "codebook" not in group.attrs or "labels" not in group:
+        raise BigquantError(f"{path}: not a bigquant store (no labels or codebook)")
+    if not meta.get("complete"):
+        raise BigquantError(f"{path}: incomplete bigquant store (the run that wrote it did not finish)")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise BigquantError(
+            f"{path}: store format {meta['format_version']} is newer than this bigquant reads "
+            f"({FORMAT_VERSION}); upgrade bigquant"
+        )
+    labels = group["labels"]
+    try:
+        codebook = np.asarray(group.attrs["codebook"], dtype=meta["source"]["dtype"])
+    except (KeyError, TypeError, ValueError):
+        raise BigquantError(f"{path}: corrupt store (malformed codebook)") from None
+    if codebook.ndim != 2 or len(codebook) == 0 or labels.ndim != 2:
+        raise BigquantError(f"{path}: corrupt store (codebook or labels have the wrong shape)")
+    if not np.issubdtype(labels.dtype, np.unsignedinteger):
+        raise BigquantError(f"{path}: corrupt store (labels are {labels.dtype}, not unsigned)")
+    return Store(path, labels, codebook, meta)
