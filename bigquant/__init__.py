@@ -19,7 +19,8 @@ _API = {
     "fit_codebook": "bigquant.fit",
     "FitResult": "bigquant.fit",
     "sample_pixels": "bigquant.sample",
-    "assign": "bigquant.assign",
+    "assign": "bigquant.label",
+    "apply_codebook": "bigquant.label",
     "BigquantError": "bigquant.errors",
 }
 

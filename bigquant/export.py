@@ -63,7 +63,10 @@ def _write_zarr(image, path: Path, store: Store) -> None:
     from zarr.codecs import BloscCodec
 
     arr = zarr.create_array(
-        path, shape=image.shape, chunks=tuple(c[0] for c in image.chunks), dtype=image.dtype,
+        path,
+        shape=image.shape,
+        chunks=tuple(c[0] for c in image.chunks),
+        dtype=image.dtype,
         compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
     )
     image.store(arr, lock=False)
@@ -91,9 +94,16 @@ def _write_tiff(image, path: Path, store: Store) -> None:
 
     nbytes = image.dtype.itemsize * int(np.prod(image.shape))
     tifffile.imwrite(
-        path, tiles(), shape=image.shape, dtype=image.dtype, tile=(tile, tile),
-        photometric=photometric, compression="zlib", compressionargs={"level": 6},
-        predictor=True, bigtiff=nbytes > _BIGTIFF_BYTES,
+        path,
+        tiles(),
+        shape=image.shape,
+        dtype=image.dtype,
+        tile=(tile, tile),
+        photometric=photometric,
+        compression="zlib",
+        compressionargs={"level": 6},
+        predictor=True,
+        bigtiff=nbytes > _BIGTIFF_BYTES,
         planarconfig="contig" if image.ndim == 3 else None,
         metadata=None,
     )

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .assign import nearest
 from .errors import BigquantError
+from .label import nearest
 from .sample import DEFAULT_SAMPLE, sample_pixels
 
 log = logging.getLogger("bigquant")
@@ -122,7 +122,8 @@ def fit_sample(
         if len(distinct) < n_colors:
             log.warning(
                 "the image has only %d distinct colours (%d requested): the codebook is exactly those",
-                len(distinct), n_colors,
+                len(distinct),
+                n_colors,
             )
         return FitResult(distinct, 0, len(sample))
 

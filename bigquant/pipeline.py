@@ -8,13 +8,12 @@ import os
 import time
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 
 from . import __version__
-from .assign import label_dtype
 from .errors import BigquantError
 from .fit import DEFAULT_MAX_ITER, check_n_colors, fit_codebook
+from .label import label_dtype
 from .progress import progress
 from .read import Image, as_image, open_image
 from .sample import DEFAULT_SAMPLE
@@ -96,8 +95,13 @@ def compress(
     height, width, n_channels = data.shape
     log.info(
         "%s: %d x %d pixels, %d channel(s) of %s, chunks of %d x %d",
-        image.path or "array", height, width, n_channels, data.dtype,
-        data.chunks[0][0], data.chunks[1][0],
+        image.path or "array",
+        height,
+        width,
+        n_channels,
+        data.dtype,
+        data.chunks[0][0],
+        data.chunks[1][0],
     )
 
     started = time.perf_counter()
@@ -105,8 +109,13 @@ def compress(
         fit = fit_codebook(data, n_colors, sample_size=sample_size, seed=seed, max_iter=max_iter)
     codebook = fit.codebook
     fitted = time.perf_counter()
-    log.info("fitted %d colours on %d pixels in %d iterations (%.1f s)",
-             len(codebook), fit.n_samples, fit.n_iter, fitted - started)
+    log.info(
+        "fitted %d colours on %d pixels in %d iterations (%.1f s)",
+        len(codebook),
+        fit.n_samples,
+        fit.n_iter,
+        fitted - started,
+    )
 
     meta = {
         "format_version": FORMAT_VERSION,
@@ -127,8 +136,11 @@ def compress(
     }
     with atomic_output(dst, overwrite=overwrite) as tmp:
         group, labels = create_store(
-            tmp, (height, width), (data.chunks[0][0], data.chunks[1][0]),
-            label_dtype(len(codebook)), zarr_format=zarr_format,
+            tmp,
+            (height, width),
+            (data.chunks[0][0], data.chunks[1][0]),
+            label_dtype(len(codebook)),
+            zarr_format=zarr_format,
         )
         group.attrs.update({"codebook": codebook.tolist(), ATTR_KEY: meta})
         with progress("assigning", show_progress):
@@ -139,8 +151,10 @@ def compress(
             # JSON has no infinity: a lossless result (MSE 0) records PSNR as null.
             psnr=None if mse == 0 else psnr(mse, peak_value(data.dtype)),
             counts=counts.tolist(),
-            seconds={"fit": round(fitted - started, 3),
-                     "assign": round(time.perf_counter() - fitted, 3)},
+            seconds={
+                "fit": round(fitted - started, 3),
+                "assign": round(time.perf_counter() - fitted, 3),
+            },
         )
         # The completion marker goes last: a store without it never reads as complete.
         meta["complete"] = True

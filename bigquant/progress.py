@@ -21,8 +21,14 @@ class _TqdmCallback(Callback):
         from tqdm import tqdm
 
         total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
-        self._bar = tqdm(total=total, desc=self._description, unit="task", file=sys.stderr,
-                         leave=False, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=total,
+            desc=self._description,
+            unit="task",
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     def _posttask(self, key, result, dsk, state, worker_id):
         self._bar.update(1)

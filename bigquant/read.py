@@ -190,7 +190,9 @@ def _open_tiff(path: Path, chunks: int | None) -> Image:
             if len(tif.series) > 1:
                 log.warning(
                     "%s holds %d image series; using the first (%s)",
-                    path, len(tif.series), tif.series[0].kind,
+                    path,
+                    len(tif.series),
+                    tif.series[0].kind,
                 )
             series = tif.series[0]
             level = series.levels[0]
@@ -199,7 +201,9 @@ def _open_tiff(path: Path, chunks: int | None) -> Image:
             # JPEG-in-TIFF is stored as YCbCr but decoded to RGB.
             photometric = page.photometric.name.lower().replace("ycbcr", "rgb")
             tiled = page.is_tiled
-            unit = (page.tilelength, page.tilewidth) if tiled else (page.rowsperstrip, page.imagewidth)
+            unit = (
+                (page.tilelength, page.tilewidth) if tiled else (page.rowsperstrip, page.imagewidth)
+            )
             # Touch every tile offset now so a truncated file fails before any work is done.
             _check_segments(path, page)
     except BigquantError:
@@ -220,7 +224,9 @@ def _open_tiff(path: Path, chunks: int | None) -> Image:
     if extra and any(shape[axes.index(a)] > 1 for a in extra):
         log.warning(
             "%s: series 0 has axes %s; quantizing only its first %s plane",
-            path, axes, "/".join(extra),
+            path,
+            axes,
+            "/".join(extra),
         )
 
     target = chunks or DEFAULT_CHUNK
@@ -306,5 +312,5 @@ def _open_small(path: Path, chunks: int | None) -> Image:
     except Exception as exc:
         raise BigquantError(f"{path}: cannot decode image ({exc})") from None
     target = chunks or DEFAULT_CHUNK
-    arr = da.from_array(pixels, chunks=(target, target) + pixels.shape[2:])
+    arr = da.from_array(pixels, chunks=(target, target, *pixels.shape[2:]))
     return as_image(arr, path=os.fspath(path))

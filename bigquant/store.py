@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 
 from .errors import BigquantError
+from .label import apply_codebook
 
 FORMAT_VERSION = 1
 ATTR_KEY = "bigquant"
@@ -128,23 +129,11 @@ class Store:
         Each chunk checks its labels against the codebook and fails with a
         `BigquantError` on a label past its end.
         """
-        return self.labels_dask().map_blocks(
-            lookup, self.codebook, dtype=self.codebook.dtype, new_axis=2,
-            chunks=(*self.labels_dask().chunks, (self.codebook.shape[1],)),
-        )
+        return apply_codebook(self.labels_dask(), self.codebook)
 
     def stored_bytes(self) -> int:
         """Bytes the store takes on disk."""
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
-
-
-def lookup(labels: np.ndarray, codebook: np.ndarray) -> np.ndarray:
-    """``codebook[labels]``, refusing labels past the codebook's end."""
-    if labels.size and int(labels.max()) >= len(codebook):
-        raise BigquantError(
-            f"corrupt store: label {int(labels.max())} points past the {len(codebook)}-colour codebook"
-        )
-    return codebook[labels]
 
 
 def open_store(path) -> Store:
@@ -167,7 +156,9 @@ def open_store(path) -> Store:
     if not isinstance(meta, dict) or "codebook" not in group.attrs or "labels" not in group:
         raise BigquantError(f"{path}: not a bigquant store (no labels or codebook)")
     if not meta.get("complete"):
-        raise BigquantError(f"{path}: incomplete bigquant store (the run that wrote it did not finish)")
+        raise BigquantError(
+            f"{path}: incomplete bigquant store (the run that wrote it did not finish)"
+        )
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise BigquantError(
             f"{path}: store format {meta['format_version']} is newer than this bigquant reads "

@@ -13,7 +13,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from .assign import assign_block
+from .label import assign_block, table_pays
 
 
 def regular_chunks(data: da.Array) -> da.Array:
@@ -22,15 +22,22 @@ def regular_chunks(data: da.Array) -> da.Array:
     Zarr chunks are regular; dask chunks must coincide with them for safe writes.
     """
     cy, cx = max(data.chunks[0]), max(data.chunks[1])
-    if all(c == cy for c in data.chunks[0][:-1]) and all(c == cx for c in data.chunks[1][:-1]) \
-            and data.chunks[0][-1] <= cy and data.chunks[1][-1] <= cx and len(data.chunks[2]) == 1:
+    if (
+        all(c == cy for c in data.chunks[0][:-1])
+        and all(c == cx for c in data.chunks[1][:-1])
+        and data.chunks[0][-1] <= cy
+        and data.chunks[1][-1] <= cx
+        and len(data.chunks[2]) == 1
+    ):
         return data
     return data.rechunk((cy, cx, -1))
 
 
-def _assign_write(block: np.ndarray, codebook: np.ndarray, out, block_info=None) -> np.ndarray:
+def _assign_write(
+    block: np.ndarray, codebook: np.ndarray, use_table: bool, out, block_info=None
+) -> np.ndarray:
     (y0, y1), (x0, x1), _ = block_info[0]["array-location"]
-    labels, sse, counts = assign_block(block, codebook)
+    labels, sse, counts = assign_block(block, codebook, use_table)
     out[y0:y1, x0:x1] = labels
     return np.concatenate(([sse], counts)).astype(np.float64)[None, None, :]
 
@@ -43,8 +50,9 @@ def write_labels(data: da.Array, codebook: np.ndarray, out) -> tuple[float, np.n
     channels, and the number of pixels given each colour.
     """
     n_colors = len(codebook)
+    use_table = table_pays(data.shape[0] * data.shape[1], codebook, data.dtype)
     stats = data.map_blocks(
-        functools.partial(_assign_write, codebook=codebook, out=out),
+        functools.partial(_assign_write, codebook=codebook, use_table=use_table, out=out),
         dtype=np.float64,
         chunks=((1,) * len(data.chunks[0]), (1,) * len(data.chunks[1]), (n_colors + 1,)),
         name="bigquant-write-" + tokenize(data, codebook, str(out.store_path)),

@@ -1,0 +1,62 @@
+"""Shared fixtures: real photographs from scikit-image and scikit-learn, written as TIFFs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+
+def photo(name: str) -> np.ndarray:
+    """A real RGB photograph shipped inside scikit-image or scikit-learn (no download)."""
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    import skimage.data
+
+    return getattr(skimage.data, name)()
+
+
+@pytest.fixture(scope="session")
+def china() -> np.ndarray:
+    return photo("china")
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    return photo("astronaut")
+
+
+def write_tiff(path, image: np.ndarray, *, tile=(128, 128), **kwargs):
+    """Write ``image`` as a TIFF: tiled by default, striped with ``tile=None, rowsperstrip=N``."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 3:
+        kwargs.setdefault("photometric", "rgb")
+    elif image.ndim == 3:
+        kwargs.setdefault("photometric", "minisblack")
+        kwargs.setdefault("planarconfig", "contig")
+    kwargs.setdefault("compression", "zlib")
+    tifffile.imwrite(path, image, tile=tile, metadata=None, **kwargs)
+    return path
+
+
+@pytest.fixture
+def china_tif(tmp_path, china):
+    return write_tiff(tmp_path / "china.tif", china)
+
+
+def run_cli(*args, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``bigquant`` entry point in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "bigquant", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

@@ -1,0 +1,216 @@
+"""The real ``bigquant`` command: exit codes, one-line errors, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from conftest import run_cli, write_tiff
+
+
+def assert_clean_failure(result, message: str, code: int = 1):
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    # One line, prefixed, on stderr; nothing on stdout.
+    assert result.stderr.strip().splitlines()[-1].startswith("bigquant: error: ")
+    assert result.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A real store, compressed once through the CLI."""
+    from conftest import photo
+
+    where = tmp_path_factory.mktemp("cli")
+    src = write_tiff(where / "china.tif", photo("china"))
+    result = run_cli("compress", src, where / "china.zarr", "--colors", 16, "--sample", 20000)
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stderr and result.stdout == ""
+    return where / "china.zarr"
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("bigquant")
+    assert exe is not None
+    result = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "bigquant" in result.stdout
+
+
+def test_help_imports_no_heavy_modules():
+    # --help must answer quickly: dask-ml, zarr, tifffile and dask load only in commands.
+    code = (
+        "import sys; from click.testing import CliRunner; from bigquant.cli import main; "
+        "r = CliRunner().invoke(main, ['compress', '--help']); assert r.exit_code == 0; "
+        "print(sorted(m for m in ('dask', 'dask_ml', 'zarr', 'tifffile', 'sklearn') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_info_text_and_json(store):
+    text = run_cli("info", store)
+    assert text.returncode == 0, text.stderr
+    assert "427 x 640 pixels" in text.stdout and "16 (16 requested)" in text.stdout
+    assert "PSNR" in text.stdout and "ratio" in text.stdout
+    data = json.loads(run_cli("info", store, "--json").stdout)
+    assert data["shape"] == [427, 640, 3] and data["n_colors"] == 16
+    assert len(data["codebook"]) == 16 and data["compression_ratio"] > 1
+    assert data["raw_bytes"] == 427 * 640 * 3
+    group = zarr.open_group(store, mode="r")
+    assert data["psnr"] == group.attrs["bigquant"]["psnr"]
+
+
+def test_decompress_through_cli(store, tmp_path):
+    out = tmp_path / "q.tif"
+    result = run_cli("decompress", store, out, "-q")
+    assert result.returncode == 0, result.stderr
+    group = zarr.open_group(store, mode="r")
+    expected = np.asarray(group.attrs["codebook"], np.uint8)[group["labels"][:]]
+    np.testing.assert_array_equal(tifffile.imread(out), expected)
+    again = run_cli("decompress", store, out)
+    assert_clean_failure(again, "already exists")
+    assert run_cli("decompress", store, out, "--overwrite").returncode == 0
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = run_cli("demo", "--megapixels", 1, "--colors", 32, "--workdir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "PSNR" in result.stdout and "MP/s" in result.stdout
+    assert (tmp_path / "demo.zarr").is_dir()
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def src(tmp_path, china):
+    return write_tiff(tmp_path / "in.tif", china, tile=(64, 64))
+
+
+def test_missing_source(tmp_path):
+    result = run_cli("compress", tmp_path / "nope.tif", tmp_path / "o.zarr")
+    assert_clean_failure(result, "nope.tif: no such file or directory")
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_directory_that_is_not_an_image(tmp_path):
+    (tmp_path / "dir").mkdir()
+    result = run_cli("compress", tmp_path / "dir", tmp_path / "o.zarr")
+    assert_clean_failure(result, "not a TIFF file or Zarr array")
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "notes.tif").write_text("hello, world\n")
+    result = run_cli("compress", tmp_path / "notes.tif", tmp_path / "o.zarr")
+    assert_clean_failure(result, "not a TIFF, PNG, JPEG or Zarr image")
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_truncated_tiff(tmp_path, src):
+    data = src.read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    result = run_cli("compress", tmp_path / "cut.tif", tmp_path / "o.zarr")
+    assert_clean_failure(result, "truncated TIFF")
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_tile_that_fails_to_decode_mid_run(tmp_path, src):
+    with tifffile.TiffFile(src) as tif:
+        page = tif.pages[0]
+        offset, count = page.dataoffsets[-3], page.databytecounts[-3]
+    data = bytearray(src.read_bytes())
+    data[offset : offset + count] = b"\xff" * count
+    (tmp_path / "bad.tif").write_bytes(bytes(data))
+    # A tiny sample may miss the bad tile: then the label pass meets it after the store began.
+    result = run_cli(
+        "compress", tmp_path / "bad.tif", tmp_path / "o.zarr", "--sample", 10, "--chunks", 64
+    )
+    assert_clean_failure(result, "cannot decode pixels")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tif", "in.tif"]
+
+
+@pytest.mark.parametrize("k", ["0", "65537", "-3"])
+def test_colors_out_of_range(tmp_path, src, k):
+    result = run_cli("compress", src, tmp_path / "o.zarr", "--colors", k)
+    assert_clean_failure(result, "--colors must be between 1 and 65536")
+
+
+@pytest.mark.parametrize("n", ["0", "-5"])
+def test_bad_sample_size(tmp_path, src, n):
+    result = run_cli("compress", src, tmp_path / "o.zarr", "--sample", n)
+    assert_clean_failure(result, "--sample must be a positive number")
+
+
+def test_non_numeric_option_is_a_usage_error(tmp_path, src):
+    result = run_cli("compress", src, tmp_path / "o.zarr", "--colors", "many")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_existing_destination_is_left_untouched(tmp_path, src):
+    dst = tmp_path / "o.zarr"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("data")
+    result = run_cli("compress", src, dst)
+    assert_clean_failure(result, "already exists (use --overwrite")
+    assert (dst / "keep.txt").read_text() == "data"
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((20, 20), np.int16), "unsupported pixel type int16"),
+        (np.zeros((20, 20, 3), np.float64), "unsupported pixel type float64"),
+    ],
+)
+def test_unsupported_dtype(tmp_path, array, message):
+    tifffile.imwrite(tmp_path / "x.tif", array, photometric="minisblack")
+    result = run_cli("compress", tmp_path / "x.tif", tmp_path / "o.zarr")
+    assert_clean_failure(result, message)
+
+
+def test_unsupported_shape(tmp_path):
+    z = zarr.create_array(tmp_path / "x.zarr", shape=(2, 3, 4, 5), dtype=np.uint8)
+    z[:] = 1
+    result = run_cli("compress", tmp_path / "x.zarr", tmp_path / "o.zarr")
+    assert_clean_failure(result, "unsupported image shape")
+
+
+@pytest.mark.parametrize("command", ["info", "decompress"])
+def test_not_a_store(tmp_path, src, command):
+    extra = [tmp_path / "out.tif"] if command == "decompress" else []
+    result = run_cli(command, src, *extra)
+    assert_clean_failure(result, "not a bigquant store")
+    z = zarr.create_array(tmp_path / "plain.zarr", shape=(4, 4), dtype=np.uint8)
+    z[:] = 0
+    result = run_cli(command, tmp_path / "plain.zarr", *extra)
+    assert_clean_failure(result, "not a bigquant store")
+    assert not (tmp_path / "out.tif").exists()
+
+
+@pytest.mark.parametrize("command", ["info", "decompress"])
+def test_labels_past_codebook(tmp_path, store, command):
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(store, broken)
+    group = zarr.open_group(broken, mode="r+")
+    group.attrs["codebook"] = group.attrs["codebook"][:3]
+    extra = [tmp_path / "out.tif"] if command == "decompress" else []
+    result = run_cli(command, broken, *extra)
+    assert_clean_failure(result, "points past the 3-colour codebook")
+    assert not (tmp_path / "out.tif").exists()
+    assert not (tmp_path / ".out.tif.partial").exists()
+
+
+def test_incomplete_store_is_refused(tmp_path, store):
+    broken = tmp_path / "half.zarr"
+    shutil.copytree(store, broken)
+    group = zarr.open_group(broken, mode="r+")
+    group.attrs["bigquant"] = {**group.attrs["bigquant"], "complete": False}
+    assert_clean_failure(run_cli("info", broken), "incomplete bigquant store")

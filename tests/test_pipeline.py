@@ -1,0 +1,260 @@
+"""compress → store → decompress on real photographs, against in-memory references."""
+
+from __future__ import annotations
+
+import json
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from conftest import photo, write_tiff
+from sklearn.cluster import KMeans
+
+import bigquant
+from bigquant.errors import BigquantError
+from bigquant.read import open_image
+
+
+def store_image(path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(codebook, labels, meta) read straight from the store, as any other tool would."""
+    group = zarr.open_group(path, mode="r")
+    meta = group.attrs["bigquant"]
+    return (
+        np.asarray(group.attrs["codebook"], dtype=meta["source"]["dtype"]),
+        group["labels"][:],
+        meta,
+    )
+
+
+def psnr_of(image: np.ndarray, codebook: np.ndarray) -> float:
+    from bigquant.label import nearest
+
+    px = image.reshape(-1, image.shape[-1])
+    _, sq = nearest(px, codebook)
+    return 10 * np.log10(255.0**2 / (sq.sum() / px.size))
+
+
+@pytest.mark.parametrize("name", ["china", "astronaut"])
+def test_default_quality_within_0_2_db_of_full_data_sklearn(tmp_path, name):
+    image = photo(name)
+    src = write_tiff(tmp_path / "in.tif", image)
+    meta = bigquant.compress(src, tmp_path / "out.zarr", 64)
+    reference = KMeans(n_clusters=64, n_init=10, random_state=0).fit(
+        image.reshape(-1, 3).astype(np.float64)
+    )
+    ref_codebook = np.clip(np.rint(reference.cluster_centers_), 0, 255).astype(np.uint8)
+    assert meta["n_colors"] == 64
+    assert meta["psnr"] >= psnr_of(image, ref_codebook) - 0.2
+
+
+def test_store_contract(tmp_path, china):
+    src = write_tiff(tmp_path / "in.tif", china, tile=(64, 128))
+    meta = bigquant.compress(src, tmp_path / "s.zarr", 32, chunks=200, sample_size=50_000)
+    group = zarr.open_group(tmp_path / "s.zarr", mode="r")
+    labels = group["labels"]
+    assert labels.shape == china.shape[:2] and labels.dtype == np.uint8
+    assert labels.chunks == (192, 128)
+    codebook = group.attrs["codebook"]
+    assert len(codebook) == 32 and all(len(row) == 3 for row in codebook)
+    assert all(isinstance(v, int) and 0 <= v <= 255 for row in codebook for v in row)
+    stored = group.attrs["bigquant"]
+    assert stored == json.loads(json.dumps(meta))
+    assert stored["complete"] is True
+    assert stored["source"] == {
+        "path": str(src),
+        "shape": [427, 640, 3],
+        "dtype": "uint8",
+        "photometric": "rgb",
+    }
+    assert (stored["n_colors_requested"], stored["n_colors"], stored["seed"]) == (32, 32, 0)
+    assert stored["sample_size"] == 50_000 and stored["n_iter"] >= 1
+    # The MSE in the store is the real full-image error of codebook[labels].
+    quantized = np.asarray(codebook, np.uint8)[labels[:]]
+    mse = ((quantized.astype(float) - china) ** 2).mean()
+    assert stored["mse"] == pytest.approx(mse, rel=1e-12)
+    assert stored["psnr"] == pytest.approx(10 * np.log10(255**2 / mse))
+    assert sum(stored["counts"]) == china.shape[0] * china.shape[1]
+    # Every label is the exact nearest codebook colour.
+    from bigquant.label import nearest
+
+    expected, _ = nearest(china.reshape(-1, 3), np.asarray(codebook, np.uint8))
+    np.testing.assert_array_equal(labels[:].ravel(), expected)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_decompress_equals_codebook_of_labels(tmp_path, astronaut, suffix):
+    src = write_tiff(tmp_path / "in.tif", astronaut[:500, :470], tile=(80, 96))
+    bigquant.compress(src, tmp_path / "s.zarr", 48, chunks=300)
+    out = bigquant.decompress(tmp_path / "s.zarr", tmp_path / f"out{suffix}")
+    codebook, labels, _ = store_image(tmp_path / "s.zarr")
+    if suffix == ".tif":
+        with tifffile.TiffFile(out) as tif:
+            page = tif.pages[0]
+            assert page.is_tiled and page.photometric.name == "RGB"
+            assert page.compression.name in ("ADOBE_DEFLATE", "DEFLATE")
+            result = tif.asarray()
+    else:
+        result = zarr.open_array(out, mode="r")[:]
+    np.testing.assert_array_equal(result, codebook[labels])
+
+
+def test_zarr_format_2_store(tmp_path, china):
+    bigquant.compress(write_tiff(tmp_path / "in.tif", china), tmp_path / "s.zarr", 8, zarr_format=2)
+    group = zarr.open_group(tmp_path / "s.zarr", mode="r", zarr_format=2)
+    assert group["labels"].dtype == np.uint8 and group.attrs["bigquant"]["complete"]
+    assert bigquant.open_store(tmp_path / "s.zarr").codebook.shape == (8, 3)
+
+
+def test_same_seed_same_result_on_any_chunking_and_thread_count(tmp_path, china):
+    tiled = write_tiff(tmp_path / "t.tif", china, tile=(64, 64))
+    striped = write_tiff(tmp_path / "s.tif", china, tile=None, rowsperstrip=9)
+    runs = []
+    for i, (src, chunks, workers) in enumerate(
+        [(tiled, 64, 1), (tiled, 320, 4), (striped, 100, 2), (striped, None, 3)]
+    ):
+        with dask.config.set(scheduler="threads", num_workers=workers):
+            bigquant.compress(
+                src, tmp_path / f"r{i}.zarr", 24, sample_size=40_000, seed=11, chunks=chunks
+            )
+        runs.append(store_image(tmp_path / f"r{i}.zarr"))
+    for codebook, labels, meta in runs[1:]:
+        np.testing.assert_array_equal(codebook, runs[0][0])
+        np.testing.assert_array_equal(labels, runs[0][1])
+        assert meta["mse"] == runs[0][2]["mse"]
+
+
+def _synthetic(kind: str) -> tuple[np.ndarray, dict]:
+    rng = np.random.default_rng(0)
+    if kind == "one-colour":
+        return np.full((45, 77, 3), (12, 200, 99), np.uint8), {}
+    if kind == "few-colours":
+        palette = np.array([[0, 0, 0], [255, 255, 255], [200, 10, 10]], np.uint8)
+        return palette[rng.integers(0, 3, (70, 50))], {}
+    if kind == "uint16":
+        return (photo("coffee")[:150, :130].astype(np.uint16) * 257), {}
+    if kind == "float32":
+        return (photo("chelsea")[:140, :150] / 255).astype(np.float32), {}
+    if kind == "rgba":
+        rgb = photo("rocket")[:130, :170]
+        return np.dstack([rgb, rng.integers(0, 256, rgb.shape[:2], dtype=np.uint8)]), {
+            "photometric": "rgb",
+            "extrasamples": ["unassalpha"],
+        }
+    if kind == "one-band":
+        return photo("camera")[:200, :150], {}
+    if kind == "five-bands":
+        rgb = photo("chelsea")[:100, :120]
+        return np.dstack([rgb, rgb[..., :2] // 2]), {}
+    if kind == "planar":
+        return photo("coffee")[:101, :99], {"planarconfig": "separate"}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["one-colour", "few-colours", "uint16", "float32", "rgba", "one-band", "five-bands", "planar"],
+)
+def test_edge_cases_round_trip(tmp_path, kind):
+    image, kwargs = _synthetic(kind)
+    if kwargs.get("planarconfig") == "separate":
+        src = tmp_path / "in.tif"
+        tifffile.imwrite(
+            src,
+            np.moveaxis(image, 2, 0),
+            photometric="rgb",
+            tile=(32, 32),
+            compression="zlib",
+            **kwargs,
+        )
+    else:
+        src = write_tiff(tmp_path / "in.tif", image, tile=(32, 48), **kwargs)
+    k = 5
+    meta = bigquant.compress(src, tmp_path / "s.zarr", k, chunks=64)
+    bigquant.decompress(tmp_path / "s.zarr", tmp_path / "out.tif")
+    codebook, labels, _ = store_image(tmp_path / "s.zarr")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    assert codebook.shape[1] == channels and codebook.dtype == image.dtype
+    expected = codebook[labels]
+    result = tifffile.imread(tmp_path / "out.tif")
+    np.testing.assert_array_equal(result, expected[:, :, 0] if channels == 1 else expected)
+    distinct = len(np.unique(image.reshape(-1, channels), axis=0))
+    assert meta["n_colors"] == min(k, distinct)
+    if distinct <= k:
+        # Fewer colours than K: exactly those colours, a lossless result.
+        np.testing.assert_array_equal(result, image)
+        assert meta["mse"] == 0 and meta["psnr"] is None
+
+
+def test_more_than_256_colours_store_uint16_labels(tmp_path):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    meta = bigquant.compress(image, tmp_path / "s.zarr", 300, max_iter=5)
+    codebook, labels, _ = store_image(tmp_path / "s.zarr")
+    assert labels.dtype == np.uint16 and meta["n_colors"] == len(codebook) == 300
+    assert labels.max() < 300
+
+
+def test_python_api_on_a_dask_array(tmp_path, china):
+    data = da.from_array(china, chunks=(100, 150, 3))
+    fit = bigquant.fit_codebook(data, 16, seed=2)
+    labels = bigquant.assign(data, fit.codebook)
+    assert isinstance(labels, da.Array) and labels.chunks == data.chunks[:2]
+    meta = bigquant.compress(data, tmp_path / "s.zarr", 16, seed=2)
+    codebook, stored, _ = store_image(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(codebook, fit.codebook)
+    np.testing.assert_array_equal(stored, labels.compute())
+    assert meta["source"]["path"] is None
+
+
+def test_existing_output_untouched_without_overwrite(tmp_path, china):
+    src = write_tiff(tmp_path / "in.tif", china)
+    dst = tmp_path / "s.zarr"
+    dst.mkdir()
+    (dst / "precious.txt").write_text("mine")
+    with pytest.raises(BigquantError, match="already exists"):
+        bigquant.compress(src, dst, 4)
+    assert (dst / "precious.txt").read_text() == "mine"
+    bigquant.compress(src, dst, 4, overwrite=True)
+    assert not (dst / "precious.txt").exists()
+    assert bigquant.open_store(dst).codebook.shape == (4, 3)
+
+
+def test_failure_mid_write_keeps_old_output_and_leaves_no_partial(tmp_path, china, monkeypatch):
+    src = write_tiff(tmp_path / "in.tif", china, tile=(64, 64))
+    dst = tmp_path / "s.zarr"
+    bigquant.compress(src, dst, 4)
+    before = store_image(dst)
+
+    from bigquant import write as write_stage
+
+    calls = []
+
+    def failing(block, codebook):
+        calls.append(1)
+        if len(calls) > 5:
+            raise OSError(28, "No space left on device")
+        return real(block, codebook)
+
+    real = write_stage.assign_block
+    monkeypatch.setattr(write_stage, "assign_block", failing)
+    with pytest.raises(OSError, match="No space"):
+        bigquant.compress(src, dst, 8, overwrite=True, chunks=64)
+    after = store_image(dst)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "s.zarr"]
+
+
+def test_reader_layouts_give_identical_stores(tmp_path, china):
+    # The same pixels behind different TIFF layouts quantize identically.
+    a = write_tiff(tmp_path / "a.tif", china, tile=(128, 128), compression="lzw")
+    b = write_tiff(tmp_path / "b.tif", china, tile=None, rowsperstrip=32, compression="zstd")
+    for src in (a, b):
+        assert open_image(src).data.shape == china.shape
+        bigquant.compress(src, tmp_path / f"{src.stem}.zarr", 12, sample_size=30_000)
+    ra, rb = store_image(tmp_path / "a.zarr"), store_image(tmp_path / "b.zarr")
+    np.testing.assert_array_equal(ra[0], rb[0])
+    np.testing.assert_array_equal(ra[1], rb[1])
