@@ -232,11 +232,11 @@ def test_failure_mid_write_keeps_old_output_and_leaves_no_partial(tmp_path, chin
 
     calls = []
 
-    def failing(block, codebook):
+    def failing(block, codebook, use_table):
         calls.append(1)
         if len(calls) > 5:
             raise OSError(28, "No space left on device")
-        return real(block, codebook)
+        return real(block, codebook, use_table)
 
     real = write_stage.assign_block
     monkeypatch.setattr(write_stage, "assign_block", failing)
