@@ -1,0 +1,382 @@
+"""bigquant against the tools a user would pick instead, side by side on one machine.
+
+    python -m pip install -e ".[test]"            # scikit-image photos, Pillow
+    apt-get install gdal-bin python3-gdal          # optional: GDAL's rgb2pct.py
+    python benchmarks/bench.py --megapixels 100 1000
+
+Inputs are mosaics of real photographs (scikit-learn's and scikit-image's sample
+images, with flips) written tile by tile as 512² zlib TIFFs and cached in
+benchmarks/cache/. Every tool runs in its own process; wall time and peak
+resident memory (the process and its children) are measured from outside. PSNR is
+computed against the input over the full image, chunk by chunk. Results go to
+stdout as a Markdown table and to benchmarks/results/*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "cache"
+RESULTS = HERE / "results"
+TILE = 512
+
+# Run a command and report its wall time and the peak RSS of its process tree.
+_MEASURE = textwrap.dedent(
+    """
+    import json, resource, subprocess, sys, time
+    t = time.perf_counter()
+    r = subprocess.run(sys.argv[2:], timeout=float(sys.argv[1]) or None)
+    print(json.dumps({"code": r.returncode, "seconds": time.perf_counter() - t,
+                      "peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
+    """
+)
+
+
+def measure(command: list[str], timeout: float = 0) -> dict:
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _MEASURE, str(timeout), *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60 if timeout else None,
+        )
+    except subprocess.TimeoutExpired:
+        return {"code": "timeout", "seconds": timeout, "peak": None}
+    if out.returncode:
+        if "TimeoutExpired" in out.stderr:
+            return {"code": "timeout", "seconds": timeout, "peak": None}
+        raise RuntimeError(f"{command[0]} failed:\n{out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["code"]:
+        raise RuntimeError(f"{' '.join(command)} exited {result['code']}:\n{out.stderr[-2000:]}")
+    return result
+
+
+def photos() -> list[np.ndarray]:
+    import skimage.data
+    from sklearn.datasets import load_sample_image
+
+    images = [load_sample_image("china.jpg"), load_sample_image("flower.jpg")]
+    images += [
+        getattr(skimage.data, name)()
+        for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina")
+    ]
+    return images
+
+
+def make_input(megapixels: float) -> Path:
+    """Cached mosaic TIFF of about ``megapixels``, square, whole 512² tiles."""
+    import tifffile
+
+    from bigquant.mosaic import Mosaic
+
+    side = round(math.sqrt(megapixels * 1e6) / TILE) * TILE
+    path = CACHE / f"mosaic-{side}.tif"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        mosaic = Mosaic(side, side, photos=photos(), seed=1)
+        tmp = path.with_suffix(".partial")
+        tifffile.imwrite(
+            tmp,
+            mosaic.tiles(TILE),
+            shape=mosaic.shape,
+            dtype=np.uint8,
+            tile=(TILE, TILE),
+            photometric="rgb",
+            compression="zlib",
+            bigtiff=True,
+            metadata=None,
+        )
+        tmp.rename(path)
+    return path
+
+
+def psnr_against(src: Path, result) -> float:
+    """PSNR of a (Y, X, 3) dask array against the source TIFF, chunk by chunk."""
+    from bigquant.read import open_image
+
+    original = open_image(src).data
+    result = result.rechunk(original.chunks)
+    mse = float(((original.astype(np.float32) - result) ** 2).mean(dtype=np.float64).compute())
+    return 10 * math.log10(255**2 / mse) if mse else math.inf
+
+
+def palette_tiff(path: Path):
+    """A palette TIFF (as rgb2pct writes) as a lazy RGB dask array."""
+    import dask.array as da
+    import tifffile
+    import zarr
+    from tifffile.zarr import ZarrTiffStore
+
+    from bigquant.label import apply_codebook
+
+    tif = tifffile.TiffFile(path)
+    colormap = (tif.pages[0].colormap >> 8).astype(np.uint8).T  # (256, 3)
+    indices = da.from_zarr(zarr.open_array(ZarrTiffStore(tif.series[0], level=0), mode="r"))
+    return apply_codebook(indices.rechunk(2048), colormap)
+
+
+def disk_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def row(tool, src, run, *, psnr=None, out=None, megapixels=None, note="") -> dict:
+    mp = megapixels if megapixels is not None else _megapixels(src)
+    return {
+        "tool": tool,
+        "input_mp": round(mp, 1),
+        "seconds": round(run["seconds"], 2) if run["code"] == 0 else None,
+        "mp_per_s": round(mp / run["seconds"], 2) if run["code"] == 0 else None,
+        "peak_mib": round(run["peak"] / 2**20) if run.get("peak") else None,
+        "psnr": None if psnr is None else round(psnr, 2),
+        "output_mib": None if out is None else round(disk_size(out) / 2**20, 1),
+        "note": note if run["code"] == 0 else f"{run['code']} after {run['seconds']:.0f} s",
+    }
+
+
+def _megapixels(src: Path) -> float:
+    import tifffile
+
+    with tifffile.TiffFile(src) as tif:
+        shape = tif.series[0].shape
+    return shape[0] * shape[1] / 1e6
+
+
+def bench_bigquant(src: Path, work: Path, colors: int) -> list[dict]:
+    store = work / f"{src.stem}.zarr"
+    run = measure(
+        ["bigquant", "compress", str(src), str(store), "-c", str(colors), "--overwrite", "-q"]
+    )
+    meta = json.loads(
+        subprocess.run(
+            ["bigquant", "info", str(store), "--json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    rows = [row(f"bigquant compress -c {colors}", src, run, psnr=meta["psnr"], out=store)]
+    out = work / f"{src.stem}.bq.tif"
+    run = measure(["bigquant", "decompress", str(store), str(out), "--overwrite", "-q"])
+    rows.append(row("bigquant decompress", src, run, out=out))
+    return rows
+
+
+def bench_floor(src: Path, work: Path) -> list[dict]:
+    """One bare decode pass, and tifffile writing the decoded array with decompress's settings."""
+    decode = measure(
+        [sys.executable, "-c", f"import tifffile; tifffile.imread({str(src)!r}, maxworkers=2)"]
+    )
+    out = work / "tifffile-write.tif"
+    write = measure(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+        import time, tifffile, sys
+        a = tifffile.imread({str(src)!r}, maxworkers=2)
+        t = time.perf_counter()
+        tifffile.imwrite({str(out)!r}, a, tile=(512, 512), photometric="rgb", compression="zlib",
+                         compressionargs={{"level": 6}}, predictor=True, bigtiff=True,
+                         metadata=None)
+        print(time.perf_counter() - t, file=sys.stderr)
+    """),
+        ]
+    )
+    return [
+        row("tifffile decode (floor)", src, decode),
+        row(
+            "tifffile decode + write",
+            src,
+            write,
+            out=out,
+            note="decompress reference; write part in stderr",
+        ),
+    ]
+
+
+def bench_gdal(src: Path, work: Path, colors: int) -> list[dict]:
+    exe = shutil.which("rgb2pct.py") or shutil.which("rgb2pct")
+    if exe is None:
+        return [{"tool": "GDAL rgb2pct.py", "note": "skipped: gdal-bin/python3-gdal not installed"}]
+    out = work / f"{src.stem}.gdal.tif"
+    out.unlink(missing_ok=True)
+    run = measure(
+        [
+            exe,
+            "-n",
+            str(colors),
+            "-of",
+            "GTiff",
+            "-co",
+            "TILED=YES",
+            "-co",
+            "COMPRESS=DEFLATE",
+            "-co",
+            "BIGTIFF=YES",
+            str(src),
+            str(out),
+        ]
+    )
+    return [
+        row(
+            f"GDAL rgb2pct.py -n {colors}",
+            src,
+            run,
+            psnr=psnr_against(src, palette_tiff(out)),
+            out=out,
+        )
+    ]
+
+
+_PILLOW = textwrap.dedent(
+    """
+    import json, sys, numpy as np, tifffile
+    from PIL import Image
+    a = tifffile.imread(sys.argv[1], maxworkers=2)
+    method = {"mediancut": Image.Quantize.MEDIANCUT, "fastoctree": Image.Quantize.FASTOCTREE}
+    q = Image.fromarray(a).quantize(int(sys.argv[3]), method=method[sys.argv[2]])
+    b = np.asarray(q.convert("RGB"))
+    mse = sum(float(((a[i:i+1024].astype(np.float32) - b[i:i+1024]) ** 2).sum(dtype=np.float64))
+              for i in range(0, len(a), 1024)) / a.size
+    print(json.dumps({"psnr": 10 * np.log10(255**2 / mse)}), file=sys.stderr)
+    """
+)
+
+
+def bench_pillow(src: Path, colors: int) -> list[dict]:
+    rows = []
+    for method in ("mediancut", "fastoctree"):
+        out = subprocess.run(
+            [sys.executable, "-c", _PILLOW, str(src), method, str(colors)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        psnr = json.loads(out.stderr.strip().splitlines()[-1])["psnr"]
+        run = measure([sys.executable, "-c", _PILLOW, str(src), method, str(colors)])
+        rows.append(
+            row(
+                f"Pillow quantize {method}",
+                src,
+                run,
+                psnr=psnr,
+                note="in memory; time includes decode",
+            )
+        )
+    return rows
+
+
+_SKLEARN = textwrap.dedent(
+    """
+    import sys, numpy as np, tifffile
+    from sklearn.cluster import KMeans
+    n = int(sys.argv[2])
+    a = tifffile.imread(sys.argv[1])[:n, :n].reshape(-1, 3).astype(np.float64)
+    KMeans(n_clusters=128, n_init=10, max_iter=200, random_state=0).fit(a)
+    """
+)
+
+
+def bench_sklearn(src: Path, side: int = 1024) -> list[dict]:
+    run = measure([sys.executable, "-c", _SKLEARN, str(src), str(side)])
+    mp = side * side / 1e6
+    return [
+        row(
+            "scikit-learn KMeans(128, n_init=10) all pixels",
+            src,
+            run,
+            megapixels=mp,
+            note=f"{side}x{side} crop; {run['seconds'] / mp:.0f} s per MP",
+        )
+    ]
+
+
+_DASKML = textwrap.dedent(
+    """
+    import sys, dask.array as da, zarr, tifffile
+    from tifffile.zarr import ZarrTiffStore
+    from dask_ml.cluster import KMeans
+    tif = tifffile.TiffFile(sys.argv[1])
+    x = da.from_zarr(zarr.open_array(ZarrTiffStore(tif.series[0], level=0), mode="r"))
+    x = x.rechunk((2048, 2048, 3)).reshape(-1, 3).astype("float64")
+    KMeans(n_clusters=int(sys.argv[2])).fit(x)
+    """
+)
+
+
+def bench_daskml(src: Path, colors: int, cap: float) -> list[dict]:
+    run = measure([sys.executable, "-c", _DASKML, str(src), str(colors)], timeout=cap)
+    return [
+        row(
+            f"dask-ml KMeans({colors}) defaults, full array",
+            src,
+            run,
+            note="fit only, no labels written",
+        )
+    ]
+
+
+def table(rows: list[dict]) -> str:
+    head = ["tool", "input MP", "wall s", "MP/s", "peak MiB", "PSNR dB", "output MiB", "note"]
+    keys = ["tool", "input_mp", "seconds", "mp_per_s", "peak_mib", "psnr", "output_mib", "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megapixels", type=float, nargs="+", default=[100, 1000])
+    parser.add_argument("--colors", type=int, default=256)
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        default=["gdal", "pillow", "sklearn", "daskml"],
+        help="peers to run (gdal pillow sklearn daskml)",
+    )
+    parser.add_argument("--daskml-cap", type=float, default=600, help="seconds")
+    parser.add_argument("--work", type=Path, default=CACHE / "work")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for mp in args.megapixels:
+        src = make_input(mp)
+        print(f"== {src.name}: {_megapixels(src):.0f} MP", file=sys.stderr, flush=True)
+        runs = [bench_floor(src, args.work), bench_bigquant(src, args.work, args.colors)]
+        if "gdal" in args.peers:
+            runs.append(bench_gdal(src, args.work, args.colors))
+        if "pillow" in args.peers and mp <= 200:
+            runs.append(bench_pillow(src, args.colors))
+        if "daskml" in args.peers and mp <= 200:
+            runs.append(bench_daskml(src, args.colors, args.daskml_cap))
+        if "sklearn" in args.peers and mp == args.megapixels[0]:
+            runs.append(bench_sklearn(src))
+        for new in runs:
+            rows += new
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    (RESULTS / f"bench-{stamp}.json").write_text(
+        json.dumps({"machine": machine, "rows": rows}, indent=1)
+    )
+    print(f"machine: {machine}\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
