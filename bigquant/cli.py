@@ -101,7 +101,7 @@ def main():
     "--sample",
     "sample_size",
     type=int,
-    default=1_000_000,
+    default=250_000,
     show_default=True,
     help="Pixels sampled uniformly to fit the codebook.",
 )
@@ -115,7 +115,7 @@ def main():
     help="Chunk side in pixels, rounded to whole TIFF tiles/strips [default: 2048].",
 )
 @click.option(
-    "--max-iter", type=int, default=100, show_default=True, help="Most k-means iterations."
+    "--max-iter", type=int, default=10, show_default=True, help="Most dask-ml k-means iterations."
 )
 @click.option(
     "--zarr-format",

@@ -76,43 +76,51 @@ def nearest(pixels: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.nd
 
 #: Side of the colour cubes the table is filled by (16³ colours per cube).
 _CELL = 16
-_tables: dict[tuple, np.ndarray] = {}
+#: Pixels looked up at a time (bounds the index temporaries).
+_TABLE_STEP = 1 << 18
+#: The most recent codebook's tables, keyed by codebook.
+_tables: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _tables_lock = threading.Lock()
 
 
-def table_pays(n_pixels: int, codebook: np.ndarray, dtype: np.dtype) -> bool:
+def table_pays(n_pixels: int, n_colors: int, n_channels: int, dtype: np.dtype) -> bool:
     """Whether labelling by colour table beats direct distances for this image.
 
     The table covers all 2**(8C) colours of 8-bit images with up to 3 channels;
     filling it costs about as much as labelling a few million pixels directly.
     Both ways give identical labels.
     """
-    return dtype == np.uint8 and codebook.shape[1] <= 3 and n_pixels * len(codebook) >= 1 << 28
+    return dtype == np.uint8 and n_channels <= 3 and n_pixels * n_colors >= 1 << 28
 
 
-def color_table(codebook: np.ndarray) -> np.ndarray:
-    """Label of every 8-bit colour: ``table[r, g, b]`` (one axis per channel).
+def color_table(codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label and squared error of every 8-bit colour, as flat tables.
 
-    Exact and tie-breaking like `nearest`. The colour cube is filled in cubes of
-    16³ colours: only codebook colours that can be nearest to some point of a
-    cube (their distance to the cube's box is at most the smallest farthest
-    distance of any colour to the box) are compared there. Cached per process.
+    Index ``(r << 16) | (g << 8) | b`` (for three channels; likewise for one or
+    two). Exact and tie-breaking like `nearest`. The colour cube is filled in
+    cubes of 16³ colours: only codebook colours that can be nearest to some
+    point of a cube (their distance to the cube's box is at most the smallest
+    farthest distance of any colour to the box) are compared there. Cached per
+    process: 16 MiB of labels and 64 MiB of errors for RGB.
     """
     key = (codebook.shape, codebook.tobytes())
     with _tables_lock:
-        table = _tables.get(key)
-        if table is None:
-            table = _tables[key] = _fill_table(codebook)
-    return table
+        tables = _tables.get(key)
+        if tables is None:
+            _tables.clear()  # 80 MiB each for RGB: keep only the codebook in use
+            tables = _tables[key] = _fill_table(codebook)
+    return tables
 
 
-def _fill_table(codebook: np.ndarray) -> np.ndarray:
+def _fill_table(codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cb = codebook.astype(np.int64)
     n_channels = cb.shape[1]
     cbf = codebook.astype(np.float32)  # exact here: integers below 2**24 throughout
     cb_sq = np.einsum("kc,kc->k", cbf, cbf)
-    table = np.empty((256,) * n_channels, label_dtype(len(cb)))
+    labels = np.empty((256,) * n_channels, label_dtype(len(cb)))
+    errors = np.empty((256,) * n_channels, np.uint32)
     offsets = np.indices((_CELL,) * n_channels).reshape(n_channels, -1).T
+    rows = np.arange(len(offsets))
     for cell in np.ndindex(*(256 // _CELL,) * n_channels):
         lo = np.array(cell) * _CELL
         hi = lo + _CELL - 1
@@ -121,9 +129,12 @@ def _fill_table(codebook: np.ndarray) -> np.ndarray:
         cand = np.flatnonzero(nearest_sq <= farthest_sq.min())
         pts = (lo + offsets).astype(np.float32)
         d = cb_sq[cand] - 2 * (pts @ cbf[cand].T)
+        best = d.argmin(axis=1)
         region = tuple(slice(a, a + _CELL) for a in lo)
-        table[region] = cand[d.argmin(axis=1)].reshape((_CELL,) * n_channels)
-    return table
+        labels[region] = cand[best].reshape((_CELL,) * n_channels)
+        sq = d[rows, best] + np.einsum("nc,nc->n", pts, pts)
+        errors[region] = sq.astype(np.uint32).reshape((_CELL,) * n_channels)
+    return labels.reshape(-1), errors.reshape(-1)
 
 
 def assign_block(
@@ -136,10 +147,12 @@ def assign_block(
     counts = np.zeros(len(codebook), np.int64)
     sse = 0.0
     if use_table:
-        flat = color_table(codebook).reshape(-1)
-        for sl, packed in _packed_steps(pixels):
-            labels[sl] = flat[packed]
-            sse += _squared_error(pixels[sl], codebook, labels[sl])
+        label_table, error_table = color_table(codebook)
+        for start in range(0, len(pixels), _TABLE_STEP):
+            sl = slice(start, start + _TABLE_STEP)
+            packed = pack_colors(pixels[sl])
+            labels[sl] = label_table[packed]
+            sse += float(error_table[packed].sum(dtype=np.uint64))
             counts += np.bincount(labels[sl], minlength=len(codebook))
     else:
         for sl, idx, sq in _steps(pixels, codebook):
@@ -149,20 +162,13 @@ def assign_block(
     return labels.reshape(h, w), sse, counts
 
 
-def _packed_steps(pixels: np.ndarray, step: int = 1 << 18):
-    """Yield ``(slice, flat colour-table index)`` for batches of 8-bit pixels."""
-    for start in range(0, len(pixels), step):
-        chunk = pixels[start : start + step]
-        packed = np.zeros(len(chunk), np.intp)
-        for channel in range(chunk.shape[1]):
-            packed <<= 8
-            packed |= chunk[:, channel]
-        yield slice(start, start + len(chunk)), packed
-
-
-def _squared_error(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> float:
-    diff = pixels.astype(np.int32) - codebook[labels]
-    return float(np.einsum("nc,nc->", diff, diff, dtype=np.int64))
+def pack_colors(pixels: np.ndarray) -> np.ndarray:
+    """Colour-table index of 8-bit ``(n, C)`` pixels: ``(r << 16) | (g << 8) | b`` for RGB."""
+    packed = np.zeros(len(pixels), np.intp)
+    for channel in range(pixels.shape[1]):
+        packed <<= 8
+        packed |= pixels[:, channel]
+    return packed
 
 
 def assign(data: da.Array, codebook: np.ndarray) -> da.Array:
@@ -187,7 +193,7 @@ def assign(data: da.Array, codebook: np.ndarray) -> da.Array:
             f"codebook of shape {codebook.shape} does not match {data.shape[2]} channels"
         )
     data = data.rechunk({2: -1})
-    use_table = table_pays(data.shape[0] * data.shape[1], codebook, data.dtype)
+    use_table = table_pays(data.shape[0] * data.shape[1], *codebook.shape, data.dtype)
     return da.map_blocks(
         _labels_block,
         data,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -16,11 +17,21 @@ from .fit import DEFAULT_MAX_ITER, check_n_colors, fit_codebook
 from .label import label_dtype
 from .progress import progress
 from .read import Image, as_image, open_image
-from .sample import DEFAULT_SAMPLE
+from .sample import DEFAULT_SAMPLE, SAMPLE_BLOCK
 from .store import ATTR_KEY, FORMAT_VERSION, atomic_output, create_store
 from .write import regular_chunks, write_labels
 
 log = logging.getLogger("bigquant")
+
+
+def _preload_fit_modules() -> None:
+    """Import dask-ml and scikit-learn (seconds of pure Python) while the sample is read."""
+
+    def load():
+        import dask_ml.cluster  # noqa: F401
+        import sklearn.cluster  # noqa: F401
+
+    threading.Thread(target=load, name="bigquant-preload", daemon=True).start()
 
 
 def psnr(mse: float, peak: float) -> float:
@@ -73,8 +84,8 @@ def compress(
 
     Notes
     -----
-    Reads the image twice, chunk by chunk: once to sample pixels for the fit,
-    once to assign and write labels. Memory stays bounded by a few chunks per
+    Reads the image once to label it, chunk by chunk, plus the few hundred
+    blocks the sample is drawn from (all of an image up to 67 megapixels). Memory stays bounded by a few chunks per
     worker thread plus the sample.
     """
     check_n_colors(n_colors)
@@ -87,10 +98,12 @@ def compress(
         if Path(src).resolve() == dst.resolve():
             raise BigquantError(f"{dst}: the output would replace its own source")
         image = open_image(src, chunks=chunks)
-    elif isinstance(src, Image):
-        image = src
+        # The sample comes from a few hundred small blocks: read them through small chunks,
+        # so that only their tiles are decoded.
+        sampling = open_image(src, chunks=SAMPLE_BLOCK).data
     else:
-        image = as_image(src)
+        image = src if isinstance(src, Image) else as_image(src)
+        sampling = image.data
     data = regular_chunks(image.data)
     height, width, n_channels = data.shape
     log.info(
@@ -105,8 +118,11 @@ def compress(
     )
 
     started = time.perf_counter()
+    _preload_fit_modules()
     with progress("sampling", show_progress):
-        fit = fit_codebook(data, n_colors, sample_size=sample_size, seed=seed, max_iter=max_iter)
+        fit = fit_codebook(
+            sampling, n_colors, sample_size=sample_size, seed=seed, max_iter=max_iter
+        )
     codebook = fit.codebook
     fitted = time.perf_counter()
     log.info(

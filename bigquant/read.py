@@ -130,54 +130,126 @@ def _plane_chunks(shape_yx, unit_yx, striped: bool, target: int) -> tuple[int, i
 
 # -- TIFF ---------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class _TiffPlanes:
+    """Where an image's channels live in a TIFF: pages (by index in series 0, level 0)."""
+
+    pages: tuple[int, ...]
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+
+
 _handles: dict[tuple, object] = {}
 _handles_lock = threading.Lock()
 
 
 class TiffSource:
-    """Picklable, array-like view of one TIFF series level, for ``da.from_array``.
+    """Picklable ``(rows, columns, channels)`` array-like over TIFF tiles, for ``da.from_array``.
 
-    Only the path travels with the task graph; each process opens the file once
+    Only the path travels with the task graph: each process opens the file once
     (on first use) and keeps the handle, keyed by path and modification time.
+    A read decodes exactly the tiles or strips under the requested window, on
+    the calling thread, so dask's threads decode in parallel (tifffile's Zarr
+    store would funnel every decode through zarr's single event-loop thread).
     """
 
-    def __init__(self, path: str, series: int, shape, dtype, mtime: float):
+    def __init__(self, path: str, planes: _TiffPlanes, mtime: float):
         self.path = path
-        self.series = series
-        self.shape = tuple(shape)
-        self.dtype = np.dtype(dtype)
-        self.ndim = len(self.shape)
+        self.planes = planes
+        self.shape = planes.shape
+        self.dtype = planes.dtype
+        self.ndim = 3
         self.mtime = mtime
 
-    def _array(self):
-        key = (self.path, self.series, self.mtime)
+    def _tiff(self):
+        import tifffile
+
+        key = (self.path, self.mtime)
         with _handles_lock:
-            arr = _handles.get(key)
-            if arr is None:
-                arr = _open_tiff_zarr(self.path, self.series)
-                _handles[key] = arr
-        return arr
+            tif = _handles.get(key)
+            if tif is None:
+                tif = _handles[key] = tifffile.TiffFile(self.path)
+                tif.filehandle.set_lock(True)  # threads share the handle: serialize seek+read
+        return tif
 
-    def __getitem__(self, index):
+    def __getitem__(self, index) -> np.ndarray:
+        (y0, y1, _), (x0, x1, _) = (
+            s.indices(n) for s, n in zip(index[:2], self.shape[:2], strict=True)
+        )
         try:
-            return np.asarray(self._array()[index])
-        except BigquantError:
-            raise
+            level = self._tiff().series[0].levels[0]
+            planes = [
+                _read_window(level.pages[p], level.keyframe, y0, y1, x0, x1)
+                for p in self.planes.pages
+            ]
         except Exception as exc:
-            where = ", ".join(f"{s.start}:{s.stop}" for s in index if isinstance(s, slice))
             raise BigquantError(
-                f"{self.path}: cannot decode pixels [{where}]: {type(exc).__name__}: {exc}"
+                f"{self.path}: cannot decode pixels [{y0}:{y1}, {x0}:{x1}]: "
+                f"{type(exc).__name__}: {exc}"
             ) from None
+        return np.concatenate(planes, axis=2)[:, :, index[2]]
 
 
-def _open_tiff_zarr(path: str, series: int):
-    import tifffile
-    import zarr
-    from tifffile.zarr import ZarrTiffStore
+def _read_window(page, keyframe, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Pixels ``[y0:y1, x0:x1]`` of one page as ``(rows, columns, samples)``."""
+    separate, _, height, width, contig = keyframe.shaped
+    if keyframe.is_tiled:
+        th, tw = keyframe.tilelength, keyframe.tilewidth
+    else:
+        th, tw = keyframe.rowsperstrip, width
+    down, across = -(-height // th), -(-width // tw)
+    rows, cols = range(y0 // th, (y1 - 1) // th + 1), range(x0 // tw, (x1 - 1) // tw + 1)
+    indices = [
+        (plane * down + r) * across + c for plane in range(separate) for r in rows for c in cols
+    ]
+    out = np.zeros((separate, y1 - y0, x1 - x0, contig), keyframe.dtype)
+    fh = page.parent.filehandle
+    segments = fh.read_segments(
+        [page.dataoffsets[i] for i in indices],
+        [page.databytecounts[i] for i in indices],
+        indices=indices,
+        sort=True,
+        lock=fh.lock,
+    )
+    decode = keyframe.decode
+    for data, i in segments:
+        tile, (plane, _, ty, tx, _), _ = decode(data, i, jpegtables=keyframe.jpegtables)
+        if tile is None:
+            continue  # an empty (sparse) tile reads as zeros
+        tile = tile[0]  # drop the depth axis
+        ya, yb = max(y0, ty), min(y1, ty + th, height)
+        xa, xb = max(x0, tx), min(x1, tx + tw, width)
+        out[plane, ya - y0 : yb - y0, xa - x0 : xb - x0] = tile[
+            ya - ty : yb - ty, xa - tx : xb - tx
+        ]
+    # Separate planes or contiguous samples: one of the two is 1.
+    return np.moveaxis(out, 0, -1).reshape(y1 - y0, x1 - x0, separate * contig)
 
-    tif = tifffile.TiffFile(path)
-    store = ZarrTiffStore(tif.series[series], level=0)
-    return zarr.open_array(store, mode="r")
+
+def _tiff_planes(path: Path, series) -> _TiffPlanes:
+    """The pages holding the channels of the first image plane of ``series`` (level 0)."""
+    level = series.levels[0]
+    keyframe = level.keyframe
+    page_axes = keyframe.axes  # e.g. "YXS", "SYX" or "YX"
+    leading = level.axes[: len(level.axes) - len(page_axes)]  # page axes, e.g. "TCZ", "I"
+    lead_shape = level.shape[: len(leading)]
+    if any(n > 1 for a, n in zip(leading, lead_shape, strict=True) if a != "C"):
+        log.warning(
+            "%s: series 0 has axes %s; quantizing only its first %s plane",
+            path,
+            level.axes,
+            "/".join(a for a in leading if a != "C"),
+        )
+    n_pages = lead_shape[leading.index("C")] if "C" in leading else 1
+    pages = tuple(
+        int(np.ravel_multi_index([c if a == "C" else 0 for a in leading], lead_shape))
+        if leading
+        else 0
+        for c in range(n_pages)
+    )
+    separate, _, height, width, contig = keyframe.shaped
+    return _TiffPlanes(pages, (height, width, n_pages * separate * contig), keyframe.dtype)
 
 
 def _open_tiff(path: Path, chunks: int | None) -> Image:
@@ -194,67 +266,42 @@ def _open_tiff(path: Path, chunks: int | None) -> Image:
                     len(tif.series),
                     tif.series[0].kind,
                 )
-            series = tif.series[0]
-            level = series.levels[0]
-            page = level.keyframe
-            axes, shape, dtype = level.axes, level.shape, level.dtype
+            page = tif.series[0].levels[0].keyframe
             # JPEG-in-TIFF is stored as YCbCr but decoded to RGB.
             photometric = page.photometric.name.lower().replace("ycbcr", "rgb")
             tiled = page.is_tiled
             unit = (
                 (page.tilelength, page.tilewidth) if tiled else (page.rowsperstrip, page.imagewidth)
             )
-            # Touch every tile offset now so a truncated file fails before any work is done.
-            _check_segments(path, page)
+            if page.imagedepth > 1:
+                raise BigquantError(f"{path}: volumetric (3-D) TIFFs are not supported")
+            if photometric == "palette":
+                raise BigquantError(f"{path}: palette (indexed) TIFFs are already quantized")
+            if page.dtype not in SUPPORTED_DTYPES:
+                raise BigquantError(
+                    f"{path}: unsupported pixel type {page.dtype}: bigquant reads uint8, uint16 "
+                    "and float32 images"
+                )
+            planes = _tiff_planes(path, tif.series[0])
+            # Check every tile offset now so a truncated file fails before any work is done.
+            for p in planes.pages:
+                _check_segments(path, tif.series[0].levels[0].pages[p])
     except BigquantError:
         raise
     except Exception as exc:
         raise BigquantError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
 
-    if photometric == "palette":
-        raise BigquantError(f"{path}: palette (indexed) TIFFs are already quantized")
-    if dtype not in SUPPORTED_DTYPES:
-        raise BigquantError(
-            f"{path}: unsupported pixel type {dtype}: bigquant reads uint8, uint16 and float32 images"
-        )
-    if "Y" not in axes or "X" not in axes:
-        raise BigquantError(f"{path}: unsupported TIFF layout (axes {axes})")
-    channel_axis = "S" if "S" in axes else ("C" if "C" in axes else None)
-    extra = [a for a in axes if a not in ("Y", "X", channel_axis)]
-    if extra and any(shape[axes.index(a)] > 1 for a in extra):
-        log.warning(
-            "%s: series 0 has axes %s; quantizing only its first %s plane",
-            path,
-            axes,
-            "/".join(extra),
-        )
-
-    target = chunks or DEFAULT_CHUNK
-    cy, cx = _plane_chunks(
-        (shape[axes.index("Y")], shape[axes.index("X")]), unit, not tiled, target
-    )
-    native_chunks = tuple(
-        cy if a == "Y" else cx if a == "X" else (shape[i] if a == channel_axis else 1)
-        for i, a in enumerate(axes)
-    )
-    source = TiffSource(os.fspath(path.resolve()), 0, shape, dtype, path.stat().st_mtime)
+    cy, cx = _plane_chunks(planes.shape[:2], unit, not tiled, chunks or DEFAULT_CHUNK)
+    source = TiffSource(os.fspath(path.resolve()), planes, path.stat().st_mtime)
     arr = da.from_array(
         source,
-        chunks=native_chunks,
+        chunks=(cy, cx, planes.shape[2]),
         asarray=False,
         lock=False,
         fancy=False,
-        meta=np.empty((0,) * len(shape), dtype),
+        meta=np.empty((0, 0, 0), planes.dtype),
         name=f"bigquant-read-{tokenize_path(path)}-{cy}x{cx}",
     )
-    # Drop the extra axes (first plane), then order as (Y, X, C).
-    arr = arr[tuple(0 if a in extra else slice(None) for a in axes)]
-    kept = [a for a in axes if a not in extra]
-    if channel_axis is None:
-        arr = arr[..., None]
-        kept.append("C")
-        channel_axis = "C"
-    arr = arr.transpose([kept.index("Y"), kept.index("X"), kept.index(channel_axis)])
     return as_image(arr, path=os.fspath(path), photometric=photometric)
 
 

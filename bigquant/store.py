@@ -62,16 +62,15 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def labels_compressor(zarr_format: int, dtype: np.dtype):
-    """Blosc-zstd: fast to decode, and labels of photographs compress well."""
-    shuffle = dtype.itemsize > 1
+def labels_compressor(zarr_format: int):
+    """Zstandard level 3: on photographs' labels it beats Blosc-zstd in both speed and size."""
     if zarr_format == 2:
         import numcodecs
 
-        return numcodecs.Blosc(cname="zstd", clevel=5, shuffle=int(shuffle))
-    from zarr.codecs import BloscCodec
+        return numcodecs.Zstd(level=3)
+    from zarr.codecs import ZstdCodec
 
-    return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle" if shuffle else "noshuffle")
+    return ZstdCodec(level=3)
 
 
 def create_store(path: Path, shape, chunks, dtype, *, zarr_format: int = 3):
@@ -86,7 +85,7 @@ def create_store(path: Path, shape, chunks, dtype, *, zarr_format: int = 3):
         shape=tuple(shape),
         chunks=tuple(chunks),
         dtype=dtype,
-        compressors=labels_compressor(zarr_format, np.dtype(dtype)),
+        compressors=labels_compressor(zarr_format),
         fill_value=0,
         # Every chunk is written, even all-zero ones, so chunk files show progress.
         config={"write_empty_chunks": True},

@@ -50,7 +50,7 @@ def write_labels(data: da.Array, codebook: np.ndarray, out) -> tuple[float, np.n
     channels, and the number of pixels given each colour.
     """
     n_colors = len(codebook)
-    use_table = table_pays(data.shape[0] * data.shape[1], codebook, data.dtype)
+    use_table = table_pays(data.shape[0] * data.shape[1], *codebook.shape, data.dtype)
     stats = data.map_blocks(
         functools.partial(_assign_write, codebook=codebook, use_table=use_table, out=out),
         dtype=np.float64,

@@ -214,3 +214,15 @@ def test_incomplete_store_is_refused(tmp_path, store):
     group = zarr.open_group(broken, mode="r+")
     group.attrs["bigquant"] = {**group.attrs["bigquant"], "complete": False}
     assert_clean_failure(run_cli("info", broken), "incomplete bigquant store")
+
+
+def test_cli_defaults_match_the_api():
+    from click.testing import CliRunner
+
+    from bigquant.cli import main
+    from bigquant.fit import DEFAULT_MAX_ITER
+    from bigquant.sample import DEFAULT_SAMPLE
+
+    help_text = CliRunner().invoke(main, ["compress", "--help"], terminal_width=200).output
+    assert f"[default: {DEFAULT_SAMPLE}]" in help_text
+    assert f"[default: {DEFAULT_MAX_ITER}]" in help_text
