@@ -219,13 +219,7 @@ def bench_gdal(src: Path, work: Path, colors: int) -> list[dict]:
             "-n",
             str(colors),
             "-of",
-            "GTiff",
-            "-co",
-            "TILED=YES",
-            "-co",
-            "COMPRESS=DEFLATE",
-            "-co",
-            "BIGTIFF=YES",
+            "GTiff",  # rgb2pct.py takes no creation options: an uncompressed palette TIFF
             str(src),
             str(out),
         ]
@@ -348,7 +342,7 @@ def main() -> None:
         default=["gdal", "pillow", "sklearn", "daskml"],
         help="peers to run (gdal pillow sklearn daskml)",
     )
-    parser.add_argument("--daskml-cap", type=float, default=600, help="seconds")
+    parser.add_argument("--daskml-cap", type=float, default=300, help="seconds")
     parser.add_argument("--work", type=Path, default=CACHE / "work")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
