@@ -125,9 +125,32 @@ def main():
     help="Zarr format of the store (2 for older readers).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish the store an interrupted run with the same parameters left behind.",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run on the dask scheduler at ADDRESS (tcp://host:8786).",
+)
+@click.option("-w", "--workers", type=int, help="Run on a local cluster of N worker processes.")
 @_command
 def compress(
-    src, dst, n_colors, sample_size, seed, chunks, max_iter, zarr_format, overwrite, show_progress
+    src,
+    dst,
+    n_colors,
+    sample_size,
+    seed,
+    chunks,
+    max_iter,
+    zarr_format,
+    overwrite,
+    resume,
+    scheduler,
+    workers,
+    show_progress,
 ):
     """Quantize image SRC to K colours and write the store DST.
 
@@ -147,6 +170,9 @@ def compress(
         max_iter=max_iter,
         zarr_format=int(zarr_format),
         overwrite=overwrite,
+        resume=resume,
+        client=scheduler,
+        workers=workers,
         show_progress=show_progress,
     )
     psnr = meta["psnr"]

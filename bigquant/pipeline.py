@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -12,14 +13,23 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .cluster import scheduler
 from .errors import BigquantError
 from .fit import DEFAULT_MAX_ITER, check_n_colors, fit_codebook
 from .label import label_dtype
 from .progress import progress
 from .read import Image, as_image, open_image
 from .sample import DEFAULT_SAMPLE, SAMPLE_BLOCK
-from .store import ATTR_KEY, FORMAT_VERSION, atomic_output, create_store
-from .write import regular_chunks, write_labels
+from .store import (
+    ATTR_KEY,
+    FORMAT_VERSION,
+    atomic_output,
+    create_store,
+    finish_store,
+    open_partial,
+    partial_path,
+)
+from .write import finished_chunks, regular_chunks, total_stats, write_labels
 
 log = logging.getLogger("bigquant")
 
@@ -55,6 +65,9 @@ def compress(
     max_iter: int = DEFAULT_MAX_ITER,
     zarr_format: int = 3,
     overwrite: bool = False,
+    resume: bool = False,
+    client=None,
+    workers: int | None = None,
     show_progress: bool = False,
 ) -> dict:
     """Quantize an image to ``n_colors`` and write a bigquant store at ``dst``.
@@ -74,6 +87,13 @@ def compress(
     zarr_format : {3, 2}
     overwrite : bool
         Replace an existing ``dst`` (only once the new store is complete).
+    resume : bool
+        Finish the store an interrupted run with the same source and
+        parameters left behind, keeping its codebook and finished chunks.
+    client : distributed.Client or str, optional
+        Run on this client, or on the scheduler at this address.
+    workers : int, optional
+        Run on a local cluster of this many worker processes.
     show_progress : bool
         Progress bars on stderr.
 
@@ -85,8 +105,9 @@ def compress(
     Notes
     -----
     Reads the image once to label it, chunk by chunk, plus the few hundred
-    blocks the sample is drawn from (all of an image up to 67 megapixels). Memory stays bounded by a few chunks per
-    worker thread plus the sample.
+    blocks the sample is drawn from (all of an image up to 67 megapixels).
+    An interrupted or failed run (other than on bad input) leaves its
+    unfinished store in ``.DST.partial`` for ``resume``.
     """
     check_n_colors(n_colors)
     if sample_size < 1:
@@ -102,6 +123,8 @@ def compress(
         # so that only their tiles are decoded.
         sampling = open_image(src, chunks=SAMPLE_BLOCK).data
     else:
+        if resume:
+            raise BigquantError("--resume needs a source file, not an in-memory array")
         image = src if isinstance(src, Image) else as_image(src)
         sampling = image.data
     data = regular_chunks(image.data)
@@ -116,63 +139,106 @@ def compress(
         data.chunks[0][0],
         data.chunks[1][0],
     )
-
-    started = time.perf_counter()
-    _preload_fit_modules()
-    with progress("sampling", show_progress):
-        fit = fit_codebook(
-            sampling, n_colors, sample_size=sample_size, seed=seed, max_iter=max_iter
-        )
-    codebook = fit.codebook
-    fitted = time.perf_counter()
-    log.info(
-        "fitted %d colours on %d pixels in %d iterations (%.1f s)",
-        len(codebook),
-        fit.n_samples,
-        fit.n_iter,
-        fitted - started,
-    )
-
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "bigquant_version": __version__,
-        "source": {
-            "path": image.path,
-            "shape": [height, width, n_channels],
-            "dtype": str(data.dtype),
-            "photometric": image.photometric,
-        },
+    # What a resumed run must share with the run it finishes.
+    run = {
+        "source": _source_identity(image),
         "n_colors_requested": n_colors,
-        "n_colors": len(codebook),
         "seed": seed,
-        "sample_size": fit.n_samples,
+        "sample_size_requested": sample_size,
         "max_iter": max_iter,
-        "n_iter": fit.n_iter,
-        "complete": False,
+        "chunks": [data.chunks[0][0], data.chunks[1][0]],
+        "zarr_format": zarr_format,
     }
-    with atomic_output(dst, overwrite=overwrite) as tmp:
-        group, labels = create_store(
-            tmp,
-            (height, width),
-            (data.chunks[0][0], data.chunks[1][0]),
-            label_dtype(len(codebook)),
-            zarr_format=zarr_format,
-        )
-        group.attrs.update({"codebook": codebook.tolist(), ATTR_KEY: meta})
-        with progress("assigning", show_progress):
-            sse, counts = write_labels(data, codebook, labels)
+    partial = _resumable(dst, run) if resume else None
+
+    with (
+        scheduler(client, workers=workers),
+        atomic_output(dst, overwrite=overwrite, resumable=image.path is not None) as tmp,
+    ):
+        if partial is None:
+            started = time.perf_counter()
+            _preload_fit_modules()
+            with progress("sampling", show_progress):
+                fit = fit_codebook(
+                    sampling, n_colors, sample_size=sample_size, seed=seed, max_iter=max_iter
+                )
+            codebook = fit.codebook
+            log.info(
+                "fitted %d colours on %d pixels in %d iterations (%.1f s)",
+                len(codebook),
+                fit.n_samples,
+                fit.n_iter,
+                time.perf_counter() - started,
+            )
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "bigquant_version": __version__,
+                "source": {
+                    "path": image.path,
+                    "shape": [height, width, n_channels],
+                    "dtype": str(data.dtype),
+                    "photometric": image.photometric,
+                },
+                "n_colors_requested": n_colors,
+                "n_colors": len(codebook),
+                "seed": seed,
+                "sample_size": fit.n_samples,
+                "max_iter": max_iter,
+                "n_iter": fit.n_iter,
+                "run": run,
+                "complete": False,
+            }
+            shutil.rmtree(tmp, ignore_errors=True)  # a stale unfinished run, not resumed
+            group, labels, stats = create_store(
+                tmp,
+                (height, width),
+                run["chunks"],
+                label_dtype(len(codebook)),
+                len(codebook),
+                zarr_format=zarr_format,
+            )
+            group.attrs.update({"codebook": codebook.tolist(), ATTR_KEY: meta})
+            done = None
+        else:
+            group, labels, stats = partial
+            meta = dict(group.attrs[ATTR_KEY])
+            codebook = np.asarray(group.attrs["codebook"], dtype=data.dtype)
+            done = finished_chunks(stats)
+            log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
+        with progress("labelling", show_progress):
+            write_labels(data, codebook, labels, stats, skip=done)
+        sse, counts = total_stats(stats)
         mse = sse / (height * width * n_channels)
         meta.update(
             mse=mse,
             # JSON has no infinity: a lossless result (MSE 0) records PSNR as null.
             psnr=None if mse == 0 else psnr(mse, peak_value(data.dtype)),
             counts=counts.tolist(),
-            seconds={
-                "fit": round(fitted - started, 3),
-                "assign": round(time.perf_counter() - fitted, 3),
-            },
         )
-        # The completion marker goes last: a store without it never reads as complete.
-        meta["complete"] = True
-        group.attrs[ATTR_KEY] = meta
+        finish_store(group, meta)
     return meta
+
+
+def _source_identity(image: Image) -> dict | None:
+    """Path, size and modification time of a source file, to recognise it on resume."""
+    if image.path is None:
+        return None
+    st = Path(image.path).stat()
+    return {"path": str(Path(image.path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _resumable(dst: Path, run: dict):
+    """The unfinished store of an earlier run with the same ``run`` parameters, or None."""
+    tmp = partial_path(dst)
+    if not tmp.exists():
+        log.warning("nothing to resume at %s: starting afresh", tmp)
+        return None
+    partial = open_partial(tmp)
+    earlier = partial[0].attrs.get(ATTR_KEY, {}).get("run") if partial else None
+    if earlier != run:
+        changed = sorted(k for k in run if not earlier or earlier.get(k) != run[k])
+        raise BigquantError(
+            f"cannot resume {tmp}: it was started with a different "
+            f"{', '.join(changed) or 'layout'}; run without --resume to start afresh"
+        )
+    return partial

@@ -1,16 +1,33 @@
-"""Progress bars on stderr for dask computations run by the local schedulers."""
+"""Progress bars on stderr for dask computations, on threads or on a distributed cluster.
+
+The pipeline marks a stage with ``with progress("labelling", enabled)``; the
+stages compute through `compute`, which draws the bar: by counting finished
+tasks on the local schedulers, or finished futures on a ``distributed.Client``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import sys
 from collections.abc import Iterator
 
+import dask
 from dask.callbacks import Callback
+
+_stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("bigquant_stage", default=None)
+
+
+def _bar(total: int, description: str):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, desc=description, unit="task", file=sys.stderr, leave=False, dynamic_ncols=True
+    )
 
 
 class _TqdmCallback(Callback):
-    """Counts finished dask tasks on a tqdm bar."""
+    """Counts finished dask tasks of the local schedulers on a tqdm bar."""
 
     def __init__(self, description: str):
         super().__init__()
@@ -18,17 +35,8 @@ class _TqdmCallback(Callback):
         self._bar = None
 
     def _start_state(self, dsk, state):
-        from tqdm import tqdm
-
         total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
-        self._bar = tqdm(
-            total=total,
-            desc=self._description,
-            unit="task",
-            file=sys.stderr,
-            leave=False,
-            dynamic_ncols=True,
-        )
+        self._bar = _bar(total, self._description)
 
     def _posttask(self, key, result, dsk, state, worker_id):
         self._bar.update(1)
@@ -41,12 +49,41 @@ class _TqdmCallback(Callback):
 
 @contextlib.contextmanager
 def progress(description: str, enabled: bool) -> Iterator[None]:
-    """Show a bar for the dask computations inside the block when ``enabled``."""
-    if not enabled:
+    """Show a bar named ``description`` for what `compute` runs inside the block."""
+    token = _stage.set(description if enabled else None)
+    try:
         yield
-        return
-    with _TqdmCallback(description):
-        yield
+    finally:
+        _stage.reset(token)
+
+
+def compute(*tasks):
+    """``dask.compute(*tasks)``, with a progress bar inside an enabled `progress` block."""
+    description = _stage.get()
+    if description is None:
+        return dask.compute(*tasks)
+    client = _distributed_client()
+    if client is None:
+        with _TqdmCallback(description):
+            return dask.compute(*tasks)
+    from distributed import as_completed
+
+    futures = client.compute(list(tasks))
+    with _bar(len(futures), description) as bar:
+        for _ in as_completed(futures):
+            bar.update(1)
+    return tuple(client.gather(futures))
+
+
+def _distributed_client():
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 def default_enabled(quiet: bool) -> bool:

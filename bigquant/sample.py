@@ -14,6 +14,7 @@ import dask
 import numpy as np
 
 from .errors import BigquantError
+from .progress import compute
 
 #: Past this, quality stops improving (see README, "Sample size"); the fit's cost grows with it.
 DEFAULT_SAMPLE = 250_000
@@ -90,7 +91,7 @@ def sample_pixels(data, n: int = DEFAULT_SAMPLE, seed: int = 0) -> np.ndarray:
                 blocks[by, bx, 0], ys[sel] - row_edges[by], xs[sel] - col_edges[bx]
             )
         )
-    gathered = np.concatenate(dask.compute(*parts))
+    gathered = np.concatenate(compute(*parts))
     out = np.empty_like(gathered)
     out[order] = gathered
     return out

@@ -15,6 +15,7 @@ Contract (other tools read exactly this)::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -29,27 +30,48 @@ from .label import apply_codebook
 
 FORMAT_VERSION = 1
 ATTR_KEY = "bigquant"
+#: Per-chunk squared errors and colour counts, present only while a store is unfinished.
+STATS_KEY = "chunk_stats"
+
+log = logging.getLogger("bigquant")
+
+
+def partial_path(dst) -> Path:
+    """Where the output for ``dst`` is written until it is complete: ``.NAME.partial``."""
+    dst = Path(dst)
+    return dst.with_name(f".{dst.name}.partial")
 
 
 @contextlib.contextmanager
-def atomic_output(dst, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path to write ``dst`` into; move it in place on success.
 
     An existing ``dst`` is refused unless ``overwrite``, and is only replaced
-    once the new output is complete; on any failure or interrupt the partial
-    output is removed and ``dst`` is left as it was.
+    once the new output is complete. On a `BigquantError` (bad input) the
+    partial output is removed. On an interrupt or any other failure it is
+    removed too, unless ``resumable``: then it is kept for a later run to
+    resume, and a stale one is left for the caller to reuse or clear.
     """
     dst = Path(dst)
     if dst.exists() and not overwrite:
         raise BigquantError(f"{dst} already exists (use --overwrite to replace it)")
     if not dst.parent.is_dir():
         raise BigquantError(f"{dst.parent}: no such directory")
-    tmp = dst.with_name(f".{dst.name}.partial")
-    _remove(tmp)
+    tmp = partial_path(dst)
+    if not resumable:
+        _remove(tmp)
     try:
         yield tmp
-    except BaseException:
+    except BigquantError:
         _remove(tmp)
+        raise
+    except BaseException:
+        if resumable and tmp.exists():
+            log.warning(
+                "kept the unfinished output in %s: run again with --resume to finish it", tmp
+            )
+        else:
+            _remove(tmp)
         raise
     _remove(dst)
     os.replace(tmp, dst)
@@ -73,8 +95,14 @@ def labels_compressor(zarr_format: int):
     return ZstdCodec(level=3)
 
 
-def create_store(path: Path, shape, chunks, dtype, *, zarr_format: int = 3):
-    """Create the group and an empty ``labels`` array; return ``(group, labels)``."""
+def create_store(path: Path, shape, chunks, dtype, n_colors: int, *, zarr_format: int = 3):
+    """Create the group, an empty ``labels`` array and the per-chunk stats array.
+
+    Returns ``(group, labels, stats)``. ``stats[row, col]`` holds a chunk's
+    squared error sum and colour counts once its labels are written (NaN
+    before): it is how an interrupted run knows what is done. `finish_store`
+    removes it.
+    """
     import zarr
 
     if zarr_format not in (2, 3):
@@ -91,7 +119,33 @@ def create_store(path: Path, shape, chunks, dtype, *, zarr_format: int = 3):
         config={"write_empty_chunks": True},
         dimension_names=("y", "x") if zarr_format == 3 else None,
     )
-    return group, labels
+    grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
+    stats = group.create_array(
+        STATS_KEY,
+        shape=(*grid, 1 + n_colors),
+        chunks=(1, 1, 1 + n_colors),
+        dtype=np.float64,
+        fill_value=np.nan,
+    )
+    return group, labels, stats
+
+
+def open_partial(path: Path):
+    """``(group, labels, stats)`` of an unfinished store, or None when there is none."""
+    import zarr
+
+    try:
+        group = zarr.open_group(path, mode="r+")
+        return group, group["labels"], group[STATS_KEY]
+    except Exception:
+        return None
+
+
+def finish_store(group, meta: dict) -> None:
+    """Drop the per-chunk stats and write the attributes, completion marker last."""
+    del group[STATS_KEY]
+    meta["complete"] = True
+    group.attrs[ATTR_KEY] = meta
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ Zarr chunks one to one, so no two tasks ever write the same Zarr chunk.
 
 from __future__ import annotations
 
-import functools
-
+import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
 from .label import assign_block, table_pays
+from .progress import compute
 
 
 def regular_chunks(data: da.Array) -> da.Array:
@@ -34,28 +34,53 @@ def regular_chunks(data: da.Array) -> da.Array:
 
 
 def _assign_write(
-    block: np.ndarray, codebook: np.ndarray, use_table: bool, out, block_info=None
-) -> np.ndarray:
-    (y0, y1), (x0, x1), _ = block_info[0]["array-location"]
+    block: np.ndarray, codebook: np.ndarray, use_table: bool, out, stats, where
+) -> None:
+    (y0, y1), (x0, x1), (row, col) = where
     labels, sse, counts = assign_block(block, codebook, use_table)
     out[y0:y1, x0:x1] = labels
-    return np.concatenate(([sse], counts)).astype(np.float64)[None, None, :]
+    # Written after the labels: a chunk with stats is finished, and a resumed run skips it.
+    stats[row, col] = np.concatenate(([sse], counts))
 
 
-def write_labels(data: da.Array, codebook: np.ndarray, out) -> tuple[float, np.ndarray]:
+def finished_chunks(stats) -> np.ndarray:
+    """``(rows, cols)`` of the chunks whose labels are written (their stats are)."""
+    return ~np.isnan(stats[:, :, 0])
+
+
+def write_labels(
+    data: da.Array, codebook: np.ndarray, out, stats, *, skip: np.ndarray | None = None
+) -> None:
     """Label every pixel of ``data`` with ``codebook`` and write the labels into ``out``.
 
-    Reads the whole image once. ``data`` must be chunked like ``out`` (see
-    `regular_chunks`). Returns the sum of squared errors over all pixels and
-    channels, and the number of pixels given each colour.
+    Reads the whole image once (but the chunks marked in ``skip``). ``data``
+    must be chunked like ``out`` (see `regular_chunks`). Each chunk's squared
+    error sum and colour counts go to ``stats[row, col]``, an array of shape
+    ``(chunk rows, chunk columns, 1 + K)``, once its labels are written.
     """
-    n_colors = len(codebook)
     use_table = table_pays(data.shape[0] * data.shape[1], *codebook.shape, data.dtype)
-    stats = data.map_blocks(
-        functools.partial(_assign_write, codebook=codebook, use_table=use_table, out=out),
-        dtype=np.float64,
-        chunks=((1,) * len(data.chunks[0]), (1,) * len(data.chunks[1]), (n_colors + 1,)),
-        name="bigquant-write-" + tokenize(data, codebook, str(out.store_path)),
-    )
-    total = stats.sum(axis=(0, 1)).compute()
-    return float(total[0]), total[1:].astype(np.int64)
+    row_edges = np.cumsum((0, *data.chunks[0]))
+    col_edges = np.cumsum((0, *data.chunks[1]))
+    blocks = data.to_delayed()
+    tasks = [
+        dask.delayed(_assign_write, pure=True)(
+            blocks[r, c, 0],
+            codebook,
+            use_table,
+            out,
+            stats,
+            ((row_edges[r], row_edges[r + 1]), (col_edges[c], col_edges[c + 1]), (r, c)),
+            dask_key_name=f"bigquant-write-{token}-{r}-{c}",
+        )
+        for token in [tokenize(data, codebook, str(out.store_path))]
+        for r in range(len(data.chunks[0]))
+        for c in range(len(data.chunks[1]))
+        if skip is None or not skip[r, c]
+    ]
+    compute(*tasks)
+
+
+def total_stats(stats) -> tuple[float, np.ndarray]:
+    """Squared error sum and per-colour pixel counts over all chunks, in chunk order."""
+    values = stats[:]
+    return float(values[:, :, 0].sum()), values[:, :, 1:].sum(axis=(0, 1)).astype(np.int64)

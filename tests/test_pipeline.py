@@ -222,7 +222,9 @@ def test_existing_output_untouched_without_overwrite(tmp_path, china):
     assert bigquant.open_store(dst).codebook.shape == (4, 3)
 
 
-def test_failure_mid_write_keeps_old_output_and_leaves_no_partial(tmp_path, china, monkeypatch):
+def test_failure_mid_write_keeps_old_output_and_the_partial_for_resume(
+    tmp_path, china, monkeypatch
+):
     src = write_tiff(tmp_path / "in.tif", china, tile=(64, 64))
     dst = tmp_path / "s.zarr"
     bigquant.compress(src, dst, 4)
@@ -245,7 +247,17 @@ def test_failure_mid_write_keeps_old_output_and_leaves_no_partial(tmp_path, chin
     after = store_image(dst)
     np.testing.assert_array_equal(after[0], before[0])
     np.testing.assert_array_equal(after[1], before[1])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "s.zarr"]
+    # The unfinished store is hidden, never mistaken for a complete one, and resumable.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.zarr.partial", "in.tif", "s.zarr"]
+    with pytest.raises(BigquantError, match="incomplete bigquant store"):
+        bigquant.open_store(tmp_path / ".s.zarr.partial")
+    monkeypatch.setattr(write_stage, "assign_block", real)
+    bigquant.compress(src, dst, 8, overwrite=True, chunks=64, resume=True)
+    bigquant.compress(src, tmp_path / "fresh.zarr", 8, chunks=64)
+    resumed, fresh = store_image(dst), store_image(tmp_path / "fresh.zarr")
+    np.testing.assert_array_equal(resumed[0], fresh[0])
+    np.testing.assert_array_equal(resumed[1], fresh[1])
+    assert resumed[2]["mse"] == fresh[2]["mse"]
 
 
 def test_reader_layouts_give_identical_stores(tmp_path, china):

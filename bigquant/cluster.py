@@ -1,0 +1,79 @@
+"""Where the work runs: dask's threads in this process, local worker processes, or a cluster.
+
+bigquant never schedules anything itself: inside `scheduler`, every dask
+computation goes to the chosen ``distributed.Client``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from .errors import BigquantError
+
+log = logging.getLogger("bigquant")
+
+#: How long to wait for a scheduler before giving up.
+CONNECT_TIMEOUT = "10s"
+
+
+@contextlib.contextmanager
+def scheduler(client=None, *, workers: int | None = None) -> Iterator[object | None]:
+    """Run the dask computations inside the block on a cluster, or on threads.
+
+    Parameters
+    ----------
+    client : distributed.Client, str or None
+        A client, or the address of a running scheduler (``tcp://host:8786``).
+        None: ``workers`` local processes if given, else dask's threads here.
+    workers : int, optional
+        Start a local cluster of this many single-threaded worker processes.
+
+    Yields
+    ------
+    The ``distributed.Client`` in use, or None for threads.
+    """
+    if client is None and workers is None:
+        yield None
+        return
+    if client is not None and workers is not None:
+        raise BigquantError("give either a scheduler address or a number of workers, not both")
+    from distributed import Client, LocalCluster
+
+    if isinstance(client, Client):
+        _announce(client)
+        with client.as_current():
+            yield client
+        return
+    if workers is not None:
+        if workers < 1:
+            raise BigquantError(f"--workers must be at least 1, not {workers}")
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+            ) as cluster,
+            Client(cluster) as local,
+        ):
+            _announce(local)
+            yield local
+        return
+    try:
+        remote = Client(client, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise BigquantError(
+            f"cannot reach the dask scheduler at {client} within {CONNECT_TIMEOUT}: {exc}"
+        ) from None
+    with remote:
+        _announce(remote)
+        yield remote
+
+
+def _announce(client) -> None:
+    n_workers = len(client.scheduler_info().get("workers", {}))
+    log.info(
+        "running on %s (%d workers); dashboard: %s",
+        client.scheduler.address,
+        n_workers,
+        client.dashboard_link,
+    )
