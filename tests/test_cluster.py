@@ -39,7 +39,8 @@ def cluster():
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
-        Client(cluster) as client,
+        # Not the default client: bigquant must route its work through the one it is given.
+        Client(cluster, set_as_default=False) as client,
     ):
         yield client
 
@@ -65,10 +66,10 @@ def test_worker_processes_give_the_same_bytes(cluster, photo_tif, local_store, t
         photo_tif, tmp_path / "c.zarr", 32, sample_size=40_000, seed=3, chunks=128, client=cluster
     )
     assert_same_store(tmp_path / "c.zarr", local_store)
-    # Nothing leaked onto the default scheduler: later work runs on threads again.
+    assert cluster.run(lambda: 1)  # the workers are alive and were used
     from distributed import default_client
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError):  # and nothing stayed registered as the default client
         default_client()
 
 
@@ -177,20 +178,25 @@ def test_killed_worker_does_not_change_the_result(mosaic, tmp_path):
     ):
         pids = list(client.run(os.getpid).values())
         stats = partial_path(tmp_path / "k.zarr") / "chunk_stats"
+        killed = []
 
         def kill_when_labelling():
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= 20:
                     os.kill(pids[0], signal.SIGKILL)
+                    killed.append(time.monotonic())
                     return
                 time.sleep(0.05)
 
         killer = threading.Thread(target=kill_when_labelling)
         killer.start()
         bigquant.compress(src, tmp_path / "k.zarr", 64, seed=1, chunks=256, client=client)
+        finished = time.monotonic()
         killer.join()
-        assert pids[0] not in client.run(os.getpid).values()  # it really died
+        # The worker died while chunks were still being labelled, and was replaced.
+        assert killed and killed[0] < finished
+        assert pids[0] not in client.run(os.getpid).values()
     assert_same_store(tmp_path / "k.zarr", reference)
 
 
