@@ -79,27 +79,14 @@ def photos() -> list[np.ndarray]:
 
 def make_input(megapixels: float) -> Path:
     """Cached mosaic TIFF of about ``megapixels``, square, whole 512² tiles."""
-    import tifffile
-
-    from bigquant.mosaic import Mosaic
+    from bigquant.mosaic import write_mosaic
 
     side = round(math.sqrt(megapixels * 1e6) / TILE) * TILE
     path = CACHE / f"mosaic-{side}.tif"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        mosaic = Mosaic(side, side, photos=photos(), seed=1)
         tmp = path.with_suffix(".partial")
-        tifffile.imwrite(
-            tmp,
-            mosaic.tiles(TILE),
-            shape=mosaic.shape,
-            dtype=np.uint8,
-            tile=(TILE, TILE),
-            photometric="rgb",
-            compression="zlib",
-            bigtiff=True,
-            metadata=None,
-        )
+        write_mosaic(tmp, side, side, tile=TILE, photos=photos(), seed=1)
         tmp.rename(path)
     return path
 

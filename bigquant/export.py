@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BigquantError
-from .progress import progress
+from .progress import compute, progress
 from .store import Store, atomic_output, open_store
 
 log = logging.getLogger("bigquant")
@@ -69,7 +69,7 @@ def _write_zarr(image, path: Path, store: Store) -> None:
         dtype=image.dtype,
         compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
     )
-    image.store(arr, lock=False)
+    compute(image.store(arr, lock=False, compute=False))
 
 
 def _write_tiff(image, path: Path, store: Store) -> None:
@@ -87,7 +87,7 @@ def _write_tiff(image, path: Path, store: Store) -> None:
 
     def tiles():
         for y0 in range(0, height, band_rows):
-            band = image[y0 : y0 + band_rows].compute()
+            (band,) = compute(image[y0 : y0 + band_rows])
             for ty in range(0, band.shape[0], tile):
                 for x in range(0, width, tile):
                     yield np.ascontiguousarray(band[ty : ty + tile, x : x + tile])

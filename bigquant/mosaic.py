@@ -65,12 +65,19 @@ class Mosaic:
 
 
 def write_mosaic(
-    path, height: int, width: int, *, tile: int = 512, compression: str = "zlib", seed: int = 0
+    path,
+    height: int,
+    width: int,
+    *,
+    tile: int = 512,
+    compression: str = "zlib",
+    seed: int = 0,
+    photos: list[np.ndarray] | None = None,
 ) -> Path:
-    """Write a ``height`` x ``width`` RGB mosaic of photographs as a tiled (Big)TIFF."""
+    """Write a ``height`` x ``width`` RGB mosaic of ``photos`` as a tiled (Big)TIFF."""
     import tifffile
 
-    mosaic = Mosaic(height, width, seed=seed)
+    mosaic = Mosaic(height, width, photos=photos, seed=seed)
     tifffile.imwrite(
         path,
         mosaic.tiles(tile),

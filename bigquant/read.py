@@ -203,7 +203,8 @@ def _read_window(page, keyframe, y0: int, y1: int, x0: int, x1: int) -> np.ndarr
     indices = [
         (plane * down + r) * across + c for plane in range(separate) for r in rows for c in cols
     ]
-    out = np.zeros((separate, y1 - y0, x1 - x0, contig), keyframe.dtype)
+    # Native byte order: big-endian files are swapped as the tiles are copied in.
+    out = np.zeros((separate, y1 - y0, x1 - x0, contig), keyframe.dtype.newbyteorder("="))
     fh = page.parent.filehandle
     segments = fh.read_segments(
         [page.dataoffsets[i] for i in indices],
@@ -249,7 +250,8 @@ def _tiff_planes(path: Path, series) -> _TiffPlanes:
         for c in range(n_pages)
     )
     separate, _, height, width, contig = keyframe.shaped
-    return _TiffPlanes(pages, (height, width, n_pages * separate * contig), keyframe.dtype)
+    dtype = keyframe.dtype.newbyteorder("=")
+    return _TiffPlanes(pages, (height, width, n_pages * separate * contig), dtype)
 
 
 def _open_tiff(path: Path, chunks: int | None) -> Image:
@@ -277,9 +279,9 @@ def _open_tiff(path: Path, chunks: int | None) -> Image:
                 raise BigquantError(f"{path}: volumetric (3-D) TIFFs are not supported")
             if photometric == "palette":
                 raise BigquantError(f"{path}: palette (indexed) TIFFs are already quantized")
-            if page.dtype not in SUPPORTED_DTYPES:
+            if page.dtype.newbyteorder("=") not in SUPPORTED_DTYPES:
                 raise BigquantError(
-                    f"{path}: unsupported pixel type {page.dtype}: bigquant reads uint8, uint16 "
+                    f"{path}: unsupported pixel type {page.dtype.name}: bigquant reads uint8, uint16 "
                     "and float32 images"
                 )
             planes = _tiff_planes(path, tif.series[0])

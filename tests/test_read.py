@@ -49,6 +49,17 @@ def test_striped_chunks_span_full_width(tmp_path, china):
     np.testing.assert_array_equal(image.data.compute(), china)
 
 
+def test_big_endian_uint16(tmp_path, china):
+    data = china.astype(np.uint16) * 257
+    path = tmp_path / "be.tif"
+    tifffile.imwrite(
+        path, data, byteorder=">", tile=(64, 64), photometric="rgb", compression="zlib"
+    )
+    image = open_image(path)
+    assert image.data.dtype == np.uint16
+    np.testing.assert_array_equal(image.data.compute(), data)
+
+
 def test_bigtiff_and_planar(tmp_path, china):
     path = tmp_path / "p.tif"
     tifffile.imwrite(
