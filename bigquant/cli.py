@@ -85,8 +85,8 @@ def main():
 
 
 @main.command()
-@click.argument("src", type=click.Path(path_type=Path))
-@click.argument("dst", type=click.Path(path_type=Path))
+@click.argument("src")
+@click.argument("dst")
 @click.option(
     "-c",
     "--colors",
@@ -154,6 +154,7 @@ def compress(
 ):
     """Quantize image SRC to K colours and write the store DST.
 
+    SRC and DST are local paths or fsspec URLs (s3://… with s3fs installed).
     SRC is a TIFF (tiled or striped, BigTIFF, OME/pyramidal: full resolution),
     a Zarr array, or a small PNG/JPEG.
     """
@@ -186,8 +187,8 @@ def compress(
 
 
 @main.command()
-@click.argument("store", type=click.Path(path_type=Path))
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("store")
+@click.argument("out")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @_command
 def decompress(store, out, overwrite, show_progress):
@@ -232,7 +233,7 @@ def store_summary(store) -> dict:
 
 
 @main.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_command
 def info(store, as_json, show_progress):

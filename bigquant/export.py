@@ -7,10 +7,12 @@ of the image, never all of it.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import posixpath
+import tempfile
 
 import numpy as np
 
+from . import location
 from .errors import BigquantError
 from .progress import compute, progress
 from .store import Store, atomic_output, open_store
@@ -24,13 +26,13 @@ _BIGTIFF_BYTES = 2**32 - 2**25
 _BAND_BYTES = 256 * 2**20
 
 
-def decompress(store, out, *, overwrite: bool = False, show_progress: bool = False) -> Path:
+def decompress(store, out, *, overwrite: bool = False, show_progress: bool = False) -> str:
     """Write the quantized image of ``store`` to ``out``.
 
     Parameters
     ----------
-    store : path-like or Store
-    out : path-like
+    store : path-like, URL or Store
+    out : path-like or URL
         ``*.tif`` / ``*.tiff``: a tiled, zlib-compressed TIFF (BigTIFF when
         large; photometric RGB for 3 channels, minisblack otherwise).
         ``*.zarr``: a Zarr array chunked like the labels.
@@ -41,29 +43,35 @@ def decompress(store, out, *, overwrite: bool = False, show_progress: bool = Fal
     """
     if not isinstance(store, Store):
         store = open_store(store)
-    out = Path(out)
-    suffix = out.suffix.lower()
+    out = location.normalize(out)
+    suffix = posixpath.splitext(location.name(out))[1].lower()
     if suffix not in (".tif", ".tiff", ".zarr"):
         raise BigquantError(f"{out}: output must end in .tif, .tiff or .zarr")
-    if out.resolve() == store.path.resolve():
+    if out == store.path:
         raise BigquantError(f"{out}: the output would replace its own store")
     image = store.quantized()
     if image.shape[2] == 1:
         image = image[:, :, 0]
     with atomic_output(out, overwrite=overwrite) as tmp, progress("writing", show_progress):
         if suffix == ".zarr":
-            _write_zarr(image, tmp, store)
+            _write_zarr(image, tmp)
+        elif location.is_url(tmp):
+            # TIFF writing seeks back to patch offsets, which object-store files cannot:
+            # write it locally, then upload.
+            with tempfile.TemporaryDirectory() as local:
+                _write_tiff(image, f"{local}/out.tif")
+                location.upload(f"{local}/out.tif", tmp)
         else:
-            _write_tiff(image, tmp, store)
+            _write_tiff(image, tmp)
     return out
 
 
-def _write_zarr(image, path: Path, store: Store) -> None:
+def _write_zarr(image, path: str) -> None:
     import zarr
     from zarr.codecs import BloscCodec
 
     arr = zarr.create_array(
-        path,
+        location.zarr_store(path, read_only=False),
         shape=image.shape,
         chunks=tuple(c[0] for c in image.chunks),
         dtype=image.dtype,
@@ -72,7 +80,7 @@ def _write_zarr(image, path: Path, store: Store) -> None:
     compute(image.store(arr, lock=False, compute=False))
 
 
-def _write_tiff(image, path: Path, store: Store) -> None:
+def _write_tiff(image, path: str) -> None:
     import tifffile
 
     height, width = image.shape[:2]

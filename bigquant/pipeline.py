@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, location
 from .cluster import scheduler
 from .errors import BigquantError
 from .fit import DEFAULT_MAX_ITER, check_n_colors, fit_codebook
@@ -112,11 +110,11 @@ def compress(
     check_n_colors(n_colors)
     if sample_size < 1:
         raise BigquantError(f"--sample must be a positive number of pixels, not {sample_size}")
-    dst = Path(dst)
-    if dst.exists() and not overwrite:
+    dst = location.normalize(dst)
+    if location.exists(dst) and not overwrite:
         raise BigquantError(f"{dst} already exists (use --overwrite to replace it)")
     if isinstance(src, (str, os.PathLike)):
-        if Path(src).resolve() == dst.resolve():
+        if location.normalize(src) == dst:
             raise BigquantError(f"{dst}: the output would replace its own source")
         image = open_image(src, chunks=chunks)
         # The sample comes from a few hundred small blocks: read them through small chunks,
@@ -188,7 +186,7 @@ def compress(
                 "run": run,
                 "complete": False,
             }
-            shutil.rmtree(tmp, ignore_errors=True)  # a stale unfinished run, not resumed
+            location.remove(tmp)  # a stale unfinished run, not resumed
             group, labels, stats = create_store(
                 tmp,
                 (height, width),
@@ -221,16 +219,13 @@ def compress(
 
 def _source_identity(image: Image) -> dict | None:
     """Path, size and modification time of a source file, to recognise it on resume."""
-    if image.path is None:
-        return None
-    st = Path(image.path).stat()
-    return {"path": str(Path(image.path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return None if image.path is None else location.identity(image.path)
 
 
-def _resumable(dst: Path, run: dict):
+def _resumable(dst: str, run: dict):
     """The unfinished store of an earlier run with the same ``run`` parameters, or None."""
     tmp = partial_path(dst)
-    if not tmp.exists():
+    if not location.exists(tmp):
         log.warning("nothing to resume at %s: starting afresh", tmp)
         return None
     partial = open_partial(tmp)

@@ -10,14 +10,14 @@ no tile is ever decoded twice.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
+from . import location
 from .errors import BigquantError
 
 log = logging.getLogger("bigquant")
@@ -83,7 +83,8 @@ def open_image(source, *, chunks: int | None = None) -> Image:
     ----------
     source : str or path-like
         A TIFF / BigTIFF / OME-TIFF file (series 0, full-resolution level), a
-        Zarr array (or a group holding exactly one array), or a small PNG/JPEG.
+        Zarr array (or a group holding exactly one array), or a small PNG/JPEG;
+        a local path or an fsspec URL (``s3://…`` with s3fs installed).
     chunks : int, optional
         Target chunk side in pixels, rounded to whole TIFF tiles (tiled files)
         or strips (striped files, whose chunks span the full width).
@@ -94,15 +95,15 @@ def open_image(source, *, chunks: int | None = None) -> Image:
         Nothing is decoded: PNG and JPEG are the exception, decoded whole,
         which is why they are meant for small files only.
     """
-    path = Path(source)
+    path = location.normalize(source)
     if chunks is not None and chunks < 1:
         raise BigquantError(f"--chunks must be a positive number of pixels, not {chunks}")
-    if not path.exists():
+    if not location.exists(path):
         raise BigquantError(f"{source}: no such file or directory")
-    if path.is_dir():
+    if location.isdir(path):
         return _open_zarr(path, chunks)
     try:
-        with open(path, "rb") as fh:
+        with location.open_input(path) as fh:
             magic = fh.read(8)
     except OSError as exc:
         raise BigquantError(f"{source}: cannot read ({exc.strerror or exc})") from None
@@ -154,22 +155,22 @@ class TiffSource:
     store would funnel every decode through zarr's single event-loop thread).
     """
 
-    def __init__(self, path: str, planes: _TiffPlanes, mtime: float):
+    def __init__(self, path: str, planes: _TiffPlanes, stamp: str):
         self.path = path
         self.planes = planes
         self.shape = planes.shape
         self.dtype = planes.dtype
         self.ndim = 3
-        self.mtime = mtime
+        self.stamp = stamp
 
     def _tiff(self):
         import tifffile
 
-        key = (self.path, self.mtime)
+        key = (self.path, self.stamp)
         with _handles_lock:
             tif = _handles.get(key)
             if tif is None:
-                tif = _handles[key] = tifffile.TiffFile(self.path)
+                tif = _handles[key] = tifffile.TiffFile(location.open_input(self.path))
                 tif.filehandle.set_lock(True)  # threads share the handle: serialize seek+read
         return tif
 
@@ -228,7 +229,7 @@ def _read_window(page, keyframe, y0: int, y1: int, x0: int, x1: int) -> np.ndarr
     return np.moveaxis(out, 0, -1).reshape(y1 - y0, x1 - x0, separate * contig)
 
 
-def _tiff_planes(path: Path, series) -> _TiffPlanes:
+def _tiff_planes(path: str, series) -> _TiffPlanes:
     """The pages holding the channels of the first image plane of ``series`` (level 0)."""
     level = series.levels[0]
     keyframe = level.keyframe
@@ -254,11 +255,12 @@ def _tiff_planes(path: Path, series) -> _TiffPlanes:
     return _TiffPlanes(pages, (height, width, n_pages * separate * contig), dtype)
 
 
-def _open_tiff(path: Path, chunks: int | None) -> Image:
+def _open_tiff(path: str, chunks: int | None) -> Image:
     import tifffile
 
+    ident = location.identity(path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with location.open_input(path) as fh, tifffile.TiffFile(fh) as tif:
             if not tif.series:
                 raise BigquantError(f"{path}: TIFF holds no image")
             if len(tif.series) > 1:
@@ -287,14 +289,14 @@ def _open_tiff(path: Path, chunks: int | None) -> Image:
             planes = _tiff_planes(path, tif.series[0])
             # Check every tile offset now so a truncated file fails before any work is done.
             for p in planes.pages:
-                _check_segments(path, tif.series[0].levels[0].pages[p])
+                _check_segments(path, ident["size"], tif.series[0].levels[0].pages[p])
     except BigquantError:
         raise
     except Exception as exc:
         raise BigquantError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
 
     cy, cx = _plane_chunks(planes.shape[:2], unit, not tiled, chunks or DEFAULT_CHUNK)
-    source = TiffSource(os.fspath(path.resolve()), planes, path.stat().st_mtime)
+    source = TiffSource(path, planes, f"{ident['size']}-{ident['mtime']}")
     arr = da.from_array(
         source,
         chunks=(cy, cx, planes.shape[2]),
@@ -302,34 +304,26 @@ def _open_tiff(path: Path, chunks: int | None) -> Image:
         lock=False,
         fancy=False,
         meta=np.empty((0, 0, 0), planes.dtype),
-        name=f"bigquant-read-{tokenize_path(path)}-{cy}x{cx}",
+        # Keys change with the file, so dask never mixes up two versions of it.
+        name=f"bigquant-read-{tokenize(ident)}-{cy}x{cx}",
     )
-    return as_image(arr, path=os.fspath(path), photometric=photometric)
+    return as_image(arr, path=path, photometric=photometric)
 
 
-def _check_segments(path: Path, page) -> None:
-    size = path.stat().st_size
+def _check_segments(path: str, file_size: int, page) -> None:
     offsets, counts = page.dataoffsets, page.databytecounts
-    if offsets and any(o + c > size for o, c in zip(offsets, counts, strict=False) if c):
+    if offsets and any(o + c > file_size for o, c in zip(offsets, counts, strict=False) if c):
         raise BigquantError(f"{path}: truncated TIFF (image data extends past the end of the file)")
-
-
-def tokenize_path(path: Path) -> str:
-    """Name for a file's dask keys that changes when the file does."""
-    from dask.base import tokenize
-
-    st = path.stat()
-    return tokenize(os.fspath(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
 # -- Zarr, PNG, JPEG ----------------------------------------------------------------------------
 
 
-def _open_zarr(path: Path, chunks: int | None) -> Image:
+def _open_zarr(path: str, chunks: int | None) -> Image:
     import zarr
 
     try:
-        node = zarr.open(path, mode="r")
+        node = zarr.open(location.zarr_store(path, read_only=True), mode="r")
     except Exception as exc:
         raise BigquantError(f"{path}: not a TIFF file or Zarr array ({exc})") from None
     if isinstance(node, zarr.Group):
@@ -350,16 +344,17 @@ def _open_zarr(path: Path, chunks: int | None) -> Image:
     cy = _chunk_side(target, zc[0], node.shape[0])
     cx = _chunk_side(target, zc[1], node.shape[1])
     arr = da.from_zarr(node, chunks=(cy, cx, *node.shape[2:]))
-    return as_image(arr, path=os.fspath(path))
+    return as_image(arr, path=path)
 
 
-def _open_small(path: Path, chunks: int | None) -> Image:
+def _open_small(path: str, chunks: int | None) -> Image:
     import imagecodecs
 
     try:
-        pixels = imagecodecs.imread(os.fspath(path))
+        with location.open_input(path) as fh:
+            pixels = imagecodecs.imread(fh.read())
     except Exception as exc:
         raise BigquantError(f"{path}: cannot decode image ({exc})") from None
     target = chunks or DEFAULT_CHUNK
     arr = da.from_array(pixels, chunks=(target, target, *pixels.shape[2:]))
-    return as_image(arr, path=os.fspath(path))
+    return as_image(arr, path=path)

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
 
+from . import location
 from .errors import BigquantError
 from .label import apply_codebook
 
@@ -36,52 +34,46 @@ STATS_KEY = "chunk_stats"
 log = logging.getLogger("bigquant")
 
 
-def partial_path(dst) -> Path:
+def partial_path(dst) -> str:
     """Where the output for ``dst`` is written until it is complete: ``.NAME.partial``."""
-    dst = Path(dst)
-    return dst.with_name(f".{dst.name}.partial")
+    return location.sibling(dst, f".{location.name(dst)}.partial")
 
 
 @contextlib.contextmanager
-def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling path to write ``dst`` into; move it in place on success.
+def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> Iterator[str]:
+    """Yield a temporary sibling location to write ``dst`` into; move it in place on success.
 
     An existing ``dst`` is refused unless ``overwrite``, and is only replaced
-    once the new output is complete. On a `BigquantError` (bad input) the
-    partial output is removed. On an interrupt or any other failure it is
-    removed too, unless ``resumable``: then it is kept for a later run to
-    resume, and a stale one is left for the caller to reuse or clear.
+    once the new output is complete (by a rename on filesystems, a copy on
+    object stores). On a `BigquantError` (bad input) the partial output is
+    removed. On an interrupt or any other failure it is removed too, unless
+    ``resumable``: then it is kept for a later run to resume, and a stale one
+    is left for the caller to reuse or clear.
     """
-    dst = Path(dst)
-    if dst.exists() and not overwrite:
+    dst = location.normalize(dst)
+    if location.exists(dst) and not overwrite:
         raise BigquantError(f"{dst} already exists (use --overwrite to replace it)")
-    if not dst.parent.is_dir():
-        raise BigquantError(f"{dst.parent}: no such directory")
+    parent = location.sibling(dst, "")
+    if not location.is_url(dst) and not location.isdir(parent):
+        raise BigquantError(f"{parent}: no such directory")
     tmp = partial_path(dst)
     if not resumable:
-        _remove(tmp)
+        location.remove(tmp)
     try:
         yield tmp
     except BigquantError:
-        _remove(tmp)
+        location.remove(tmp)
         raise
     except BaseException:
-        if resumable and tmp.exists():
+        if resumable and location.exists(tmp):
             log.warning(
                 "kept the unfinished output in %s: run again with --resume to finish it", tmp
             )
         else:
-            _remove(tmp)
+            location.remove(tmp)
         raise
-    _remove(dst)
-    os.replace(tmp, dst)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    location.remove(dst)
+    location.move(tmp, dst)
 
 
 def labels_compressor(zarr_format: int):
@@ -95,7 +87,7 @@ def labels_compressor(zarr_format: int):
     return ZstdCodec(level=3)
 
 
-def create_store(path: Path, shape, chunks, dtype, n_colors: int, *, zarr_format: int = 3):
+def create_store(path: str, shape, chunks, dtype, n_colors: int, *, zarr_format: int = 3):
     """Create the group, an empty ``labels`` array and the per-chunk stats array.
 
     Returns ``(group, labels, stats)``. ``stats[row, col]`` holds a chunk's
@@ -107,7 +99,9 @@ def create_store(path: Path, shape, chunks, dtype, n_colors: int, *, zarr_format
 
     if zarr_format not in (2, 3):
         raise BigquantError(f"--zarr-format must be 2 or 3, not {zarr_format}")
-    group = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+    group = zarr.open_group(
+        location.zarr_store(path, read_only=False), mode="w", zarr_format=zarr_format
+    )
     labels = group.create_array(
         "labels",
         shape=tuple(shape),
@@ -130,12 +124,12 @@ def create_store(path: Path, shape, chunks, dtype, n_colors: int, *, zarr_format
     return group, labels, stats
 
 
-def open_partial(path: Path):
+def open_partial(path: str):
     """``(group, labels, stats)`` of an unfinished store, or None when there is none."""
     import zarr
 
     try:
-        group = zarr.open_group(path, mode="r+")
+        group = zarr.open_group(location.zarr_store(path, read_only=False), mode="r+")
         return group, group["labels"], group[STATS_KEY]
     except Exception:
         return None
@@ -154,7 +148,8 @@ class Store:
 
     Attributes
     ----------
-    path : Path
+    path : str
+        Local path or URL.
     labels : zarr.Array
         The (rows, columns) label array.
     codebook : ndarray, shape (K, C)
@@ -162,7 +157,7 @@ class Store:
         ``attrs["bigquant"]``.
     """
 
-    path: Path
+    path: str
     labels: object
     codebook: np.ndarray
     meta: dict
@@ -186,7 +181,7 @@ class Store:
 
     def stored_bytes(self) -> int:
         """Bytes the store takes on disk."""
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        return location.size(self.path)
 
 
 def open_store(path) -> Store:
@@ -198,11 +193,11 @@ def open_store(path) -> Store:
     """
     import zarr
 
-    path = Path(path)
-    if not path.exists():
+    path = location.normalize(path)
+    if not location.exists(path):
         raise BigquantError(f"{path}: no such file or directory")
     try:
-        group = zarr.open_group(path, mode="r")
+        group = zarr.open_group(location.zarr_store(path, read_only=True), mode="r")
     except Exception:
         raise BigquantError(f"{path}: not a bigquant store (not a Zarr group)") from None
     meta = group.attrs.get(ATTR_KEY)

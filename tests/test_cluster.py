@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,7 +178,7 @@ def test_killed_worker_does_not_change_the_result(mosaic, tmp_path):
         Client(cluster) as client,
     ):
         pids = list(client.run(os.getpid).values())
-        stats = partial_path(tmp_path / "k.zarr") / "chunk_stats"
+        stats = Path(partial_path(tmp_path / "k.zarr")) / "chunk_stats"
         killed = []
 
         def kill_when_labelling():
@@ -208,7 +209,7 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
         [sys.executable, "-m", "bigquant", *map(str, args)],
         env={**os.environ, "DASK_NUM_WORKERS": "1"},
     )
-    stats = partial_path(dst) / "chunk_stats"
+    stats = Path(partial_path(dst)) / "chunk_stats"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= 40:
@@ -217,7 +218,7 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)  # a killed client: no chance to clean up
     proc.wait()
     assert not dst.exists()
-    labels_dir = partial_path(dst) / "labels"
+    labels_dir = Path(partial_path(dst)) / "labels"
     finished = {p: p.stat().st_mtime_ns for p in labels_dir.rglob("c/*/*")}
     done = np.isfinite(zarr.open_group(partial_path(dst), mode="r")["chunk_stats"][:, :, 0])
     assert 40 <= done.sum() < done.size
@@ -225,13 +226,13 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
     # A resume with other parameters is refused and leaves the unfinished store alone.
     other = run_cli("compress", src, dst, "-c", 32, "--seed", 1, "--chunks", 256, "--resume")
     assert other.returncode == 1 and "different n_colors_requested" in other.stderr
-    assert partial_path(dst).exists()
+    assert Path(partial_path(dst)).exists()
 
     result = run_cli(*args, "--resume", "-v")
     assert result.returncode == 0, result.stderr
     assert f"resuming: {done.sum()} of {done.size} chunks already written" in result.stderr
     assert_same_store(dst, reference)
-    assert not partial_path(dst).exists()
+    assert not Path(partial_path(dst)).exists()
     # Finished chunks were not written again.
     rows, cols = np.nonzero(done)
     for r, c in zip(rows, cols, strict=True):
@@ -244,3 +245,41 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
 def test_resume_of_an_array_source_is_refused(tmp_path):
     with pytest.raises(BigquantError, match="--resume needs a source file"):
         bigquant.compress(np.zeros((10, 10, 3), np.uint8), tmp_path / "a.zarr", 4, resume=True)
+
+
+def test_fsspec_urls_on_worker_processes(cluster, photo_tif, local_store, tmp_path):
+    # Workers open the source and write the store by URL themselves.
+    dst = f"file://{tmp_path}/u.zarr"
+    bigquant.compress(
+        f"file://{photo_tif}", dst, 32, sample_size=40_000, seed=3, chunks=128, client=cluster
+    )
+    assert_same_store(tmp_path / "u.zarr", local_store)
+    info = run_cli("info", dst, "--json")
+    assert info.returncode == 0, info.stderr
+    out = run_cli("decompress", dst, f"file://{tmp_path}/u.tif")
+    assert out.returncode == 0, out.stderr
+    codebook, labels = store_bytes(local_store)
+    import tifffile
+
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "u.tif"), codebook[labels])
+
+
+def test_object_store_urls(photo_tif, local_store):
+    # fsspec's in-memory filesystem behaves like an object store: no folders, no renames.
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/bq/in.tif", photo_tif.read_bytes())
+    try:
+        bigquant.compress(
+            "memory://bq/in.tif", "memory://bq/out.zarr", 32, sample_size=40_000, seed=3, chunks=128
+        )
+        store = bigquant.open_store("memory://bq/out.zarr")
+        codebook, labels = store_bytes(local_store)
+        np.testing.assert_array_equal(store.codebook, codebook)
+        np.testing.assert_array_equal(store.labels[:], labels)
+        assert not memory.exists("/bq/.out.zarr.partial")
+        with pytest.raises(BigquantError, match="already exists"):
+            bigquant.compress("memory://bq/in.tif", "memory://bq/out.zarr", 32)
+    finally:
+        memory.rm("/bq", recursive=True)
