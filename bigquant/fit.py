@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BigquantError
-from .label import color_table, nearest, pack_colors, table_pays
+from .label import nearest, table_lookup, table_pays
 from .sample import DEFAULT_SAMPLE, sample_pixels
 
 log = logging.getLogger("bigquant")
@@ -186,9 +186,8 @@ def _in_dtype(centers: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _label_sample(sample: np.ndarray, colors: np.ndarray, use_table: bool):
     if use_table:
-        label_table, error_table = color_table(colors)
-        packed = pack_colors(sample)
-        return label_table[packed], error_table[packed].astype(np.float64)
+        labels, sq = table_lookup(sample, colors)
+        return labels, sq.astype(np.float64)
     return nearest(sample, colors)
 
 

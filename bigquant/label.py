@@ -147,12 +147,10 @@ def assign_block(
     counts = np.zeros(len(codebook), np.int64)
     sse = 0.0
     if use_table:
-        label_table, error_table = color_table(codebook)
         for start in range(0, len(pixels), _TABLE_STEP):
             sl = slice(start, start + _TABLE_STEP)
-            packed = pack_colors(pixels[sl])
-            labels[sl] = label_table[packed]
-            sse += float(error_table[packed].sum(dtype=np.uint64))
+            labels[sl], sq = table_lookup(pixels[sl], codebook)
+            sse += float(sq.sum(dtype=np.uint64))
             counts += np.bincount(labels[sl], minlength=len(codebook))
     else:
         for sl, idx, sq in _steps(pixels, codebook):
@@ -162,13 +160,15 @@ def assign_block(
     return labels.reshape(h, w), sse, counts
 
 
-def pack_colors(pixels: np.ndarray) -> np.ndarray:
-    """Colour-table index of 8-bit ``(n, C)`` pixels: ``(r << 16) | (g << 8) | b`` for RGB."""
+def table_lookup(pixels: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and squared errors of 8-bit ``(n, C)`` pixels, looked up in the colour table."""
+    label_table, error_table = color_table(codebook)
+    # Table index: (r << 16) | (g << 8) | b for RGB.
     packed = np.zeros(len(pixels), np.intp)
     for channel in range(pixels.shape[1]):
         packed <<= 8
         packed |= pixels[:, channel]
-    return packed
+    return label_table[packed], error_table[packed]
 
 
 def assign(data: da.Array, codebook: np.ndarray) -> da.Array:

@@ -58,19 +58,21 @@ def as_image(data, *, path: str | None = None, photometric: str | None = None) -
     ``(rows, columns, channels)`` and dtype uint8, uint16 or float32.
     """
     arr = data if isinstance(data, da.Array) else da.asarray(data)
+    where = f"{path}: " if path else ""
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
         raise BigquantError(
-            f"unsupported image shape {tuple(arr.shape)}: expected (rows, columns) "
+            f"{where}unsupported image shape {tuple(arr.shape)}: expected (rows, columns) "
             "or (rows, columns, channels)"
         )
     if arr.dtype not in SUPPORTED_DTYPES:
         raise BigquantError(
-            f"unsupported pixel type {arr.dtype}: bigquant reads uint8, uint16 and float32 images"
+            f"{where}unsupported pixel type {arr.dtype}: bigquant reads uint8, uint16 and "
+            "float32 images"
         )
     if min(arr.shape) < 1:
-        raise BigquantError(f"empty image of shape {tuple(arr.shape)}")
+        raise BigquantError(f"{where}empty image of shape {tuple(arr.shape)}")
     if photometric is None:
         photometric = "rgb" if arr.shape[2] in (3, 4) else "minisblack"
     return Image(arr, path=path, photometric=photometric)
@@ -281,11 +283,6 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
                 raise BigquantError(f"{path}: volumetric (3-D) TIFFs are not supported")
             if photometric == "palette":
                 raise BigquantError(f"{path}: palette (indexed) TIFFs are already quantized")
-            if page.dtype.newbyteorder("=") not in SUPPORTED_DTYPES:
-                raise BigquantError(
-                    f"{path}: unsupported pixel type {page.dtype.name}: bigquant reads uint8, uint16 "
-                    "and float32 images"
-                )
             planes = _tiff_planes(path, tif.series[0])
             # Check every tile offset now so a truncated file fails before any work is done.
             for p in planes.pages:

@@ -62,6 +62,7 @@ def write_labels(
     row_edges = np.cumsum((0, *data.chunks[0]))
     col_edges = np.cumsum((0, *data.chunks[1]))
     blocks = data.to_delayed()
+    token = tokenize(data, codebook, str(out.store_path))
     tasks = [
         dask.delayed(_assign_write, pure=True)(
             blocks[r, c, 0],
@@ -72,7 +73,6 @@ def write_labels(
             ((row_edges[r], row_edges[r + 1]), (col_edges[c], col_edges[c + 1]), (r, c)),
             dask_key_name=f"bigquant-write-{token}-{r}-{c}",
         )
-        for token in [tokenize(data, codebook, str(out.store_path))]
         for r in range(len(data.chunks[0]))
         for c in range(len(data.chunks[1]))
         if skip is None or not skip[r, c]
