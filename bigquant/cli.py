@@ -189,14 +189,20 @@ def compress(
 @main.command()
 @click.argument("store")
 @click.argument("out")
+@click.option(
+    "-p",
+    "--palette",
+    is_flag=True,
+    help="Write an indexed-colour TIFF: labels as pixels, the codebook as colour map.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @_command
-def decompress(store, out, overwrite, show_progress):
+def decompress(store, out, palette, overwrite, show_progress):
     """Write the quantized image of STORE to OUT (.tif/.tiff or .zarr)."""
     from .export import decompress as run
 
     started = time.perf_counter()
-    run(store, out, overwrite=overwrite, show_progress=show_progress)
+    run(store, out, palette=palette, overwrite=overwrite, show_progress=show_progress)
     log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
 
 

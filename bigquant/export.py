@@ -14,6 +14,7 @@ import numpy as np
 
 from . import location
 from .errors import BigquantError
+from .label import check_labels
 from .progress import compute, progress
 from .store import Store, atomic_output, open_store
 
@@ -26,7 +27,14 @@ _BIGTIFF_BYTES = 2**32 - 2**25
 _BAND_BYTES = 256 * 2**20
 
 
-def decompress(store, out, *, overwrite: bool = False, show_progress: bool = False) -> str:
+def decompress(
+    store,
+    out,
+    *,
+    palette: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = False,
+) -> str:
     """Write the quantized image of ``store`` to ``out``.
 
     Parameters
@@ -36,6 +44,11 @@ def decompress(store, out, *, overwrite: bool = False, show_progress: bool = Fal
         ``*.tif`` / ``*.tiff``: a tiled, zlib-compressed TIFF (BigTIFF when
         large; photometric RGB for 3 channels, minisblack otherwise).
         ``*.zarr``: a Zarr array chunked like the labels.
+    palette : bool
+        Write an indexed-colour TIFF instead: the labels as pixels (8-bit for
+        up to 256 colours, else 16-bit) with the codebook as its colour map.
+        Usually the smallest file to share; needs an RGB codebook of uint8 or
+        uint16 values.
     overwrite : bool
         Replace an existing ``out`` once the new file is complete.
 
@@ -49,9 +62,17 @@ def decompress(store, out, *, overwrite: bool = False, show_progress: bool = Fal
         raise BigquantError(f"{out}: output must end in .tif, .tiff or .zarr")
     if out == store.path:
         raise BigquantError(f"{out}: the output would replace its own store")
-    image = store.quantized()
-    if image.shape[2] == 1:
-        image = image[:, :, 0]
+    colormap = None
+    if palette:
+        if suffix == ".zarr":
+            raise BigquantError(f"{out}: --palette writes a TIFF; name the output .tif")
+        colormap = palette_colormap(store)
+        # Checked like the colours would be: no label may point past the codebook.
+        image = store.labels_dask().map_blocks(check_labels, len(store.codebook))
+    else:
+        image = store.quantized()
+        if image.shape[2] == 1:
+            image = image[:, :, 0]
     with atomic_output(out, overwrite=overwrite) as tmp, progress("writing", show_progress):
         if suffix == ".zarr":
             _write_zarr(image, tmp)
@@ -59,11 +80,26 @@ def decompress(store, out, *, overwrite: bool = False, show_progress: bool = Fal
             # TIFF writing seeks back to patch offsets, which object-store files cannot:
             # write it locally, then upload.
             with tempfile.TemporaryDirectory() as local:
-                _write_tiff(image, f"{local}/out.tif")
+                _write_tiff(image, f"{local}/out.tif", colormap)
                 location.upload(f"{local}/out.tif", tmp)
         else:
-            _write_tiff(image, tmp)
+            _write_tiff(image, tmp, colormap)
     return out
+
+
+def palette_colormap(store: Store) -> np.ndarray:
+    """The codebook as a TIFF colour map: ``(3, 2**bits)`` uint16, unused entries black."""
+    codebook = store.codebook
+    if codebook.shape[1] != 3 or codebook.dtype not in (np.uint8, np.uint16):
+        raise BigquantError(
+            f"{store.path}: a palette TIFF needs an RGB codebook of uint8 or uint16 values, "
+            f"not {codebook.shape[1]} channel(s) of {codebook.dtype}"
+        )
+    # TIFF colour maps are 16-bit: 8-bit values v become v * 257 (255 -> 65535).
+    scale = 257 if codebook.dtype == np.uint8 else 1
+    colormap = np.zeros((3, 1 << (8 * store.labels.dtype.itemsize)), np.uint16)
+    colormap[:, : len(codebook)] = codebook.T.astype(np.uint16) * scale
+    return colormap
 
 
 def _write_zarr(image, path: str) -> None:
@@ -80,12 +116,17 @@ def _write_zarr(image, path: str) -> None:
     compute(image.store(arr, lock=False, compute=False))
 
 
-def _write_tiff(image, path: str) -> None:
+def _write_tiff(image, path: str, colormap: np.ndarray | None = None) -> None:
     import tifffile
 
     height, width = image.shape[:2]
     tile = TIFF_TILE
-    photometric = "rgb" if image.ndim == 3 and image.shape[2] == 3 else "minisblack"
+    if colormap is not None:
+        photometric = "palette"
+    elif image.ndim == 3 and image.shape[2] == 3:
+        photometric = "rgb"
+    else:
+        photometric = "minisblack"
     # Bands of whole label chunks decode each label chunk once; fall back to one row of
     # tiles when a chunk band would be large or does not split into whole tiles.
     band_rows = image.chunks[0][0]
@@ -108,9 +149,11 @@ def _write_tiff(image, path: str) -> None:
         dtype=image.dtype,
         tile=(tile, tile),
         photometric=photometric,
+        colormap=colormap,
         compression="zlib",
         compressionargs={"level": 6},
-        predictor=True,
+        # Differences of palette indices say nothing: predict only colour values.
+        predictor=colormap is None,
         bigtiff=nbytes > _BIGTIFF_BYTES,
         planarconfig="contig" if image.ndim == 3 else None,
         metadata=None,

@@ -226,9 +226,13 @@ def apply_codebook(labels: da.Array, codebook: np.ndarray) -> da.Array:
 
 def lookup(labels: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     """``codebook[labels]``, refusing labels past the codebook's end."""
-    if labels.size and int(labels.max()) >= len(codebook):
+    return codebook[check_labels(labels, len(codebook))]
+
+
+def check_labels(labels: np.ndarray, n_colors: int) -> np.ndarray:
+    """``labels`` unchanged, or a `BigquantError` if one points past ``n_colors`` colours."""
+    if labels.size and int(labels.max()) >= n_colors:
         raise BigquantError(
-            f"corrupt store: label {int(labels.max())} points past the "
-            f"{len(codebook)}-colour codebook"
+            f"corrupt store: label {int(labels.max())} points past the {n_colors}-colour codebook"
         )
-    return codebook[labels]
+    return labels

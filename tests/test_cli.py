@@ -195,14 +195,15 @@ def test_not_a_store(tmp_path, src, command):
     assert not (tmp_path / "out.tif").exists()
 
 
-@pytest.mark.parametrize("command", ["info", "decompress"])
+@pytest.mark.parametrize("command", ["info", "decompress", "decompress --palette"])
 def test_labels_past_codebook(tmp_path, store, command):
     broken = tmp_path / "broken.zarr"
     shutil.copytree(store, broken)
     group = zarr.open_group(broken, mode="r+")
     group.attrs["codebook"] = group.attrs["codebook"][:3]
+    command, *flags = command.split()
     extra = [tmp_path / "out.tif"] if command == "decompress" else []
-    result = run_cli(command, broken, *extra)
+    result = run_cli(command, broken, *extra, *flags)
     assert_clean_failure(result, "points past the 3-colour codebook")
     assert not (tmp_path / "out.tif").exists()
     assert not (tmp_path / ".out.tif.partial").exists()

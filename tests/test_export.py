@@ -1,0 +1,61 @@
+"""Viewer-ready outputs of a store: the indexed-colour (palette) TIFF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import run_cli
+from test_cli import assert_clean_failure
+
+import bigquant
+
+
+@pytest.mark.parametrize(("name", "k", "bits"), [("china", 64, 8), ("astronaut", 300, 16)])
+def test_palette_tiff_shows_the_quantized_image(tmp_path, name, k, bits):
+    from conftest import photo
+
+    image = photo(name)
+    bigquant.compress(image, tmp_path / "s.zarr", n_colors=k, sample_size=40_000)
+    store = bigquant.open_store(tmp_path / "s.zarr")
+    out = bigquant.decompress(store, tmp_path / "out.tif", palette=True)
+
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages[0]
+        assert page.photometric == tifffile.PHOTOMETRIC.PALETTE
+        assert page.is_tiled and page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+        assert page.bitspersample == bits
+        indices = page.asarray()
+        colormap = page.colormap
+    labels = store.labels[:]
+    np.testing.assert_array_equal(indices, labels)
+    assert colormap.shape == (3, 2**bits)
+    # What a viewer shows, colour map entry by entry, is the quantized image.
+    shown = (colormap[:, indices].transpose(1, 2, 0) // 257).astype(np.uint8)
+    np.testing.assert_array_equal(shown, store.codebook[labels])
+    rgb = bigquant.decompress(store, tmp_path / "rgb.tif")
+    # The palette file is smaller than the RGB one; a 16-bit colour map alone takes 384 KiB.
+    overhead = 0 if bits == 8 else colormap.nbytes
+    assert (tmp_path / "out.tif").stat().st_size - overhead < (tmp_path / "rgb.tif").stat().st_size
+    np.testing.assert_array_equal(tifffile.imread(rgb), shown)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (lambda p: p[:, :, 0], "needs an RGB codebook of uint8 or uint16 values, not 1 channel(s)"),
+        (lambda p: p.astype(np.float32) / 255, "not 3 channel(s) of float32"),
+    ],
+)
+def test_palette_refuses_codebooks_that_cannot_be_a_palette(tmp_path, china, image, message):
+    bigquant.compress(image(china), tmp_path / "s.zarr", n_colors=8, sample_size=20_000)
+    result = run_cli("decompress", tmp_path / "s.zarr", tmp_path / "out.tif", "--palette")
+    assert_clean_failure(result, message)
+    assert not (tmp_path / "out.tif").exists()
+    assert not (tmp_path / ".out.tif.partial").exists()
+
+
+def test_palette_needs_a_tiff_name(tmp_path, china):
+    bigquant.compress(china, tmp_path / "s.zarr", n_colors=8, sample_size=20_000)
+    result = run_cli("decompress", tmp_path / "s.zarr", tmp_path / "out.zarr", "-p")
+    assert_clean_failure(result, "--palette writes a TIFF")
