@@ -118,6 +118,13 @@ def main():
     "--max-iter", type=int, default=10, show_default=True, help="Most dask-ml k-means iterations."
 )
 @click.option(
+    "--space",
+    type=click.Choice(["rgb", "oklab", "lab"]),
+    default="rgb",
+    show_default=True,
+    help="Colour space to fit and assign in (oklab/lab: perceptual, RGB images only).",
+)
+@click.option(
     "--zarr-format",
     type=click.Choice(["2", "3"]),
     default="3",
@@ -145,6 +152,7 @@ def compress(
     seed,
     chunks,
     max_iter,
+    space,
     zarr_format,
     overwrite,
     resume,
@@ -169,6 +177,7 @@ def compress(
         seed=seed,
         chunks=chunks,
         max_iter=max_iter,
+        space=space,
         zarr_format=int(zarr_format),
         overwrite=overwrite,
         resume=resume,
@@ -177,11 +186,13 @@ def compress(
         show_progress=show_progress,
     )
     psnr = meta["psnr"]
+    delta_e = "" if meta["delta_e"] is None else f", mean ΔE_OK {meta['delta_e']:.2f}"
     log.info(
-        "wrote %s: %d colours, PSNR %s, %.1f s",
+        "wrote %s: %d colours, PSNR %s%s, %.1f s",
         dst,
         meta["n_colors"],
         "inf" if psnr is None else f"{psnr:.2f} dB",
+        delta_e,
         time.perf_counter() - started,
     )
 
@@ -228,8 +239,10 @@ def store_summary(store) -> dict:
         "seed": meta.get("seed"),
         "sample_size": meta.get("sample_size"),
         "n_iter": meta.get("n_iter"),
+        "space": meta.get("space", "rgb"),
         "mse": meta.get("mse"),
         "psnr": meta.get("psnr"),
+        "delta_e": meta.get("delta_e"),
         "stored_bytes": stored,
         "raw_bytes": raw,
         "compression_ratio": raw / stored if stored else None,
@@ -259,7 +272,9 @@ def info(store, as_json, show_progress):
         f"source       {s['source']}",
         f"colours      {s['n_colors']} ({s['n_colors_requested']} requested), fitted on "
         f"{s['sample_size']} sampled pixels in {s['n_iter']} iterations, seed {s['seed']}",
-        f"quality      MSE {s['mse']:.4g}, PSNR {psnr}",
+        f"quality      MSE {s['mse']:.4g}, PSNR {psnr}"
+        + ("" if s["delta_e"] is None else f", mean ΔE_OK {s['delta_e']:.2f}")
+        + f" (fitted in {s['space']})",
         f"size         {_human_bytes(s['stored_bytes'])} stored, {_human_bytes(s['raw_bytes'])} "
         f"raw, ratio {s['compression_ratio']:.1f}:1",
         "codebook     index: value per channel (pixels)",

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .color import check_space, from_space, to_space
 from .errors import BigquantError
 from .label import nearest, table_lookup, table_pays
 from .sample import DEFAULT_SAMPLE, sample_pixels
@@ -77,6 +78,7 @@ def fit_codebook(
     seed: int = 0,
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
+    space: str = "rgb",
 ) -> FitResult:
     """Fit a ``n_colors`` codebook to a ``(Y, X, C)`` dask array.
 
@@ -96,15 +98,21 @@ def fit_codebook(
         Bound on Lloyd iterations.
     tol : float
         Relative tolerance on the centre shift, as in scikit-learn.
+    space : {"rgb", "oklab", "lab"}
+        Where k-means measures distances (see `bigquant.color`); the codebook
+        is returned in the image's own values either way.
     """
     check_n_colors(n_colors)
     if max_iter < 1:
         raise BigquantError(f"max_iter must be at least 1, not {max_iter}")
     if data.ndim == 2:
         data = data[:, :, None]
+    check_space(space, data.shape[2])
     sample = sample_pixels(data, sample_size, seed)
     use_table = table_pays(data.shape[0] * data.shape[1], n_colors, data.shape[2], data.dtype)
-    return fit_sample(sample, n_colors, seed=seed, max_iter=max_iter, tol=tol, use_table=use_table)
+    return fit_sample(
+        sample, n_colors, seed=seed, max_iter=max_iter, tol=tol, space=space, use_table=use_table
+    )
 
 
 def fit_sample(
@@ -114,6 +122,7 @@ def fit_sample(
     seed: int = 0,
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
+    space: str = "rgb",
     use_table: bool = False,
 ) -> FitResult:
     """Fit a codebook to an in-memory ``(n, C)`` pixel sample (see `fit_codebook`).
@@ -139,7 +148,7 @@ def fit_sample(
             )
         return FitResult(np.unique(sample, axis=0), 0, len(sample))
 
-    x = sample.astype(np.float64)
+    x = to_space(sample, space)
     rng = np.random.RandomState(seed)
     init = _initial_centers(x, n_colors, rng)
     abs_tol = tol * float(x.var(axis=0).mean())
@@ -148,9 +157,9 @@ def fit_sample(
     x32 = x.astype(np.float32)
     centers, n_iter = _lloyd(x32, init, seed, max_iter, abs_tol)
     for repair in range(_REPAIR_ROUNDS + 1):
-        colors = _in_dtype(centers, sample.dtype)
+        colors = _in_dtype(from_space(centers, space, sample.dtype), sample.dtype)
         # Labels of the sample with the colour table when the label pass will use it too.
-        labels, sq_dist = _label_sample(sample, colors, use_table)
+        labels, sq_dist = _label_sample(sample, colors, space, use_table)
         used = np.bincount(labels, minlength=n_colors) > 0
         if used.all() or repair == _REPAIR_ROUNDS:
             break
@@ -184,11 +193,11 @@ def _in_dtype(centers: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return centers.astype(dtype)
 
 
-def _label_sample(sample: np.ndarray, colors: np.ndarray, use_table: bool):
+def _label_sample(sample: np.ndarray, colors: np.ndarray, space: str, use_table: bool):
     if use_table:
-        labels, sq = table_lookup(sample, colors)
+        labels, sq = table_lookup(sample, colors, space)
         return labels, sq.astype(np.float64)
-    return nearest(sample, colors)
+    return nearest(sample, colors, space)
 
 
 def _initial_centers(x: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:

@@ -15,6 +15,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from .color import check_space, to_space
 from .errors import BigquantError
 
 #: Bound on the pixels × colours distance matrix of one step (entries), ~32 MiB in float64.
@@ -34,42 +35,58 @@ def _work_dtype(pixel_dtype: np.dtype, codebook: np.ndarray) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def _steps(pixels: np.ndarray, codebook: np.ndarray):
-    """Yield ``(slice, labels, squared distances)`` for bounded batches of pixels."""
-    work = _work_dtype(pixels.dtype, codebook)
-    cb = codebook.astype(work)
+def _steps(pixels: np.ndarray, codebook: np.ndarray, space: str):
+    """Yield ``(slice, labels)`` for bounded batches of pixels."""
+    if space == "rgb":
+        work = _work_dtype(pixels.dtype, codebook)
+        cb = codebook.astype(work)
+    else:
+        cb = to_space(codebook, space)
     cb_sq = np.einsum("kc,kc->k", cb, cb)
     step = max(1, _MAX_DISTANCES // len(cb))
     for start in range(0, len(pixels), step):
-        x = pixels[start : start + step].astype(work)
-        d = cb_sq - 2 * (x @ cb.T)  # |x|² is the same for every colour: add it after argmin.
-        idx = d.argmin(axis=1)
-        best = d[np.arange(len(x)), idx].astype(np.float64)
-        # Exact for integers; for float data, rounding can dip a hair below zero.
-        sq = np.maximum(best + np.einsum("nc,nc->n", x, x, dtype=np.float64), 0)
-        yield slice(start, start + len(x)), idx, sq
+        batch = pixels[start : start + step]
+        x = batch.astype(work) if space == "rgb" else to_space(batch, space)
+        d = cb_sq - 2 * (x @ cb.T)  # |x|² is the same for every colour: no need to add it.
+        yield slice(start, start + len(x)), d.argmin(axis=1)
 
 
-def nearest(pixels: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    pixels: np.ndarray, codebook: np.ndarray, space: str = "rgb"
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest codebook row for each pixel.
 
     Parameters
     ----------
     pixels : ndarray, shape (n, C)
     codebook : ndarray, shape (K, C)
+    space : {"rgb", "oklab", "lab"}
+        Where distances are measured (see `bigquant.color`).
 
     Returns
     -------
     labels : ndarray of int64, shape (n,)
     sq_dist : ndarray of float64, shape (n,)
-        Squared distance of each pixel to its codebook colour.
+        Squared distance of each pixel to its codebook colour, in the pixels' own values.
     """
     labels = np.empty(len(pixels), dtype=np.int64)
-    sq_dist = np.empty(len(pixels), dtype=np.float64)
-    for sl, idx, sq in _steps(pixels, codebook):
+    for sl, idx in _steps(pixels, codebook, space):
         labels[sl] = idx
-        sq_dist[sl] = sq
-    return labels, sq_dist
+    return labels, _sq_errors(pixels, codebook, labels)
+
+
+def _sq_errors(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    diff = pixels.astype(np.float64) - codebook[labels].astype(np.float64)
+    return np.einsum("nc,nc->n", diff, diff)
+
+
+def score(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Squared error sum and colour counts of ``(n, C)`` pixels with their labels."""
+    sse = 0.0
+    for start in range(0, len(pixels), _TABLE_STEP):
+        sl = slice(start, start + _TABLE_STEP)
+        sse += float(_sq_errors(pixels[sl], codebook, labels[sl]).sum())
+    return sse, np.bincount(labels, minlength=len(codebook)).astype(np.int64)
 
 
 # -- colour table: every 8-bit colour's label, for assignment by lookup ------------------------
@@ -78,7 +95,7 @@ def nearest(pixels: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.nd
 _CELL = 16
 #: Pixels looked up at a time (bounds the index temporaries).
 _TABLE_STEP = 1 << 18
-#: The most recent codebook's tables, keyed by codebook.
+#: The most recent codebook's tables, keyed by codebook and space.
 _tables: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _tables_lock = threading.Lock()
 
@@ -88,81 +105,94 @@ def table_pays(n_pixels: int, n_colors: int, n_channels: int, dtype: np.dtype) -
 
     The table covers all 2**(8C) colours of 8-bit images with up to 3 channels;
     filling it costs about as much as labelling a few million pixels directly.
-    Both ways give identical labels.
+    Both ways give the same labels (bar float ties in perceptual spaces).
     """
     return dtype == np.uint8 and n_channels <= 3 and n_pixels * n_colors >= 1 << 28
 
 
-def color_table(codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def color_table(codebook: np.ndarray, space: str = "rgb") -> tuple[np.ndarray, np.ndarray]:
     """Label and squared error of every 8-bit colour, as flat tables.
 
     Index ``(r << 16) | (g << 8) | b`` (for three channels; likewise for one or
     two). Exact and tie-breaking like `nearest`. The colour cube is filled in
     cubes of 16³ colours: only codebook colours that can be nearest to some
-    point of a cube (their distance to the cube's box is at most the smallest
-    farthest distance of any colour to the box) are compared there. Cached per
-    process: 16 MiB of labels and 64 MiB of errors for RGB.
+    point of a cube (their distance to the cube's bounding box in ``space`` is
+    at most the smallest farthest distance of any colour to that box) are
+    compared there. Cached per process: 16 MiB of labels and 64 MiB of errors
+    for RGB.
     """
-    key = (codebook.shape, codebook.tobytes())
+    key = (codebook.shape, codebook.tobytes(), space)
     with _tables_lock:
         tables = _tables.get(key)
         if tables is None:
             _tables.clear()  # 80 MiB each for RGB: keep only the codebook in use
-            tables = _tables[key] = _fill_table(codebook)
+            tables = _tables[key] = _fill_table(codebook, space)
     return tables
 
 
-def _fill_table(codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fill_table(codebook: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarray]:
+    n_channels = codebook.shape[1]
     cb = codebook.astype(np.int64)
-    n_channels = cb.shape[1]
-    cbf = codebook.astype(np.float32)  # exact here: integers below 2**24 throughout
-    cb_sq = np.einsum("kc,kc->k", cbf, cbf)
+    if space == "rgb":
+        work = codebook.astype(np.float32)  # exact here: integers below 2**24 throughout
+    else:
+        work = to_space(codebook, space)
+    work_sq = np.einsum("kc,kc->k", work, work)
     labels = np.empty((256,) * n_channels, label_dtype(len(cb)))
     errors = np.empty((256,) * n_channels, np.uint32)
     offsets = np.indices((_CELL,) * n_channels).reshape(n_channels, -1).T
-    rows = np.arange(len(offsets))
     for cell in np.ndindex(*(256 // _CELL,) * n_channels):
         lo = np.array(cell) * _CELL
-        hi = lo + _CELL - 1
-        nearest_sq = ((np.maximum(lo - cb, 0) + np.maximum(cb - hi, 0)) ** 2).sum(axis=1)
-        farthest_sq = (np.maximum(cb - lo, hi - cb) ** 2).sum(axis=1)
-        cand = np.flatnonzero(nearest_sq <= farthest_sq.min())
-        pts = (lo + offsets).astype(np.float32)
-        d = cb_sq[cand] - 2 * (pts @ cbf[cand].T)
-        best = d.argmin(axis=1)
+        colors = lo + offsets
+        if space == "rgb":
+            pts, box_lo, box_hi, cb_box, slack = (
+                colors.astype(np.float32),
+                lo,
+                lo + _CELL - 1,
+                cb,
+                0,
+            )
+        else:
+            pts = to_space(colors.astype(np.uint8), space)
+            box_lo, box_hi, cb_box, slack = pts.min(axis=0), pts.max(axis=0), work, 1e-9
+        nearest_sq = ((np.maximum(box_lo - cb_box, 0) + np.maximum(cb_box - box_hi, 0)) ** 2).sum(1)
+        farthest_sq = (np.maximum(cb_box - box_lo, box_hi - cb_box) ** 2).sum(axis=1)
+        cand = np.flatnonzero(nearest_sq <= farthest_sq.min() * (1 + slack))
+        d = work_sq[cand] - 2 * (pts @ work[cand].T)
+        best = cand[d.argmin(axis=1)]
         region = tuple(slice(a, a + _CELL) for a in lo)
-        labels[region] = cand[best].reshape((_CELL,) * n_channels)
-        sq = d[rows, best] + np.einsum("nc,nc->n", pts, pts)
+        labels[region] = best.reshape((_CELL,) * n_channels)
+        sq = ((colors - cb[best]) ** 2).sum(axis=1)
         errors[region] = sq.astype(np.uint32).reshape((_CELL,) * n_channels)
     return labels.reshape(-1), errors.reshape(-1)
 
 
 def assign_block(
-    block: np.ndarray, codebook: np.ndarray, use_table: bool = False
+    block: np.ndarray, codebook: np.ndarray, *, space: str = "rgb", use_table: bool = False
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """Labels of one ``(y, x, C)`` chunk, with its squared error sum and colour counts."""
     h, w, c = block.shape
     pixels = block.reshape(-1, c)
     labels = np.empty(len(pixels), label_dtype(len(codebook)))
+    if not use_table:
+        for sl, idx in _steps(pixels, codebook, space):
+            labels[sl] = idx
+        return (labels.reshape(h, w), *score(pixels, codebook, labels))
     counts = np.zeros(len(codebook), np.int64)
     sse = 0.0
-    if use_table:
-        for start in range(0, len(pixels), _TABLE_STEP):
-            sl = slice(start, start + _TABLE_STEP)
-            labels[sl], sq = table_lookup(pixels[sl], codebook)
-            sse += float(sq.sum(dtype=np.uint64))
-            counts += np.bincount(labels[sl], minlength=len(codebook))
-    else:
-        for sl, idx, sq in _steps(pixels, codebook):
-            labels[sl] = idx
-            sse += float(sq.sum())
-            counts += np.bincount(idx, minlength=len(codebook))
+    for start in range(0, len(pixels), _TABLE_STEP):
+        sl = slice(start, start + _TABLE_STEP)
+        labels[sl], sq = table_lookup(pixels[sl], codebook, space)
+        sse += float(sq.sum(dtype=np.uint64))
+        counts += np.bincount(labels[sl], minlength=len(codebook))
     return labels.reshape(h, w), sse, counts
 
 
-def table_lookup(pixels: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def table_lookup(
+    pixels: np.ndarray, codebook: np.ndarray, space: str = "rgb"
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels and squared errors of 8-bit ``(n, C)`` pixels, looked up in the colour table."""
-    label_table, error_table = color_table(codebook)
+    label_table, error_table = color_table(codebook, space)
     # Table index: (r << 16) | (g << 8) | b for RGB.
     packed = np.zeros(len(pixels), np.intp)
     for channel in range(pixels.shape[1]):
@@ -171,13 +201,15 @@ def table_lookup(pixels: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, 
     return label_table[packed], error_table[packed]
 
 
-def assign(data: da.Array, codebook: np.ndarray) -> da.Array:
+def assign(data: da.Array, codebook: np.ndarray, *, space: str = "rgb") -> da.Array:
     """Lazily label every pixel of a ``(Y, X, C)`` dask array with its nearest colour.
 
     Parameters
     ----------
     data : dask.array.Array, shape (Y, X, C)
     codebook : ndarray, shape (K, C)
+    space : {"rgb", "oklab", "lab"}
+        Where "nearest" is measured (see `bigquant.color`).
 
     Returns
     -------
@@ -192,21 +224,23 @@ def assign(data: da.Array, codebook: np.ndarray) -> da.Array:
         raise ValueError(
             f"codebook of shape {codebook.shape} does not match {data.shape[2]} channels"
         )
+    check_space(space, data.shape[2])
     data = data.rechunk({2: -1})
     use_table = table_pays(data.shape[0] * data.shape[1], *codebook.shape, data.dtype)
     return da.map_blocks(
         _labels_block,
         data,
         codebook,
+        space,
         use_table,
         drop_axis=2,
         dtype=label_dtype(len(codebook)),
-        name="bigquant-assign-" + tokenize(data, codebook),
+        name="bigquant-assign-" + tokenize(data, codebook, space),
     )
 
 
-def _labels_block(block: np.ndarray, codebook: np.ndarray, use_table: bool) -> np.ndarray:
-    return assign_block(block, codebook, use_table)[0]
+def _labels_block(block: np.ndarray, codebook: np.ndarray, space: str, use_table: bool):
+    return assign_block(block, codebook, space=space, use_table=use_table)[0]
 
 
 def apply_codebook(labels: da.Array, codebook: np.ndarray) -> da.Array:

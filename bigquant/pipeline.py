@@ -12,6 +12,7 @@ import numpy as np
 
 from . import __version__, location
 from .cluster import scheduler
+from .color import check_space
 from .errors import BigquantError
 from .fit import DEFAULT_MAX_ITER, check_n_colors, fit_codebook
 from .label import label_dtype
@@ -61,6 +62,7 @@ def compress(
     seed: int = 0,
     chunks: int | None = None,
     max_iter: int = DEFAULT_MAX_ITER,
+    space: str = "rgb",
     zarr_format: int = 3,
     overwrite: bool = False,
     resume: bool = False,
@@ -80,6 +82,9 @@ def compress(
         K, from 1 to 65536.
     sample_size, seed, max_iter
         See `fit_codebook`.
+    space : {"rgb", "oklab", "lab"}
+        Colour space the codebook is fitted and the pixels assigned in
+        (`bigquant.color`); the codebook is stored in the source's values.
     chunks : int, optional
         Target chunk side when ``src`` is a path (see `open_image`).
     zarr_format : {3, 2}
@@ -127,6 +132,7 @@ def compress(
         sampling = image.data
     data = regular_chunks(image.data)
     height, width, n_channels = data.shape
+    check_space(space, n_channels)
     log.info(
         "%s: %d x %d pixels, %d channel(s) of %s, chunks of %d x %d",
         image.path or "array",
@@ -144,6 +150,7 @@ def compress(
         "seed": seed,
         "sample_size_requested": sample_size,
         "max_iter": max_iter,
+        "space": space,
         "chunks": [data.chunks[0][0], data.chunks[1][0]],
         "zarr_format": zarr_format,
     }
@@ -158,7 +165,12 @@ def compress(
             _preload_fit_modules()
             with progress("sampling", show_progress):
                 fit = fit_codebook(
-                    sampling, n_colors, sample_size=sample_size, seed=seed, max_iter=max_iter
+                    sampling,
+                    n_colors,
+                    sample_size=sample_size,
+                    seed=seed,
+                    max_iter=max_iter,
+                    space=space,
                 )
             codebook = fit.codebook
             log.info(
@@ -182,6 +194,7 @@ def compress(
                 "seed": seed,
                 "sample_size": fit.n_samples,
                 "max_iter": max_iter,
+                "space": space,
                 "n_iter": fit.n_iter,
                 "run": run,
                 "complete": False,
@@ -204,13 +217,15 @@ def compress(
             done = finished_chunks(stats)
             log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
         with progress("labelling", show_progress):
-            write_labels(data, codebook, labels, stats, skip=done)
-        sse, counts = total_stats(stats)
+            write_labels(data, codebook, labels, stats, space=space, skip=done)
+        sse, delta_e, counts = total_stats(stats, (height, width))
         mse = sse / (height * width * n_channels)
         meta.update(
             mse=mse,
             # JSON has no infinity: a lossless result (MSE 0) records PSNR as null.
             psnr=None if mse == 0 else psnr(mse, peak_value(data.dtype)),
+            # Mean ΔE_OK (see bigquant.color), for RGB images only.
+            delta_e=None if math.isnan(delta_e) else delta_e,
             counts=counts.tolist(),
         )
         finish_store(group, meta)

@@ -91,7 +91,7 @@ def create_store(path: str, shape, chunks, dtype, n_colors: int, *, zarr_format:
     """Create the group, an empty ``labels`` array and the per-chunk stats array.
 
     Returns ``(group, labels, stats)``. ``stats[row, col]`` holds a chunk's
-    squared error sum and colour counts once its labels are written (NaN
+    squared error sum, ΔE_OK sum and colour counts once its labels are written (NaN
     before): it is how an interrupted run knows what is done. `finish_store`
     removes it.
     """
@@ -116,8 +116,8 @@ def create_store(path: str, shape, chunks, dtype, n_colors: int, *, zarr_format:
     grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
     stats = group.create_array(
         STATS_KEY,
-        shape=(*grid, 1 + n_colors),
-        chunks=(1, 1, 1 + n_colors),
+        shape=(*grid, 2 + n_colors),
+        chunks=(1, 1, 2 + n_colors),
         dtype=np.float64,
         fill_value=np.nan,
     )

@@ -7,11 +7,14 @@ Zarr chunks one to one, so no two tasks ever write the same Zarr chunk.
 
 from __future__ import annotations
 
+import math
+
 import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from .color import delta_e_stride, delta_e_sum
 from .label import assign_block, table_pays
 from .progress import compute
 
@@ -34,13 +37,16 @@ def regular_chunks(data: da.Array) -> da.Array:
 
 
 def _assign_write(
-    block: np.ndarray, codebook: np.ndarray, use_table: bool, out, stats, where
+    block: np.ndarray, codebook: np.ndarray, space: str, use_table: bool, out, stats, where
 ) -> None:
     (y0, y1), (x0, x1), (row, col) = where
-    labels, sse, counts = assign_block(block, codebook, use_table)
+    labels, sse, counts = assign_block(block, codebook, space=space, use_table=use_table)
+    de = math.nan
+    if block.shape[2] == 3:
+        de = delta_e_sum(block, labels, codebook, (y0, x0), delta_e_stride(*out.shape))
     out[y0:y1, x0:x1] = labels
     # Written after the labels: a chunk with stats is finished, and a resumed run skips it.
-    stats[row, col] = np.concatenate(([sse], counts))
+    stats[row, col] = np.concatenate(([sse, de], counts))
 
 
 def finished_chunks(stats) -> np.ndarray:
@@ -49,24 +55,32 @@ def finished_chunks(stats) -> np.ndarray:
 
 
 def write_labels(
-    data: da.Array, codebook: np.ndarray, out, stats, *, skip: np.ndarray | None = None
+    data: da.Array,
+    codebook: np.ndarray,
+    out,
+    stats,
+    *,
+    space: str = "rgb",
+    skip: np.ndarray | None = None,
 ) -> None:
     """Label every pixel of ``data`` with ``codebook`` and write the labels into ``out``.
 
     Reads the whole image once (but the chunks marked in ``skip``). ``data``
     must be chunked like ``out`` (see `regular_chunks`). Each chunk's squared
-    error sum and colour counts go to ``stats[row, col]``, an array of shape
-    ``(chunk rows, chunk columns, 1 + K)``, once its labels are written.
+    error sum, ΔE_OK sum (over its pixels on the lattice of `delta_e_stride`;
+    NaN unless RGB) and colour counts go to ``stats[row, col]``, an array of
+    shape ``(chunk rows, chunk columns, 2 + K)``, once its labels are written.
     """
     use_table = table_pays(data.shape[0] * data.shape[1], *codebook.shape, data.dtype)
     row_edges = np.cumsum((0, *data.chunks[0]))
     col_edges = np.cumsum((0, *data.chunks[1]))
     blocks = data.to_delayed()
-    token = tokenize(data, codebook, str(out.store_path))
+    token = tokenize(data, codebook, space, str(out.store_path))
     tasks = [
         dask.delayed(_assign_write, pure=True)(
             blocks[r, c, 0],
             codebook,
+            space,
             use_table,
             out,
             stats,
@@ -80,7 +94,16 @@ def write_labels(
     compute(*tasks)
 
 
-def total_stats(stats) -> tuple[float, np.ndarray]:
-    """Squared error sum and per-colour pixel counts over all chunks, in chunk order."""
+def total_stats(stats, shape: tuple[int, int]) -> tuple[float, float, np.ndarray]:
+    """Squared error sum, mean ΔE_OK (NaN unless RGB) and per-colour pixel counts.
+
+    Summed over all chunks in chunk order, for an image of ``(rows, columns)`` ``shape``.
+    """
     values = stats[:]
-    return float(values[:, :, 0].sum()), values[:, :, 1:].sum(axis=(0, 1)).astype(np.int64)
+    step = delta_e_stride(*shape)
+    lattice = -(-shape[0] // step) * -(-shape[1] // step)
+    return (
+        float(values[:, :, 0].sum()),
+        float(values[:, :, 1].sum()) / lattice,
+        values[:, :, 2:].sum(axis=(0, 1)).astype(np.int64),
+    )
