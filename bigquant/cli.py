@@ -257,6 +257,9 @@ def store_summary(store) -> dict:
 @_command
 def info(store, as_json, show_progress):
     """Describe the bigquant store STORE."""
+    import numpy as np
+
+    from .render import terminal_swatches
     from .store import open_store
 
     s = store_summary(open_store(store))
@@ -277,6 +280,8 @@ def info(store, as_json, show_progress):
         + f" (fitted in {s['space']})",
         f"size         {_human_bytes(s['stored_bytes'])} stored, {_human_bytes(s['raw_bytes'])} "
         f"raw, ratio {s['compression_ratio']:.1f}:1",
+        "palette      most frequent colours first (share of pixels)",
+        terminal_swatches(np.asarray(s["codebook"], s["dtype"]), s["counts"]),
         "codebook     index: value per channel (pixels)",
     ]
     counts = s["counts"] or [None] * s["n_colors"]
@@ -285,6 +290,53 @@ def info(store, as_json, show_progress):
         values = " ".join(_format_value(v) for v in row)
         lines.append(f"  {i:>{width}}: {values}" + (f"  ({n})" if n is not None else ""))
     click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("store")
+@click.argument("out")
+@click.option(
+    "-m",
+    "--max-size",
+    type=int,
+    default=2048,
+    show_default=True,
+    help="Longest side of the preview in pixels.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@_command
+def preview(store, out, max_size, overwrite, show_progress):
+    """Render a downsampled view of the quantized image of STORE to OUT (.png).
+
+    Each preview pixel is the mean colour of a block of the image; the labels
+    are read chunk by chunk, never the whole image at once.
+    """
+    from .render import preview as run
+
+    height, width = run(
+        store, out, max_size=max_size, overwrite=overwrite, show_progress=show_progress
+    )
+    log.info("wrote %s (%d x %d)", out, width, height)
+
+
+@main.command()
+@click.argument("store")
+@click.argument("out")
+@click.option(
+    "--sort",
+    type=click.Choice(["lightness", "count"]),
+    default="lightness",
+    show_default=True,
+    help="Order of the swatches: dark to light, or most pixels first.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@_command
+def palette(store, out, sort, overwrite, show_progress):
+    """Draw the codebook of STORE as a swatch image OUT (.png), with each colour's share."""
+    from .render import palette_image
+
+    n = palette_image(store, out, sort=sort, overwrite=overwrite)
+    log.info("wrote %s (%d colours)", out, n)
 
 
 def _format_value(v) -> str:

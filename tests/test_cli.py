@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,45 @@ def test_info_text_and_json(store):
     assert data["raw_bytes"] == 427 * 640 * 3
     group = zarr.open_group(store, mode="r")
     assert data["psnr"] == group.attrs["bigquant"]["psnr"]
+    assert data["delta_e"] == group.attrs["bigquant"]["delta_e"] and "ΔE_OK" in text.stdout
+    # Piped, the palette swatches read as hex codes, most frequent colour first.
+    top = int(np.argmax(data["counts"]))
+    hexcode = "#" + "".join(f"{v:02x}" for v in data["codebook"][top])
+    swatches = text.stdout.split("palette")[1]
+    assert re.search(r"#[0-9a-f]{6}", swatches).group() == hexcode
+    assert "\x1b[" not in text.stdout
+
+
+def test_info_swatches_in_a_terminal(store):
+    from click.testing import CliRunner
+
+    from bigquant.cli import main
+
+    result = CliRunner().invoke(main, ["info", str(store)], color=True)
+    assert result.exit_code == 0, result.output
+    codebook = json.loads(run_cli("info", store, "--json").stdout)["codebook"]
+    # A 24-bit background escape per colour, in the codebook's own colours.
+    for r, g, b in codebook:
+        assert f"48;2;{r};{g};{b}m" in result.output
+
+
+def test_preview_and_palette_pictures(store, tmp_path):
+    from PIL import Image
+
+    result = run_cli("preview", store, tmp_path / "p.png", "--max-size", 200)
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "p.png") as im:
+        assert max(im.size) <= 200 and im.mode == "RGB"
+        assert im.size == (160, 107)  # 640 x 427 shrunk by 4, partial edge blocks kept
+    result = run_cli("palette", store, tmp_path / "s.png", "--sort", "count")
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "s.png") as im:
+        codebook = json.loads(run_cli("info", store, "--json").stdout)["codebook"]
+        corners = {im.getpixel((x * 48 + 47, y * 48 + 47)) for x in range(4) for y in range(4)}
+        assert corners == {tuple(c) for c in codebook}
+    again = run_cli("preview", store, tmp_path / "p.png")
+    assert_clean_failure(again, "already exists")
+    assert_clean_failure(run_cli("palette", store, tmp_path / "s.jpg"), "must end in .png")
 
 
 def test_decompress_through_cli(store, tmp_path):

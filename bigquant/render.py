@@ -1,0 +1,250 @@
+"""Pictures of a store for people: a downsampled preview PNG, a palette swatch PNG, and
+coloured codebook swatches for the terminal.
+
+Everything is drawn in 8 bits per channel: uint8 values as they are, uint16 ones
+divided by 257, float ones clipped to [0, 1] and scaled by 255, all rounded.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+
+import numpy as np
+
+from . import location
+from .color import oklab
+from .errors import BigquantError
+from .label import lookup
+from .progress import compute, progress
+from .store import Store, atomic_output, open_store
+
+#: Pillow mode of an 8-bit image with this many channels.
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+#: Pixels of one strip of a preview chunk expanded to float colours at a time (24 MiB for RGB).
+_STRIP_PIXELS = 1 << 20
+#: OKLab lightness above which black text reads better than white (sRGB grey 128 is ~0.6).
+_LIGHT = 0.6
+
+
+def preview(
+    store, out, *, max_size: int = 2048, overwrite: bool = False, show_progress: bool = False
+) -> tuple[int, int]:
+    """Write a downsampled view of the quantized image of ``store`` as an 8-bit PNG.
+
+    Parameters
+    ----------
+    store : path-like, URL or Store
+    out : path-like or URL
+        Must end in ``.png``.
+    max_size : int
+        Bound on the longest side of the preview, at least 1.
+    overwrite : bool
+        Replace an existing ``out`` once the new file is complete.
+    show_progress : bool
+        A progress bar on stderr.
+
+    Returns
+    -------
+    (height, width) : tuple of int
+        Size of the written preview.
+
+    Notes
+    -----
+    The image is shrunk by the integer factor ``f = ceil(max(Y, X) / max_size)``,
+    each preview pixel being the mean colour of an ``f × f`` block (the full
+    quantized image when ``f == 1``). The partial blocks at the bottom and right
+    edges are kept and averaged over the pixels they have, so the preview is
+    ``ceil(Y / f) × ceil(X / f)`` and covers the whole image. Works chunk by
+    chunk: memory holds one chunk's labels and the preview, never the image.
+    """
+    if max_size < 1:
+        raise BigquantError(f"--max-size must be at least 1, not {max_size}")
+    store, out = _open(store, out)
+    height, width = store.labels.shape
+    f = max(1, math.ceil(max(height, width) / max_size))
+    labels = store.labels_dask()
+    # Chunk sides that are multiples of f near the store's: no block straddles two chunks.
+    labels = labels.rechunk(tuple(max(1, round(c / f)) * f for c in labels.chunksize))
+    image = labels.map_blocks(
+        _block_means,
+        store.codebook,
+        f,
+        dtype=np.uint8,
+        new_axis=2,
+        chunks=(*(tuple(-(-c // f) for c in cs) for cs in labels.chunks), (_channels(store),)),
+    )
+    with atomic_output(out, overwrite=overwrite) as tmp, progress("preview", show_progress):
+        (small,) = compute(image)
+        _save_png(small, tmp)
+    return small.shape[0], small.shape[1]
+
+
+def _block_means(labels: np.ndarray, codebook: np.ndarray, f: int) -> np.ndarray:
+    """8-bit mean colours of the ``f × f`` blocks of one chunk (partial ones at its end)."""
+    if f == 1:  # the full image: rounding the codebook first gives the same values, faster
+        return lookup(labels, to_8bit(codebook, codebook.dtype))
+    rows, cols = labels.shape
+    col_starts = np.arange(0, cols, f)
+    sums = np.zeros((-(-rows // f), len(col_starts), codebook.shape[1]))
+    step = max(1, _STRIP_PIXELS // cols)
+    for y0 in range(0, rows, step):
+        y1 = min(y0 + step, rows)
+        # The strip's first row and every block's first row inside it, each in its own block row.
+        starts = np.unique(np.r_[y0, np.arange(-(-y0 // f) * f, y1, f)])
+        part = np.add.reduceat(lookup(labels[y0:y1], codebook), col_starts, axis=1, dtype=float)
+        sums[starts // f] += np.add.reduceat(part, starts - y0, axis=0)
+    area = np.outer(np.minimum(f, rows - np.arange(0, rows, f)), np.minimum(f, cols - col_starts))
+    return to_8bit(sums / area[:, :, None], codebook.dtype)
+
+
+def to_8bit(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Values of an image of ``dtype`` as rounded 8-bit ones (floats clipped to [0, 1])."""
+    values = np.asarray(values, dtype=np.float64)
+    if np.issubdtype(dtype, np.integer):
+        values = values * 255 / np.iinfo(dtype).max  # uint8 stays exact, uint16 is v / 257
+    else:
+        values = np.clip(values, 0, 1) * 255
+    return np.rint(values).astype(np.uint8)
+
+
+def lightness(codebook: np.ndarray) -> np.ndarray:
+    """OKLab lightness L in [0, 1] of each colour, taken as sRGB (grey for 1 or 2 channels).
+
+    Channels past the third (alpha, or others) are ignored.
+    """
+    x = to_8bit(codebook, codebook.dtype)
+    rgb = x[:, :3] if x.shape[1] >= 3 else np.repeat(x[:, :1], 3, axis=1)
+    return np.clip(oklab(rgb)[:, 0], 0, 1)
+
+
+def palette_image(store, out, *, sort: str = "lightness", overwrite: bool = False) -> int:
+    """Draw the codebook of ``store`` as a PNG of square swatches, one per colour.
+
+    Parameters
+    ----------
+    store : path-like, URL or Store
+    out : path-like or URL
+        Must end in ``.png``.
+    sort : {"lightness", "count"}
+        Dark to light by OKLab lightness (see `lightness`), or most pixels
+        first (ties by index), which needs the store's pixel counts.
+    overwrite : bool
+        Replace an existing ``out`` once the new file is complete.
+
+    Returns
+    -------
+    int
+        The number of colours drawn.
+
+    Notes
+    -----
+    Swatches fill a near-square grid row by row. Up to 256 colours get 48-pixel
+    tiles labelled in their top-left corner with the index and share of pixels
+    (black or white text by lightness; the bottom-right corner stays free of text);
+    more get plain 8-pixel tiles (65536 colours make 2048 × 2048 pixels).
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    if sort not in ("lightness", "count"):
+        raise BigquantError(f"--sort must be 'lightness' or 'count', not {sort!r}")
+    store, out = _open(store, out)
+    codebook, counts = store.codebook, _counts(store)
+    if sort == "count" and counts is None:
+        raise BigquantError(f"{store.path}: the store records no pixel counts to sort by")
+    light = lightness(codebook)
+    key = light if sort == "lightness" else -np.asarray(counts, dtype=np.float64)
+    order = np.argsort(key, kind="stable")
+    n, n_channels = codebook.shape
+    tile = 48 if n <= 256 else 8
+    columns = math.ceil(math.sqrt(n))
+    colours = to_8bit(codebook, codebook.dtype)
+    canvas = Image.new(_MODES[n_channels], (columns * tile, -(-n // columns) * tile))
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    total = sum(counts) if counts else 0
+    for cell, i in enumerate(order):
+        x, y = cell % columns * tile, cell // columns * tile
+        draw.rectangle((x, y, x + tile - 1, y + tile - 1), fill=tuple(colours[i].tolist()))
+        if tile > 8:
+            text = f"{i}" if counts is None else f"{i}\n{100 * counts[i] / (total or 1):.1f}%"
+            ink = 0 if light[i] > _LIGHT else 255
+            fill = (ink,) * min(n_channels, 3) + (255,) * (n_channels in (2, 4))
+            draw.multiline_text((x + 3, y + 2), text, fill=fill, font=font, spacing=1)
+    with atomic_output(out, overwrite=overwrite) as tmp:
+        _save_png(np.asarray(canvas), tmp)
+    return n
+
+
+def terminal_swatches(codebook: np.ndarray, counts: list[int] | None, *, limit: int = 64) -> str:
+    """The codebook as coloured swatches for a terminal: ``index #rrggbb share``, a few a line.
+
+    Each colour's 8-bit hex code (``#vvvvvv`` for grey; channels past the third
+    ignored) is printed on a 24-bit ANSI background of that colour, in black or
+    white by its lightness, so that it still reads once ``click.echo`` strips
+    the styles from piped output. Most frequent colours come first when
+    ``counts`` are given (with their share of pixels), else in index order; at
+    most ``limit`` are shown, then a line ``… and N more``.
+    """
+    import click
+
+    codebook = np.asarray(codebook)
+    if codebook.ndim == 1:
+        codebook = codebook[:, None]
+    x = to_8bit(codebook, codebook.dtype)
+    rgb = x[:, :3] if x.shape[1] >= 3 else np.repeat(x[:, :1], 3, axis=1)
+    light = lightness(codebook)
+    order = np.arange(len(x)) if counts is None else np.argsort(-np.asarray(counts), kind="stable")
+    total = sum(counts) if counts else 0
+    width = len(str(len(x) - 1))
+    entries = []
+    for i in order[: max(limit, 0)]:
+        r, g, b = (int(v) for v in rgb[i])
+        swatch = click.style(
+            f" #{r:02x}{g:02x}{b:02x} ", bg=(r, g, b), fg="black" if light[i] > _LIGHT else "white"
+        )
+        share = "" if counts is None else f" {100 * counts[i] / (total or 1):5.1f}%"
+        entries.append(f"{i:>{width}} {swatch}{share}")
+    # Visible width of an entry: index, space, swatch, share; plus two spaces between entries.
+    per_line = max(1, 80 // (width + 10 + (7 if counts is not None else 0) + 2))
+    lines = ["  ".join(entries[k : k + per_line]) for k in range(0, len(entries), per_line)]
+    if len(x) > len(entries):
+        lines.append(f"… and {len(x) - len(entries)} more")
+    return "\n".join(lines)
+
+
+def _open(store, out) -> tuple[Store, str]:
+    """The opened store and normalized PNG output, with the checks both pictures share."""
+    out = location.normalize(out)
+    if posixpath.splitext(location.name(out))[1].lower() != ".png":
+        raise BigquantError(f"{out}: output must end in .png")
+    if not isinstance(store, Store):
+        store = open_store(store)
+    if out == store.path:
+        raise BigquantError(f"{out}: the output would replace its own store")
+    _channels(store)
+    return store, out
+
+
+def _channels(store: Store) -> int:
+    n_channels = store.codebook.shape[1]
+    if n_channels not in _MODES:
+        raise BigquantError(
+            f"{store.path}: preview needs 1 to 4 channels, the store has {n_channels}"
+        )
+    return n_channels
+
+
+def _counts(store: Store) -> list[int] | None:
+    """The store's per-colour pixel counts, or None when it has none (or not one per colour)."""
+    counts = store.meta.get("counts")
+    return counts if isinstance(counts, list) and len(counts) == len(store.codebook) else None
+
+
+def _save_png(pixels: np.ndarray, path: str) -> None:
+    from PIL import Image
+
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    fs, where = location.filesystem(path)
+    with fs.open(where, "wb") as f:
+        Image.fromarray(np.ascontiguousarray(pixels)).save(f, format="PNG")
