@@ -125,6 +125,11 @@ def main():
     help="Colour space to fit and assign in (oklab/lab: perceptual, RGB images only).",
 )
 @click.option(
+    "--pyramid",
+    is_flag=True,
+    help="Also write halved label levels with OME-Zarr metadata (napari, OME-Zarr viewers).",
+)
+@click.option(
     "--zarr-format",
     type=click.Choice(["2", "3"]),
     default="3",
@@ -153,6 +158,7 @@ def compress(
     chunks,
     max_iter,
     space,
+    pyramid,
     zarr_format,
     overwrite,
     resume,
@@ -178,6 +184,7 @@ def compress(
         chunks=chunks,
         max_iter=max_iter,
         space=space,
+        pyramid=pyramid,
         zarr_format=int(zarr_format),
         overwrite=overwrite,
         resume=resume,
@@ -243,6 +250,7 @@ def store_summary(store) -> dict:
         "mse": meta.get("mse"),
         "psnr": meta.get("psnr"),
         "delta_e": meta.get("delta_e"),
+        "pyramid": meta.get("pyramid"),
         "stored_bytes": stored,
         "raw_bytes": raw,
         "compression_ratio": raw / stored if stored else None,
@@ -280,6 +288,11 @@ def info(store, as_json, show_progress):
         + f" (fitted in {s['space']})",
         f"size         {_human_bytes(s['stored_bytes'])} stored, {_human_bytes(s['raw_bytes'])} "
         f"raw, ratio {s['compression_ratio']:.1f}:1",
+        *(
+            [f"pyramid      {', '.join(s['pyramid'])} (OME-Zarr multiscales)"]
+            if s["pyramid"]
+            else []
+        ),
         "palette      most frequent colours first (share of pixels)",
         terminal_swatches(np.asarray(s["codebook"], s["dtype"]), s["counts"]),
         "codebook     index: value per channel (pixels)",

@@ -17,6 +17,7 @@ from .errors import BigquantError
 from .fit import DEFAULT_MAX_ITER, check_n_colors, fit_codebook
 from .label import label_dtype
 from .progress import progress
+from .pyramid import write_pyramid
 from .read import Image, as_image, open_image
 from .sample import DEFAULT_SAMPLE, SAMPLE_BLOCK
 from .store import (
@@ -63,6 +64,7 @@ def compress(
     chunks: int | None = None,
     max_iter: int = DEFAULT_MAX_ITER,
     space: str = "rgb",
+    pyramid: bool = False,
     zarr_format: int = 3,
     overwrite: bool = False,
     resume: bool = False,
@@ -85,6 +87,9 @@ def compress(
     space : {"rgb", "oklab", "lab"}
         Colour space the codebook is fitted and the pixels assigned in
         (`bigquant.color`); the codebook is stored in the source's values.
+    pyramid : bool
+        Also write halved label levels with OME-Zarr multiscales metadata, for
+        OME-Zarr viewers (`bigquant.pyramid`); reads the labels back once.
     chunks : int, optional
         Target chunk side when ``src`` is a path (see `open_image`).
     zarr_format : {3, 2}
@@ -151,6 +156,7 @@ def compress(
         "sample_size_requested": sample_size,
         "max_iter": max_iter,
         "space": space,
+        "pyramid": pyramid,
         "chunks": [data.chunks[0][0], data.chunks[1][0]],
         "zarr_format": zarr_format,
     }
@@ -228,6 +234,9 @@ def compress(
             delta_e=None if math.isnan(delta_e) else delta_e,
             counts=counts.tolist(),
         )
+        if pyramid:
+            # After the labels, before completion: a store is never complete without its levels.
+            meta["pyramid"] = write_pyramid(group, codebook, show_progress=show_progress)
         finish_store(group, meta)
     return meta
 

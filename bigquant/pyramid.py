@@ -1,0 +1,165 @@
+"""Downsampled label levels and OME-Zarr metadata, so OME-Zarr viewers open a store.
+
+Each level halves both axes of the one before by a 2x2 mode filter, so every
+pixel is a palette index that occurs in its block: averaging indices would
+invent colours. Levels sit beside ``labels`` in the same group::
+
+    labels, labels_1, labels_2, ...     level 0 (the store contract), then halvings
+
+Dataset paths are arbitrary in OME-NGFF (0.5, "Images" layout: "The name of
+the array is arbitrary with the ordering defined by the multiscales metadata";
+the 0.4 schema takes any string). Level 0 must stay ``labels`` for the store
+contract, so plain ``0``, ``1``, ... would mix two schemes; ``labels_N`` keeps
+them together. Zarr format 3 stores get OME-NGFF 0.5 metadata (all under
+``attrs["ome"]``), format 2 stores 0.4 (top-level ``multiscales`` and
+``image-label``).
+
+Caveat: OME-Zarr also uses the member name ``labels`` for a *group* of label
+images. ome-zarr-py skips our array there, but strict validators (ome-zarr-models'
+0.5 ``Image``) reject the group for it.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+
+from .progress import compute, progress
+from .store import labels_compressor
+
+LEVEL0 = "labels"
+AXES = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+
+
+def level_name(level: int) -> str:
+    """Array name of pyramid level ``level``: ``labels``, ``labels_1``, ``labels_2``, ..."""
+    return LEVEL0 if level == 0 else f"{LEVEL0}_{level}"
+
+
+def mode_2x2(block: np.ndarray) -> np.ndarray:
+    """Halve a 2-D label block by the mode of each 2x2 cell (odd sides rounded up).
+
+    With the cell's values sorted ``s0 <= s1 <= s2 <= s3``: ``s1`` if
+    ``s1 == s2`` (a value held 3 or 4 times, or a pair in the middle), else
+    ``s0`` if ``s0 == s1``, else ``s2`` if ``s2 == s3``, else the top-left value.
+    A two-two tie goes to the smaller label. An odd last row or column is
+    replicated first, so edge cells only ever hold their own pixels' values.
+    """
+    h, w = block.shape
+    block = np.pad(block, ((0, h % 2), (0, w % 2)), mode="edge")
+    cells = np.stack((block[0::2, 0::2], block[0::2, 1::2], block[1::2, 0::2], block[1::2, 1::2]))
+    s0, s1, s2, s3 = np.sort(cells, axis=0)
+    return np.where(s1 == s2, s1, np.where(s0 == s1, s0, np.where(s2 == s3, s2, cells[0])))
+
+
+def _mode_write(block: np.ndarray, out, row: int, col: int) -> None:
+    cy, cx = out.chunks
+    halved = mode_2x2(block)
+    out[row * cy : row * cy + halved.shape[0], col * cx : col * cx + halved.shape[1]] = halved
+
+
+def _halve(group, source: str, target: str) -> tuple[int, int]:
+    """Write ``target`` as the 2x2 mode of array ``source``, one Zarr chunk per task."""
+    src = group[source]
+    cy, cx = src.chunks
+    zarr_format = group.metadata.zarr_format
+    shape = (-(-src.shape[0] // 2), -(-src.shape[1] // 2))
+    dst = group.create_array(
+        target,
+        shape=shape,
+        chunks=(cy, cx),
+        dtype=src.dtype,
+        compressors=labels_compressor(zarr_format),
+        fill_value=0,
+        dimension_names=("y", "x") if zarr_format == 3 else None,
+        overwrite=True,
+    )
+    # Each dask block of 2cy x 2cx source pixels makes exactly one cy x cx chunk of the target,
+    # so no two tasks write the same Zarr chunk. One task per chunk (as in `write_labels`) also
+    # gives the progress bar one step per chunk on a distributed client.
+    blocks = da.from_zarr(src, chunks=(2 * cy, 2 * cx)).to_delayed()
+    compute(
+        *(
+            dask.delayed(_mode_write)(blocks[r, c], dst, r, c)
+            for r in range(blocks.shape[0])
+            for c in range(blocks.shape[1])
+        )
+    )
+    return shape
+
+
+def _colors(codebook: np.ndarray) -> list[dict] | None:
+    """``image-label`` colours for an RGB codebook of uint8 or uint16 values, else None."""
+    codebook = np.asarray(codebook)
+    if codebook.ndim != 2 or codebook.shape[1] != 3:
+        return None
+    if codebook.dtype == np.uint16:
+        codebook = np.rint(codebook / 257)
+    elif codebook.dtype != np.uint8:
+        return None
+    return [{"label-value": i, "rgba": [*map(int, rgb), 255]} for i, rgb in enumerate(codebook)]
+
+
+def write_pyramid(group, codebook: np.ndarray, *, show_progress: bool = False) -> list[str]:
+    """Write halved label levels beside ``labels`` and the OME-Zarr metadata describing them.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        An open, writable store group (Zarr format 2 or 3) holding the ``labels`` array.
+    codebook : ndarray, shape (K, C)
+        The palette; an RGB uint8 or uint16 one also becomes the ``image-label`` colours.
+    show_progress : bool
+        Draw a progress bar for each level.
+
+    Returns
+    -------
+    list of str
+        The dataset paths, level 0 (``labels``) first.
+
+    Notes
+    -----
+    Levels are written until one fits in a single chunk, each computed chunk by
+    chunk from the level stored before it, so no level is ever held in memory.
+    Existing attributes are kept; only the OME-Zarr keys are (re)written.
+    """
+    cy, cx = group[LEVEL0].chunks
+    h, w = group[LEVEL0].shape
+    paths = [LEVEL0]
+    while h > cy or w > cx:
+        name = level_name(len(paths))
+        with progress(f"pyramid level {len(paths)}", show_progress):
+            h, w = _halve(group, paths[-1], name)
+        paths.append(name)
+
+    multiscale = {
+        "name": LEVEL0,
+        "axes": AXES,
+        "datasets": [
+            {"path": p, "coordinateTransformations": [{"type": "scale", "scale": [2**i, 2**i]}]}
+            for i, p in enumerate(paths)
+        ],
+        "type": "mode",
+        "metadata": {"description": "2x2 mode of the level before: every value is a label"},
+    }
+    colors = _colors(codebook)
+    if group.metadata.zarr_format == 3:
+        ome = {**group.attrs.get("ome", {}), "version": "0.5", "multiscales": [multiscale]}
+        if colors is not None:
+            ome["image-label"] = {"colors": colors}
+        group.attrs["ome"] = ome
+    else:
+        group.attrs["multiscales"] = [{**multiscale, "version": "0.4"}]
+        if colors is not None:
+            group.attrs["image-label"] = {"version": "0.4", "colors": colors}
+    return paths
+
+
+def pyramid_levels(group) -> list[str]:
+    """Dataset paths of a store's OME-Zarr multiscales, level 0 first; ``["labels"]`` if none."""
+    attrs = group.attrs.asdict()
+    multiscales = attrs.get("ome", attrs).get("multiscales")
+    if not multiscales:
+        return [LEVEL0]
+    return [d["path"] for d in multiscales[0]["datasets"]]

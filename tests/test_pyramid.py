@@ -1,0 +1,260 @@
+"""Pyramid levels: a 2x2 mode of real labels on any chunking, readable by ome-zarr-py."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import zarr
+from conftest import run_cli, write_tiff
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from zarr.errors import ContainsArrayError
+
+import bigquant
+from bigquant.pyramid import mode_2x2, pyramid_levels, write_pyramid
+from bigquant.store import create_store
+
+
+def reference_mode(labels: np.ndarray) -> np.ndarray:
+    """One 2x2 cell at a time: the most frequent value, a two-two tie to the smaller one,
+    the top-left value when all four differ; odd edges replicated."""
+    h, w = labels.shape
+    padded = np.pad(labels, ((0, h % 2), (0, w % 2)), mode="edge")
+    out = np.empty((padded.shape[0] // 2, padded.shape[1] // 2), labels.dtype)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            cell = padded[2 * i : 2 * i + 2, 2 * j : 2 * j + 2].ravel().tolist()
+            counts = Counter(cell)
+            top = max(counts.values())
+            out[i, j] = cell[0] if top == 1 else min(v for v, n in counts.items() if n == top)
+    return out
+
+
+def photo_labels(image: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of a photograph quantized to ``levels`` steps per channel, and their codebook."""
+    step = 256 // levels
+    k = levels**3
+    idx = (image // step).astype(np.int64) @ np.array([levels * levels, levels, 1])
+    grid = np.array(
+        [[(i // (levels * levels)), (i // levels) % levels, i % levels] for i in range(k)]
+    )
+    dtype = np.uint8 if k <= 256 else np.uint16
+    codebook = (grid * step + step // 2).astype(np.uint8)
+    return idx.astype(dtype), codebook
+
+
+def make_store(path, labels: np.ndarray, codebook: np.ndarray, chunks, zarr_format: int):
+    group, array, _ = create_store(
+        str(path), labels.shape, chunks, labels.dtype, len(codebook), zarr_format=zarr_format
+    )
+    array[:] = labels
+    group.attrs["codebook"] = codebook.tolist()
+    group.attrs["bigquant"] = {"format_version": 1, "n_colors": len(codebook), "complete": True}
+    return group
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(
+        np.uint8,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=9),
+        elements=st.integers(0, 3),
+    )
+)
+def test_mode_matches_reference_on_any_shape(block):
+    got = mode_2x2(block)
+    assert got.dtype == block.dtype
+    np.testing.assert_array_equal(got, reference_mode(block))
+    # Every output is one of its own cell's (unpadded) pixels.
+    for (i, j), value in np.ndenumerate(got):
+        assert value in block[2 * i : 2 * i + 2, 2 * j : 2 * j + 2]
+
+
+@pytest.mark.parametrize(
+    ("crop", "chunks", "zarr_format"),
+    [
+        ((181, 263), (37, 53), 3),
+        ((181, 263), (37, 53), 2),
+        ((160, 127), (16, 16), 3),
+        ((99, 200), (99, 7), 2),
+    ],
+)
+def test_levels_equal_reference_pyramid(tmp_path, china, crop, chunks, zarr_format):
+    labels, codebook = photo_labels(china[40 : 40 + crop[0], 100 : 100 + crop[1]], 4)
+    group = make_store(tmp_path / "s.zarr", labels, codebook, chunks, zarr_format)
+    paths = write_pyramid(group, codebook)
+    assert paths[0] == "labels" and len(paths) > 1
+    expected = labels
+    for path in paths[1:]:
+        expected = reference_mode(expected)
+        level = group[path]
+        assert level.chunks == chunks and level.dtype == labels.dtype
+        np.testing.assert_array_equal(level[:], expected)
+    last = group[paths[-1]].shape
+    assert last[0] <= chunks[0] and last[1] <= chunks[1]
+    assert pyramid_levels(group) == paths
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_whole_photo_levels_are_ceil_halved_labels(tmp_path, astronaut, zarr_format):
+    # 16 steps a channel: 4096 colours, so uint16 labels.
+    labels, codebook = photo_labels(astronaut, 16)
+    assert labels.dtype == np.uint16
+    chunks = (45, 70)
+    group = make_store(tmp_path / "s.zarr", labels, codebook, chunks, zarr_format)
+    paths = write_pyramid(group, codebook, show_progress=True)
+    present = set(np.unique(labels).tolist())
+    shape = labels.shape
+    for path in paths[1:]:
+        level = group[path]
+        shape = tuple(-(-n // 2) for n in shape)
+        assert level.shape == shape and level.dtype == np.uint16
+        assert set(np.unique(level[:]).tolist()) <= present
+        if zarr_format == 3:
+            assert level.metadata.dimension_names == ("y", "x")
+    assert shape[0] <= chunks[0] and shape[1] <= chunks[1]
+    before_last = group[paths[-2]].shape  # no level too many: the one before did not fit
+    assert before_last[0] > chunks[0] or before_last[1] > chunks[1]
+
+
+@pytest.mark.parametrize(
+    ("shape", "n_levels"), [((64, 64), 1), ((64, 30), 1), ((65, 64), 2), ((129, 10), 3)]
+)
+def test_stops_once_a_level_fits_one_chunk(tmp_path, china, shape, n_levels):
+    labels, codebook = photo_labels(china[: shape[0], : shape[1]], 4)
+    group = make_store(tmp_path / "s.zarr", labels, codebook, (64, 64), 3)
+    assert write_pyramid(group, codebook) == ["labels", "labels_1", "labels_2"][:n_levels]
+    assert pyramid_levels(group) == ["labels", "labels_1", "labels_2"][:n_levels]
+
+
+def test_no_pyramid_means_labels_alone(tmp_path, china):
+    labels, codebook = photo_labels(china[:50, :50], 4)
+    assert pyramid_levels(make_store(tmp_path / "s.zarr", labels, codebook, (16, 16), 3)) == [
+        "labels"
+    ]
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_ome_zarr_reads_the_store(tmp_path, china, zarr_format):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    labels, codebook = photo_labels(china, 4)
+    path = tmp_path / "s.zarr"
+    group = make_store(path, labels, codebook, (100, 150), zarr_format)
+    paths = write_pyramid(group, codebook)
+
+    nodes = list(Reader(parse_url(str(path)))())
+    assert len(nodes) == 1  # the `labels` array is not mistaken for a labels group
+    node = nodes[0]
+    assert [a.shape for a in node.data] == [group[p].shape for p in paths]
+    np.testing.assert_array_equal(node.data[-1].compute(), group[paths[-1]][:])
+    assert [a["name"] for a in node.metadata["axes"]] == ["y", "x"]
+    assert node.metadata["coordinateTransformations"][2] == [{"type": "scale", "scale": [4, 4]}]
+    colors = node.metadata["color"]
+    assert len(colors) == 64
+    np.testing.assert_allclose(colors[37], [*(codebook[37] / 255), 1.0])
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_metadata_follows_the_spec_version(tmp_path, china, zarr_format):
+    labels, codebook = photo_labels(china[:200, :200], 4)
+    group = make_store(tmp_path / "s.zarr", labels, codebook, (64, 64), zarr_format)
+    write_pyramid(group, codebook)
+    attrs = group.attrs.asdict()
+    if zarr_format == 3:
+        from ome_zarr_models.v05.image import ImageAttrs
+        from ome_zarr_models.v05.image_label import ImageLabelAttrs
+
+        assert attrs["ome"]["version"] == "0.5" and "multiscales" not in attrs
+        ome = attrs["ome"]
+        assert "version" not in ome["multiscales"][0]
+        # The metadata alone: the whole group fails on the `labels` array (see below).
+        ImageAttrs.model_validate(ome)
+        ImageLabelAttrs.model_validate(ome)
+    else:
+        from ome_zarr_models.v04.image import Image
+        from ome_zarr_models.v04.image_label import ImageLabel
+
+        assert "ome" not in attrs and attrs["multiscales"][0]["version"] == "0.4"
+        ome = attrs
+        assert ome["image-label"]["version"] == "0.4"
+        del group["chunk_stats"]  # as a finished store
+        Image.from_zarr(group)
+        ImageLabel.from_zarr(group)
+    (multiscale,) = ome["multiscales"]
+    assert multiscale["axes"] == [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    assert [d["coordinateTransformations"] for d in multiscale["datasets"]] == [
+        [{"type": "scale", "scale": [s, s]}] for s in (1, 2, 4)
+    ]
+    assert ome["image-label"]["colors"][5] == {"label-value": 5, "rgba": [*codebook[5], 255]}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ContainsArrayError,
+    reason="OME-Zarr reserves the member name `labels` for a group of label images; "
+    "ome-zarr-models' 0.5 validator rejects the store's `labels` array (ome-zarr-py reads it)",
+)
+def test_v05_group_validator_and_the_labels_array(tmp_path, china):
+    from ome_zarr_models.v05.image import Image
+
+    labels, codebook = photo_labels(china[:100, :100], 4)
+    group = make_store(tmp_path / "s.zarr", labels, codebook, (32, 32), 3)
+    write_pyramid(group, codebook)
+    del group["chunk_stats"]
+    Image.from_zarr(group)
+
+
+def test_uint16_codebook_colours_are_scaled_and_others_skipped(tmp_path, china):
+    labels, codebook = photo_labels(china[:100, :100], 4)
+    wide = codebook.astype(np.uint16) * 257
+    group = make_store(tmp_path / "a.zarr", labels, wide, (32, 32), 3)
+    write_pyramid(group, wide)
+    colors = group.attrs["ome"]["image-label"]["colors"]
+    assert [c["rgba"] for c in colors] == [[*map(int, rgb), 255] for rgb in codebook]
+
+    for name, other in [("grey", codebook[:, :1]), ("float", codebook / 255.0)]:
+        group = make_store(tmp_path / f"{name}.zarr", labels, other, (32, 32), 3)
+        write_pyramid(group, other)
+        assert "image-label" not in group.attrs["ome"]
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_existing_attributes_survive(tmp_path, china, zarr_format):
+    labels, codebook = photo_labels(china[:130, :140], 4)
+    group = make_store(tmp_path / "s.zarr", labels, codebook, (32, 32), zarr_format)
+    before = {k: group.attrs[k] for k in ("codebook", "bigquant")}
+    first = write_pyramid(group, codebook)
+    # Writing again (say, after an interrupted run) replaces the levels in place.
+    assert write_pyramid(group, codebook) == first
+    for key, value in before.items():
+        assert group.attrs[key] == value
+    np.testing.assert_array_equal(group["labels"][:], labels)
+
+
+def test_compress_pyramid_end_to_end(tmp_path, astronaut):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    src = write_tiff(tmp_path / "a.tif", astronaut, tile=(64, 64))
+    dst = tmp_path / "a.zarr"
+    result = run_cli("compress", src, dst, "-c", 32, "--chunks", 128, "--pyramid", "-q")
+    assert result.returncode == 0, result.stderr
+    store = bigquant.open_store(dst)
+    assert store.meta["pyramid"] == ["labels", "labels_1", "labels_2"]
+    # Level 0 is the ordinary store; each level is the mode of the one before.
+    group = zarr.open_group(dst, mode="r")
+    assert group["labels_2"].shape == (128, 128)
+    np.testing.assert_array_equal(group["labels_1"][:], mode_2x2(store.labels[:]))
+    np.testing.assert_array_equal(group["labels_2"][:], mode_2x2(group["labels_1"][:]))
+    (node,) = Reader(parse_url(str(dst)))()
+    assert [a.shape for a in node.data] == [(512, 512), (256, 256), (128, 128)]
+    colors = node.metadata["color"]  # label value -> RGBA in [0, 1]
+    shown = np.array([colors[i][:3] for i in range(len(store.codebook))]) * 255
+    np.testing.assert_allclose(shown, store.codebook, atol=1e-9)
+    info = run_cli("info", dst)
+    assert "labels, labels_1, labels_2 (OME-Zarr multiscales)" in info.stdout
