@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 _API = {
     "compress": "bigquant.pipeline",
     "decompress": "bigquant.export",
+    "preview": "bigquant.render",
+    "palette_image": "bigquant.render",
     "open_store": "bigquant.store",
     "Store": "bigquant.store",
     "open_image": "bigquant.read",

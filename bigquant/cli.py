@@ -125,6 +125,14 @@ def main():
     help="Colour space to fit and assign in (oklab/lab: perceptual, RGB images only).",
 )
 @click.option(
+    "-d",
+    "--dither",
+    type=click.Choice(["none", "ordered", "floyd-steinberg"]),
+    default="none",
+    show_default=True,
+    help="Dither the colours: ordered (Bayer) or floyd-steinberg (error diffusion).",
+)
+@click.option(
     "--pyramid",
     is_flag=True,
     help="Also write halved label levels with OME-Zarr metadata (napari, OME-Zarr viewers).",
@@ -158,6 +166,7 @@ def compress(
     chunks,
     max_iter,
     space,
+    dither,
     pyramid,
     zarr_format,
     overwrite,
@@ -184,6 +193,7 @@ def compress(
         chunks=chunks,
         max_iter=max_iter,
         space=space,
+        dither=None if dither == "none" else dither,
         pyramid=pyramid,
         zarr_format=int(zarr_format),
         overwrite=overwrite,

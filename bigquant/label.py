@@ -201,7 +201,9 @@ def table_lookup(
     return label_table[packed], error_table[packed]
 
 
-def assign(data: da.Array, codebook: np.ndarray, *, space: str = "rgb") -> da.Array:
+def assign(
+    data: da.Array, codebook: np.ndarray, *, space: str = "rgb", dither: str | None = None
+) -> da.Array:
     """Lazily label every pixel of a ``(Y, X, C)`` dask array with its nearest colour.
 
     Parameters
@@ -210,6 +212,8 @@ def assign(data: da.Array, codebook: np.ndarray, *, space: str = "rgb") -> da.Ar
     codebook : ndarray, shape (K, C)
     space : {"rgb", "oklab", "lab"}
         Where "nearest" is measured (see `bigquant.color`).
+    dither : {None, "ordered", "floyd-steinberg"}
+        See `bigquant.dither`.
 
     Returns
     -------
@@ -217,6 +221,9 @@ def assign(data: da.Array, codebook: np.ndarray, *, space: str = "rgb") -> da.Ar
         ``uint8`` labels for K ≤ 256, ``uint16`` above; chunked like ``data``.
         Computing it reads the whole image once.
     """
+    # Imported here: dither builds on this module.
+    from .dither import check_dither, extend, label_chunk, labelling
+
     codebook = np.asarray(codebook)
     if data.ndim == 2:
         data = data[:, :, None]
@@ -225,22 +232,25 @@ def assign(data: da.Array, codebook: np.ndarray, *, space: str = "rgb") -> da.Ar
             f"codebook of shape {codebook.shape} does not match {data.shape[2]} channels"
         )
     check_space(space, data.shape[2])
+    check_dither(dither, data.shape[2], data.dtype, space)
     data = data.rechunk({2: -1})
-    use_table = table_pays(data.shape[0] * data.shape[1], *codebook.shape, data.dtype)
+    how = labelling(data, codebook, space, dither)
+    starts = [np.cumsum((0, *c[:-1])) for c in data.chunks[:2]]
+    grid = (len(data.chunks[0]), len(data.chunks[1]))
+
+    def label(block, block_info=None):
+        r, c, _ = block_info[0]["chunk-location"]
+        origin = (starts[0][r], starts[1][c])
+        return label_chunk(block, codebook, (r, c), grid, origin, **how)[1]
+
     return da.map_blocks(
-        _labels_block,
-        data,
-        codebook,
-        space,
-        use_table,
+        label,
+        extend(data, dither),
         drop_axis=2,
+        chunks=data.chunks[:2],
         dtype=label_dtype(len(codebook)),
-        name="bigquant-assign-" + tokenize(data, codebook, space),
+        name="bigquant-assign-" + tokenize(data, codebook, how),
     )
-
-
-def _labels_block(block: np.ndarray, codebook: np.ndarray, space: str, use_table: bool):
-    return assign_block(block, codebook, space=space, use_table=use_table)[0]
 
 
 def apply_codebook(labels: da.Array, codebook: np.ndarray) -> da.Array:

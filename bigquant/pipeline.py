@@ -13,6 +13,7 @@ import numpy as np
 from . import __version__, location
 from .cluster import scheduler
 from .color import check_space
+from .dither import check_dither
 from .errors import BigquantError
 from .fit import DEFAULT_MAX_ITER, check_n_colors, fit_codebook
 from .label import label_dtype
@@ -64,6 +65,7 @@ def compress(
     chunks: int | None = None,
     max_iter: int = DEFAULT_MAX_ITER,
     space: str = "rgb",
+    dither: str | None = None,
     pyramid: bool = False,
     zarr_format: int = 3,
     overwrite: bool = False,
@@ -87,6 +89,8 @@ def compress(
     space : {"rgb", "oklab", "lab"}
         Colour space the codebook is fitted and the pixels assigned in
         (`bigquant.color`); the codebook is stored in the source's values.
+    dither : {None, "ordered", "floyd-steinberg"}
+        Dither the labels (`bigquant.dither`): smoother gradients, lower PSNR.
     pyramid : bool
         Also write halved label levels with OME-Zarr multiscales metadata, for
         OME-Zarr viewers (`bigquant.pyramid`); reads the labels back once.
@@ -138,6 +142,7 @@ def compress(
     data = regular_chunks(image.data)
     height, width, n_channels = data.shape
     check_space(space, n_channels)
+    check_dither(dither, n_channels, data.dtype, space)
     log.info(
         "%s: %d x %d pixels, %d channel(s) of %s, chunks of %d x %d",
         image.path or "array",
@@ -156,6 +161,7 @@ def compress(
         "sample_size_requested": sample_size,
         "max_iter": max_iter,
         "space": space,
+        "dither": dither,
         "pyramid": pyramid,
         "chunks": [data.chunks[0][0], data.chunks[1][0]],
         "zarr_format": zarr_format,
@@ -201,6 +207,7 @@ def compress(
                 "sample_size": fit.n_samples,
                 "max_iter": max_iter,
                 "space": space,
+                "dither": dither,
                 "n_iter": fit.n_iter,
                 "run": run,
                 "complete": False,
@@ -223,7 +230,7 @@ def compress(
             done = finished_chunks(stats)
             log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
         with progress("labelling", show_progress):
-            write_labels(data, codebook, labels, stats, space=space, skip=done)
+            write_labels(data, codebook, labels, stats, space=space, dither=dither, skip=done)
         sse, delta_e, counts = total_stats(stats, (height, width))
         mse = sse / (height * width * n_channels)
         meta.update(

@@ -15,7 +15,7 @@ import numpy as np
 from dask.base import tokenize
 
 from .color import delta_e_stride, delta_e_sum
-from .label import assign_block, table_pays
+from .dither import extend, label_chunk, labelling
 from .progress import compute
 
 
@@ -36,14 +36,12 @@ def regular_chunks(data: da.Array) -> da.Array:
     return data.rechunk((cy, cx, -1))
 
 
-def _assign_write(
-    block: np.ndarray, codebook: np.ndarray, space: str, use_table: bool, out, stats, where
-) -> None:
-    (y0, y1), (x0, x1), (row, col) = where
-    labels, sse, counts = assign_block(block, codebook, space=space, use_table=use_table)
+def _assign_write(block: np.ndarray, codebook: np.ndarray, how: dict, out, stats, where) -> None:
+    (y0, y1), (x0, x1), (row, col), grid = where
+    pixels, labels, sse, counts = label_chunk(block, codebook, (row, col), grid, (y0, x0), **how)
     de = math.nan
-    if block.shape[2] == 3:
-        de = delta_e_sum(block, labels, codebook, (y0, x0), delta_e_stride(*out.shape))
+    if pixels.shape[2] == 3:
+        de = delta_e_sum(pixels, labels, codebook, (y0, x0), delta_e_stride(*out.shape))
     out[y0:y1, x0:x1] = labels
     # Written after the labels: a chunk with stats is finished, and a resumed run skips it.
     stats[row, col] = np.concatenate(([sse, de], counts))
@@ -61,6 +59,7 @@ def write_labels(
     stats,
     *,
     space: str = "rgb",
+    dither: str | None = None,
     skip: np.ndarray | None = None,
 ) -> None:
     """Label every pixel of ``data`` with ``codebook`` and write the labels into ``out``.
@@ -70,21 +69,23 @@ def write_labels(
     error sum, ΔE_OK sum (over its pixels on the lattice of `delta_e_stride`;
     NaN unless RGB) and colour counts go to ``stats[row, col]``, an array of
     shape ``(chunk rows, chunk columns, 2 + K)``, once its labels are written.
+    ``space`` and ``dither`` are as in `bigquant.color` and `bigquant.dither`;
+    Floyd–Steinberg also reads a margin of each chunk's neighbours.
     """
-    use_table = table_pays(data.shape[0] * data.shape[1], *codebook.shape, data.dtype)
+    how = labelling(data, codebook, space, dither)
     row_edges = np.cumsum((0, *data.chunks[0]))
     col_edges = np.cumsum((0, *data.chunks[1]))
-    blocks = data.to_delayed()
-    token = tokenize(data, codebook, space, str(out.store_path))
+    grid = (len(data.chunks[0]), len(data.chunks[1]))
+    blocks = extend(data, dither).to_delayed()
+    token = tokenize(data, codebook, how, str(out.store_path))
     tasks = [
         dask.delayed(_assign_write, pure=True)(
             blocks[r, c, 0],
             codebook,
-            space,
-            use_table,
+            how,
             out,
             stats,
-            ((row_edges[r], row_edges[r + 1]), (col_edges[c], col_edges[c + 1]), (r, c)),
+            ((row_edges[r], row_edges[r + 1]), (col_edges[c], col_edges[c + 1]), (r, c), grid),
             dask_key_name=f"bigquant-write-{token}-{r}-{c}",
         )
         for r in range(len(data.chunks[0]))

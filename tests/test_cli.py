@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -81,7 +82,13 @@ def test_info_swatches_in_a_terminal(store):
 
     from bigquant.cli import main
 
-    result = CliRunner().invoke(main, ["info", str(store)], color=True)
+    log = logging.getLogger("bigquant")
+    saved = log.handlers[:], log.propagate, log.level
+    try:
+        result = CliRunner().invoke(main, ["info", str(store)], color=True)
+    finally:  # the command sets up logging for a whole process; this one goes on testing
+        log.handlers[:], log.propagate = saved[:2]
+        log.setLevel(saved[2])
     assert result.exit_code == 0, result.output
     codebook = json.loads(run_cli("info", store, "--json").stdout)["codebook"]
     # A 24-bit background escape per colour, in the codebook's own colours.

@@ -240,8 +240,8 @@ def test_failure_mid_write_keeps_old_output_and_the_partial_for_resume(
             raise OSError(28, "No space left on device")
         return real(*args, **kwargs)
 
-    real = write_stage.assign_block
-    monkeypatch.setattr(write_stage, "assign_block", failing)
+    real = write_stage.label_chunk
+    monkeypatch.setattr(write_stage, "label_chunk", failing)
     with pytest.raises(OSError, match="No space"):
         bigquant.compress(src, dst, 8, overwrite=True, chunks=64)
     after = store_image(dst)
@@ -251,7 +251,7 @@ def test_failure_mid_write_keeps_old_output_and_the_partial_for_resume(
     assert sorted(p.name for p in tmp_path.iterdir()) == [".s.zarr.partial", "in.tif", "s.zarr"]
     with pytest.raises(BigquantError, match="incomplete bigquant store"):
         bigquant.open_store(tmp_path / ".s.zarr.partial")
-    monkeypatch.setattr(write_stage, "assign_block", real)
+    monkeypatch.setattr(write_stage, "label_chunk", real)
     bigquant.compress(src, dst, 8, overwrite=True, chunks=64, resume=True)
     bigquant.compress(src, tmp_path / "fresh.zarr", 8, chunks=64)
     resumed, fresh = store_image(dst), store_image(tmp_path / "fresh.zarr")
