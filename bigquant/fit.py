@@ -29,6 +29,7 @@ import numpy as np
 from .color import check_space, from_space, to_space
 from .errors import BigquantError
 from .label import nearest, table_lookup, table_pays
+from .progress import compute
 from .sample import DEFAULT_SAMPLE, sample_pixels
 
 log = logging.getLogger("bigquant")
@@ -44,6 +45,12 @@ _INIT_POINTS = 25_000
 #: Most scikit-learn k-means iterations on that subsample.
 _INIT_ITER = 50
 _REPAIR_ROUNDS = 3
+#: Past this many colours, the codebook is fitted in two levels (see `_two_level`).
+COARSE_COLORS = 256
+#: Sampled pixels per colour a two-level fit draws, at least.
+PIXELS_PER_COLOR = 16
+#: Most scikit-learn iterations within one coarse cluster.
+_FINE_ITER = 30
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,9 @@ def fit_codebook(
     if data.ndim == 2:
         data = data[:, :, None]
     check_space(space, data.shape[2])
+    if n_colors > COARSE_COLORS and sample_size < PIXELS_PER_COLOR * n_colors:
+        sample_size = PIXELS_PER_COLOR * n_colors
+        log.info("sampling %d pixels: %d per colour", sample_size, PIXELS_PER_COLOR)
     sample = sample_pixels(data, sample_size, seed)
     use_table = table_pays(data.shape[0] * data.shape[1], n_colors, data.shape[2], data.dtype)
     return fit_sample(
@@ -150,18 +160,22 @@ def fit_sample(
 
     x = to_space(sample, space)
     rng = np.random.RandomState(seed)
-    init = _initial_centers(x, n_colors, rng)
     abs_tol = tol * float(x.var(axis=0).mean())
     # dask-ml's Lloyd iterations run in float32: faster, and precise enough to place
     # centres that are then rounded to the image's dtype.
     x32 = x.astype(np.float32)
-    centers, n_iter = _lloyd(x32, init, seed, max_iter, abs_tol)
+    two_level = n_colors > COARSE_COLORS
+    if two_level:
+        centers, n_iter = _two_level(x, n_colors, rng, seed, max_iter, abs_tol)
+    else:
+        centers, n_iter = _lloyd(x32, _initial_centers(x, n_colors, rng), seed, max_iter, abs_tol)
     for repair in range(_REPAIR_ROUNDS + 1):
         colors = _in_dtype(from_space(centers, space, sample.dtype), sample.dtype)
         # Labels of the sample with the colour table when the label pass will use it too.
         labels, sq_dist = _label_sample(sample, colors, space, use_table)
         used = np.bincount(labels, minlength=n_colors) > 0
-        if used.all() or repair == _REPAIR_ROUNDS:
+        # A refit of every colour at once is what the two-level fit avoids: drop instead.
+        if used.all() or repair == _REPAIR_ROUNDS or two_level:
             break
         # dask-ml parks empty clusters at the origin; duplicates after rounding are unused
         # too. Re-seed them on the sample points farthest from their colour, and refit.
@@ -222,6 +236,69 @@ def _initial_centers(x: np.ndarray, k: int, rng: np.random.RandomState) -> np.nd
         centers, _ = kmeans_plusplus(sub, k, random_state=rng)
         refined = KMeans(k, init=centers, n_init=1, max_iter=_INIT_ITER, random_state=rng)
         return refined.fit(sub).cluster_centers_
+
+
+def _two_level(
+    x: np.ndarray, n_colors: int, rng: np.random.RandomState, seed: int, max_iter: int, tol: float
+) -> tuple[np.ndarray, int]:
+    """Centres for more than `COARSE_COLORS` colours: coarse clusters, then colours within each.
+
+    dask-ml's iterations cost sample × K distances each, which at K = 65536
+    would take hours. Instead dask-ml fits `COARSE_COLORS` coarse clusters;
+    each then gets a share of the K colours by its squared error (greedily,
+    as high-rate quantization theory has a cluster's error fall as k^(-2/3)),
+    and scikit-learn's k-means fits them on that cluster's pixels alone: one
+    dask task per cluster, spread over the workers, each seeded from ``seed``
+    and its cluster's index, so the result does not depend on where it runs.
+    """
+    import dask
+
+    init = _initial_centers(x, COARSE_COLORS, rng)
+    coarse, n_iter = _lloyd(x.astype(np.float32), init, seed, max_iter, tol)
+    labels, sq = nearest(x, coarse)
+    members = [np.flatnonzero(labels == i) for i in range(len(coarse))]
+    shares = _shares(
+        np.bincount(labels, weights=sq, minlength=len(coarse)),
+        np.array([_count_distinct(x[m]) if len(m) else 0 for m in members]),
+        n_colors,
+    )
+    tasks = [
+        dask.delayed(_fit_cluster, pure=True)(x[m], int(k), [seed, i])
+        for i, (m, k) in enumerate(zip(members, shares, strict=True))
+        if k
+    ]
+    return np.concatenate(compute(*tasks)), n_iter
+
+
+def _shares(sse: np.ndarray, distinct: np.ndarray, n_colors: int) -> np.ndarray:
+    """Colours per coarse cluster: one each, then greedily where they cut the error most."""
+    import heapq
+
+    shares = np.minimum(distinct, 1)
+    # A cluster's error with k colours falls about as k^(-2/3) (3 dimensions).
+    heap = [(-(e * (1 - 2 ** (-2 / 3))), i) for i, e in enumerate(sse) if distinct[i] > 1]
+    heapq.heapify(heap)
+    for _ in range(n_colors - int(shares.sum())):
+        _, i = heapq.heappop(heap)
+        shares[i] += 1
+        k = shares[i]
+        if k < distinct[i]:
+            heapq.heappush(heap, (-(sse[i] * (k ** (-2 / 3) - (k + 1) ** (-2 / 3))), i))
+    return shares
+
+
+def _fit_cluster(points: np.ndarray, k: int, seed: list[int]) -> np.ndarray:
+    """``k`` centres for one coarse cluster's points (scikit-learn k-means, one thread)."""
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    unique = np.unique(points, axis=0)
+    if len(unique) <= k:
+        return unique
+    rng = np.random.RandomState(seed)
+    with threadpool_limits(limits=1):
+        km = KMeans(k, n_init=1, max_iter=_FINE_ITER, random_state=rng).fit(points)
+    return km.cluster_centers_
 
 
 def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float):

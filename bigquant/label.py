@@ -20,6 +20,10 @@ from .errors import BigquantError
 
 #: Bound on the pixels × colours distance matrix of one step (entries), ~32 MiB in float64.
 _MAX_DISTANCES = 1 << 22
+#: Past this many colours, nearest colours are found with a k-d tree.
+_TREE_COLORS = 1024
+#: Neighbours a k-d tree query returns, to break ties.
+_TREE_TIES = 8
 
 
 def label_dtype(n_colors: int) -> np.dtype:
@@ -42,13 +46,31 @@ def _steps(pixels: np.ndarray, codebook: np.ndarray, space: str):
         cb = codebook.astype(work)
     else:
         cb = to_space(codebook, space)
+    tree = _tree(cb) if len(cb) > _TREE_COLORS else None
     cb_sq = np.einsum("kc,kc->k", cb, cb)
-    step = max(1, _MAX_DISTANCES // len(cb))
+    step = _TABLE_STEP if tree is not None else max(1, _MAX_DISTANCES // len(cb))
     for start in range(0, len(pixels), step):
         batch = pixels[start : start + step]
         x = batch.astype(work) if space == "rgb" else to_space(batch, space)
-        d = cb_sq - 2 * (x @ cb.T)  # |x|² is the same for every colour: no need to add it.
-        yield slice(start, start + len(x)), d.argmin(axis=1)
+        if tree is not None:
+            # The few nearest, so that a tie still goes to the lowest index; the rare pixel
+            # tied with all of them is compared with every colour.
+            d, i = tree.query(x, k=_TREE_TIES)
+            idx = np.where(d == d[:, :1], i, len(cb)).min(axis=1)
+            for j in np.flatnonzero(d[:, -1] == d[:, 0]):
+                idx[j] = ((cb - x[j]) ** 2).sum(axis=1).argmin()
+        else:
+            d = cb_sq - 2 * (x @ cb.T)  # |x|² is the same for every colour: no need to add it.
+            idx = d.argmin(axis=1)
+        yield slice(start, start + len(x)), idx
+
+
+def _tree(codebook: np.ndarray):
+    """A k-d tree of the codebook: past `_TREE_COLORS`, cheaper than every distance."""
+    from scipy.spatial import cKDTree
+
+    # float64 distances of integer values below 2**16 are exact: ties stay ties.
+    return cKDTree(codebook.astype(np.float64))
 
 
 def nearest(
@@ -91,8 +113,10 @@ def score(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> tuple
 
 # -- colour table: every 8-bit colour's label, for assignment by lookup ------------------------
 
-#: Side of the colour cubes the table is filled by (16³ colours per cube).
+#: Side of the colour cubes a perceptual-space table is filled by (16³ colours per cube).
 _CELL = 16
+#: Largest colours × candidates distance matrix of one cube of an rgb table.
+_LEAF_DISTANCES = 1 << 20
 #: Pixels looked up at a time (bounds the index temporaries).
 _TABLE_STEP = 1 << 18
 #: The most recent codebook's tables, keyed by codebook and space.
@@ -133,37 +157,51 @@ def color_table(codebook: np.ndarray, space: str = "rgb") -> tuple[np.ndarray, n
 def _fill_table(codebook: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarray]:
     n_channels = codebook.shape[1]
     cb = codebook.astype(np.int64)
-    if space == "rgb":
-        work = codebook.astype(np.float32)  # exact here: integers below 2**24 throughout
-    else:
-        work = to_space(codebook, space)
+    rgb = space == "rgb"
+    # Exact in float32 for rgb: integers below 2**24 throughout.
+    work = codebook.astype(np.float32) if rgb else to_space(codebook, space)
     work_sq = np.einsum("kc,kc->k", work, work)
     labels = np.empty((256,) * n_channels, label_dtype(len(cb)))
     errors = np.empty((256,) * n_channels, np.uint32)
-    offsets = np.indices((_CELL,) * n_channels).reshape(n_channels, -1).T
-    for cell in np.ndindex(*(256 // _CELL,) * n_channels):
-        lo = np.array(cell) * _CELL
-        colors = lo + offsets
-        if space == "rgb":
-            pts, box_lo, box_hi, cb_box, slack = (
-                colors.astype(np.float32),
-                lo,
-                lo + _CELL - 1,
-                cb,
-                0,
-            )
+
+    def candidates(box_lo, box_hi, points, cand, slack=0.0):
+        """The colours of ``cand`` that can be nearest to some point of the box."""
+        near = ((np.maximum(box_lo - points, 0) + np.maximum(points - box_hi, 0)) ** 2).sum(1)
+        far = (np.maximum(points - box_lo, box_hi - points) ** 2).sum(axis=1)
+        return cand[near <= far.min() * (1 + slack)]
+
+    def fill(lo: np.ndarray, size: int, cand: np.ndarray) -> None:
+        colors = lo + np.indices((size,) * n_channels).reshape(n_channels, -1).T
+        if rgb:
+            pts = colors.astype(np.float32)
         else:
+            # Boxes of colours are not boxes in a perceptual space: bound the converted points.
             pts = to_space(colors.astype(np.uint8), space)
-            box_lo, box_hi, cb_box, slack = pts.min(axis=0), pts.max(axis=0), work, 1e-9
-        nearest_sq = ((np.maximum(box_lo - cb_box, 0) + np.maximum(cb_box - box_hi, 0)) ** 2).sum(1)
-        farthest_sq = (np.maximum(cb_box - box_lo, box_hi - cb_box) ** 2).sum(axis=1)
-        cand = np.flatnonzero(nearest_sq <= farthest_sq.min() * (1 + slack))
+            cand = candidates(pts.min(axis=0), pts.max(axis=0), work[cand], cand, 1e-9)
         d = work_sq[cand] - 2 * (pts @ work[cand].T)
         best = cand[d.argmin(axis=1)]
-        region = tuple(slice(a, a + _CELL) for a in lo)
-        labels[region] = best.reshape((_CELL,) * n_channels)
+        region = tuple(slice(a, a + size) for a in lo)
+        labels[region] = best.reshape((size,) * n_channels)
         sq = ((colors - cb[best]) ** 2).sum(axis=1)
-        errors[region] = sq.astype(np.uint32).reshape((_CELL,) * n_channels)
+        errors[region] = sq.astype(np.uint32).reshape((size,) * n_channels)
+
+    def split(lo: np.ndarray, size: int, cand: np.ndarray) -> None:
+        # Halve the box while its distance matrix would be large: each half keeps only the
+        # colours that can be nearest in it, so large codebooks are not scanned per cell.
+        cand = candidates(lo, lo + size - 1, cb[cand], cand)
+        if size <= 4 or size**n_channels * len(cand) <= _LEAF_DISTANCES:
+            fill(lo, size, cand)
+            return
+        half = size // 2
+        for corner in np.ndindex(*(2,) * n_channels):
+            split(lo + half * np.array(corner), half, cand)
+
+    everything = np.arange(len(cb))
+    if rgb:
+        split(np.zeros(n_channels, np.int64), 256, everything)
+    else:
+        for cell in np.ndindex(*(256 // _CELL,) * n_channels):
+            fill(np.array(cell) * _CELL, _CELL, everything)
     return labels.reshape(-1), errors.reshape(-1)
 
 

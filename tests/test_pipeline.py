@@ -188,15 +188,6 @@ def test_edge_cases_round_trip(tmp_path, kind):
         assert meta["mse"] == 0 and meta["psnr"] is None
 
 
-def test_more_than_256_colours_store_uint16_labels(tmp_path):
-    rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)
-    meta = bigquant.compress(image, tmp_path / "s.zarr", 300, max_iter=5)
-    codebook, labels, _ = store_image(tmp_path / "s.zarr")
-    assert labels.dtype == np.uint16 and meta["n_colors"] == len(codebook) == 300
-    assert labels.max() < 300
-
-
 def test_python_api_on_a_dask_array(tmp_path, china):
     data = da.from_array(china, chunks=(100, 150, 3))
     fit = bigquant.fit_codebook(data, 16, seed=2)
