@@ -3,13 +3,17 @@
     python -m pip install -e ".[test]"            # scikit-image photos, Pillow
     apt-get install gdal-bin python3-gdal          # optional: GDAL's rgb2pct.py
     python benchmarks/bench.py --megapixels 100 1000
+    python benchmarks/bench.py --megapixels 100 --variants --peers gdal
 
 Inputs are mosaics of real photographs (scikit-learn's and scikit-image's sample
 images, with flips) written tile by tile as 512² zlib TIFFs and cached in
 benchmarks/cache/. Every tool runs in its own process; wall time and peak
 resident memory (the process and its children) are measured from outside. PSNR is
-computed against the input over the full image, chunk by chunk. Results go to
-stdout as a Markdown table and to benchmarks/results/*.json.
+computed against the input over the full image, chunk by chunk, and so are mean ΔE_OK
+and the PSNR of both images blurred by a Gaussian (σ = 1.5 px), which shows what
+dithering buys. ``--variants`` adds bigquant's options (colour space, dithering,
+thousands of colours, palette TIFF). Results go to stdout as a Markdown table and to
+benchmarks/results/*.json.
 """
 
 from __future__ import annotations
@@ -91,13 +95,46 @@ def make_input(megapixels: float) -> Path:
     return path
 
 
-def psnr_against(src: Path, result) -> float:
-    """PSNR of a (Y, X, 3) dask array against the source TIFF, chunk by chunk."""
+#: Gaussian blur (pixels) the "blurred PSNR" sees the images through: roughly the eye at
+#: a normal viewing distance, where dithering patterns merge into the colours they mix.
+BLUR = 1.5
+
+
+def quality(src: Path, result) -> dict:
+    """PSNR, mean ΔE_OK and blurred PSNR of a (Y, X, 3) dask array against the source TIFF.
+
+    Chunk by chunk. ΔE_OK on bigquant's lattice (`bigquant.color.delta_e_stride`).
+    """
+    import dask
+    from scipy.ndimage import gaussian_filter
+
+    from bigquant.color import delta_e_stride, oklab
     from bigquant.read import open_image
 
     original = open_image(src).data
     result = result.rechunk(original.chunks)
-    mse = float(((original.astype(np.float32) - result) ** 2).mean(dtype=np.float64).compute())
+    mse = ((original.astype(np.float32) - result) ** 2).mean(dtype=np.float64)
+    step = delta_e_stride(*original.shape[:2])
+
+    def delta_e(a, b):
+        return 100 * np.sqrt(((oklab(a.reshape(-1, 3)) - oklab(b.reshape(-1, 3))) ** 2).sum(1))
+
+    de = original[::step, ::step].map_blocks(
+        delta_e, result[::step, ::step], drop_axis=2, dtype=np.float64
+    )
+
+    def blur(a):
+        return gaussian_filter(a.astype(np.float32), (BLUR, BLUR, 0))
+
+    depth = {0: 8, 1: 8, 2: 0}
+    blurred = (
+        (original.map_overlap(blur, depth=depth) - result.map_overlap(blur, depth=depth)) ** 2
+    ).mean(dtype=np.float64)
+    mse, de, blurred = dask.compute(mse, de.mean(), blurred)
+    return {"psnr": _psnr(mse), "delta_e": float(de), "blurred": _psnr(blurred)}
+
+
+def _psnr(mse: float) -> float:
     return 10 * math.log10(255**2 / mse) if mse else math.inf
 
 
@@ -122,8 +159,10 @@ def disk_size(path: Path) -> int:
     return path.stat().st_size
 
 
-def row(tool, src, run, *, psnr=None, out=None, megapixels=None, note="") -> dict:
+def row(tool, src, run, *, psnr=None, out=None, megapixels=None, note="", scores=None) -> dict:
     mp = megapixels if megapixels is not None else _megapixels(src)
+    scores = scores or {}
+    psnr = scores.get("psnr", psnr)
     return {
         "tool": tool,
         "input_mp": round(mp, 1),
@@ -131,6 +170,8 @@ def row(tool, src, run, *, psnr=None, out=None, megapixels=None, note="") -> dic
         "mp_per_s": round(mp / run["seconds"], 2) if run["code"] == 0 else None,
         "peak_mib": round(run["peak"] / 2**20) if run.get("peak") else None,
         "psnr": None if psnr is None else round(psnr, 2),
+        "delta_e": None if scores.get("delta_e") is None else round(scores["delta_e"], 2),
+        "blurred": None if scores.get("blurred") is None else round(scores["blurred"], 2),
         "output_mib": None if out is None else round(disk_size(out) / 2**20, 1),
         "note": note if run["code"] == 0 else f"{run['code']} after {run['seconds']:.0f} s",
     }
@@ -144,21 +185,39 @@ def _megapixels(src: Path) -> float:
     return shape[0] * shape[1] / 1e6
 
 
-def bench_bigquant(src: Path, work: Path, colors: int) -> list[dict]:
+def bench_bigquant(src: Path, work: Path, colors: int, variants: bool = False) -> list[dict]:
+    """bigquant at defaults and decompress; with ``variants``, the options of issue 5 too."""
+    rows = [_bigquant_row(src, work, ["-c", str(colors)])]
     store = work / f"{src.stem}.zarr"
-    run = measure(
-        ["bigquant", "compress", str(src), str(store), "-c", str(colors), "--overwrite", "-q"]
-    )
-    meta = json.loads(
-        subprocess.run(
-            ["bigquant", "info", str(store), "--json"], capture_output=True, text=True, check=True
-        ).stdout
-    )
-    rows = [row(f"bigquant compress -c {colors}", src, run, psnr=meta["psnr"], out=store)]
-    out = work / f"{src.stem}.bq.tif"
-    run = measure(["bigquant", "decompress", str(store), str(out), "--overwrite", "-q"])
-    rows.append(row("bigquant decompress", src, run, out=out))
+    for flags, suffix in [([], ".bq.tif"), (["--palette"], ".palette.tif")][: 1 + variants]:
+        out = work / f"{src.stem}{suffix}"
+        run = measure(["bigquant", "decompress", str(store), str(out), *flags, "--overwrite", "-q"])
+        rows.append(row(" ".join(["bigquant decompress", *flags]), src, run, out=out))
+    if variants:
+        for flags in (
+            ["--space", "oklab"],
+            ["--dither", "ordered"],
+            ["--dither", "floyd-steinberg"],
+            ["-c", "4096"],
+            ["-c", "65536"],
+        ):
+            rows.append(_bigquant_row(src, work, ["-c", str(colors), *flags]))
     return rows
+
+
+def _bigquant_row(src: Path, work: Path, flags: list[str]) -> dict:
+    store = work / f"{src.stem}.zarr"
+    run = measure(["bigquant", "compress", str(src), str(store), *flags, "--overwrite", "-q"])
+    if run["code"] != 0:
+        return row(" ".join(["bigquant compress", *flags]), src, run)
+    import bigquant
+
+    opened = bigquant.open_store(store)
+    scores = quality(src, opened.quantized())
+    # The store's own full-image figures agree with the benchmark's.
+    assert abs(scores["psnr"] - opened.meta["psnr"]) < 1e-6, (scores, opened.meta)
+    assert abs(scores["delta_e"] - opened.meta["delta_e"]) < 1e-6, (scores, opened.meta)
+    return row(" ".join(["bigquant compress", *flags]), src, run, scores=scores, out=store)
 
 
 def bench_floor(src: Path, work: Path) -> list[dict]:
@@ -216,7 +275,7 @@ def bench_gdal(src: Path, work: Path, colors: int) -> list[dict]:
             f"GDAL rgb2pct.py -n {colors}",
             src,
             run,
-            psnr=psnr_against(src, palette_tiff(out)),
+            scores=quality(src, palette_tiff(out)),
             out=out,
         )
     ]
@@ -311,8 +370,10 @@ def bench_daskml(src: Path, colors: int, cap: float) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["tool", "input MP", "wall s", "MP/s", "peak MiB", "PSNR dB", "output MiB", "note"]
-    keys = ["tool", "input_mp", "seconds", "mp_per_s", "peak_mib", "psnr", "output_mib", "note"]
+    head = ["tool", "input MP", "wall s", "MP/s", "peak MiB", "PSNR dB", "ΔE_OK"]
+    head += ["blurred PSNR dB", "output MiB", "note"]
+    keys = ["tool", "input_mp", "seconds", "mp_per_s", "peak_mib", "psnr", "delta_e"]
+    keys += ["blurred", "output_mib", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |")
@@ -330,6 +391,12 @@ def main() -> None:
         help="peers to run (gdal pillow sklearn daskml)",
     )
     parser.add_argument("--daskml-cap", type=float, default=300, help="seconds")
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also --space oklab, both --dither methods, 4096 and 65536 colours and "
+        "decompress --palette, on the first size",
+    )
     parser.add_argument("--work", type=Path, default=CACHE / "work")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -339,7 +406,8 @@ def main() -> None:
     for mp in args.megapixels:
         src = make_input(mp)
         print(f"== {src.name}: {_megapixels(src):.0f} MP", file=sys.stderr, flush=True)
-        runs = [bench_floor(src, args.work), bench_bigquant(src, args.work, args.colors)]
+        variants = args.variants and mp == args.megapixels[0]
+        runs = [bench_floor(src, args.work), bench_bigquant(src, args.work, args.colors, variants)]
         if "gdal" in args.peers:
             runs.append(bench_gdal(src, args.work, args.colors))
         if "pillow" in args.peers and mp <= 200:
