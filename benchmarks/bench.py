@@ -117,7 +117,8 @@ def quality(src: Path, result) -> dict:
     step = delta_e_stride(*original.shape[:2])
 
     def delta_e(a, b):
-        return 100 * np.sqrt(((oklab(a.reshape(-1, 3)) - oklab(b.reshape(-1, 3))) ** 2).sum(1))
+        d = ((oklab(a.reshape(-1, 3)) - oklab(b.reshape(-1, 3))) ** 2).sum(axis=1)
+        return 100 * np.sqrt(d).reshape(a.shape[:2])
 
     de = original[::step, ::step].map_blocks(
         delta_e, result[::step, ::step], drop_axis=2, dtype=np.float64

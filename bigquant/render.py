@@ -140,8 +140,8 @@ def palette_image(store, out, *, sort: str = "lightness", overwrite: bool = Fals
     Notes
     -----
     Swatches fill a near-square grid row by row. Up to 256 colours get 48-pixel
-    tiles labelled in their top-left corner with the index and share of pixels
-    (black or white text by lightness; the bottom-right corner stays free of text);
+    tiles labelled in their top-left corner with the index, share of pixels and
+    pixel count (black or white text by lightness; the bottom-right corner stays free of text);
     more get plain 8-pixel tiles (65536 colours make 2048 × 2048 pixels).
     """
     from PIL import Image, ImageDraw, ImageFont
@@ -166,7 +166,9 @@ def palette_image(store, out, *, sort: str = "lightness", overwrite: bool = Fals
         x, y = cell % columns * tile, cell // columns * tile
         draw.rectangle((x, y, x + tile - 1, y + tile - 1), fill=tuple(colours[i].tolist()))
         if tile > 8:
-            text = f"{i}" if counts is None else f"{i}\n{100 * counts[i] / (total or 1):.1f}%"
+            text = f"{i}"
+            if counts is not None:
+                text += f"\n{100 * counts[i] / (total or 1):.1f}%\n{_short(counts[i])}"
             ink = 0 if light[i] > _LIGHT else 255
             fill = (ink,) * min(n_channels, 3) + (255,) * (n_channels in (2, 4))
             draw.multiline_text((x + 3, y + 2), text, fill=fill, font=font, spacing=1)
@@ -238,6 +240,15 @@ def _counts(store: Store) -> list[int] | None:
     """The store's per-colour pixel counts, or None when it has none (or not one per colour)."""
     counts = store.meta.get("counts")
     return counts if isinstance(counts, list) and len(counts) == len(store.codebook) else None
+
+
+def _short(n: int) -> str:
+    """A pixel count in at most 5 characters: 987, 12.3k, 4.5M, 123G."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return str(n)
 
 
 def _save_png(pixels: np.ndarray, path: str) -> None:

@@ -230,3 +230,19 @@ def test_terminal_swatches_grey_and_deep():
     assert plain.index("#ffffff") < plain.index("#808080") < plain.index("#000000")
     floats = np.array([[1.0, 0.5, -0.2]], dtype=np.float32)
     assert "48;2;255;128;0m" in terminal_swatches(floats, None)
+
+
+def test_swatch_counts_are_short():
+    from bigquant.render import _short
+
+    counts = [0, 987, 1000, 12_345, 4_500_000, 1_234_567_890, 999_999, 123_456_789_012]
+    assert [_short(n) for n in counts] == [
+        "0",
+        "987",
+        "1.0k",
+        "12.3k",
+        "4.5M",
+        "1.2G",
+        "1000k",
+        "123G",
+    ]
