@@ -196,13 +196,13 @@ def bench_bigquant(src: Path, work: Path, colors: int, variants: bool = False) -
         rows.append(row(" ".join(["bigquant decompress", *flags]), src, run, out=out))
     if variants:
         for flags in (
-            ["--space", "oklab"],
-            ["--dither", "ordered"],
-            ["--dither", "floyd-steinberg"],
+            ["-c", str(colors), "--space", "oklab"],
+            ["-c", str(colors), "--dither", "ordered"],
+            ["-c", str(colors), "--dither", "floyd-steinberg"],
             ["-c", "4096"],
             ["-c", "65536"],
         ):
-            rows.append(_bigquant_row(src, work, ["-c", str(colors), *flags]))
+            rows.append(_bigquant_row(src, work, flags))
     return rows
 
 

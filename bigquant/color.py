@@ -9,7 +9,7 @@ source's own values.
 
 ΔE here is ΔE_OK: 100 × the Euclidean distance in OKLab, a colour difference
 on the scale of CIELAB's ΔE*ab (about 2 is just noticeable). Its mean over an
-image is measured on a lattice of about a million pixels (`delta_e_stride`):
+image is measured on a lattice of at least a million pixels (`delta_e_stride`):
 converting every pixel of a gigapixel image would cost more than labelling it.
 """
 
@@ -49,7 +49,7 @@ _RGB_TO_XYZ = np.array(
 )
 _WHITE = _RGB_TO_XYZ.sum(axis=1)
 _LAB_EPS = (6 / 29) ** 3
-#: Pixels the mean ΔE is measured on, at least (all of them in images up to this size).
+#: Pixels the mean ΔE is measured on, at least.
 DELTA_E_PIXELS = 1 << 20
 
 
@@ -130,9 +130,10 @@ def from_space(coords: np.ndarray, space: str, dtype: np.dtype) -> np.ndarray:
 def delta_e_stride(height: int, width: int) -> int:
     """Step between the rows, and between the columns, that mean ΔE is measured on.
 
-    1 (every pixel) up to `DELTA_E_PIXELS` pixels; beyond, the largest step
-    keeping at least that many. Always odd, so that the lattice does not alias
-    with the 8 × 8 pattern of ordered dithering.
+    The largest odd step keeping at least `DELTA_E_PIXELS` pixels: odd, so that
+    the lattice does not alias with the 8 × 8 pattern of ordered dithering.
+    That is every pixel of images up to 9 × `DELTA_E_PIXELS` (9.4 megapixels),
+    and between 1 and 2.9 million pixels of larger ones.
     """
     step = max(1, math.isqrt(height * width // DELTA_E_PIXELS))
     return step if step % 2 else step - 1

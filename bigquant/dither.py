@@ -19,6 +19,7 @@ the original pixels.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
@@ -29,6 +30,8 @@ from .label import assign_block, color_table, label_dtype, score, table_pays
 METHODS = ("ordered", "floyd-steinberg")
 #: Rows above and columns beside a chunk that Floyd–Steinberg diffuses through first.
 FS_MARGIN = 16
+#: Most colours error diffusion compares every pixel with, where no colour table serves it.
+_DIFFUSE_COLORS = 1024
 
 
 def _bayer(n: int) -> np.ndarray:
@@ -43,16 +46,28 @@ def _bayer(n: int) -> np.ndarray:
 _BAYER = (_bayer(8) + 0.5) / 64 - 0.5
 
 
-def check_dither(dither: str | None, n_channels: int, dtype: np.dtype, space: str) -> None:
-    """Refuse an unknown method, or error diffusion where no colour table serves it."""
+def check_dither(
+    dither: str | None, n_channels: int, dtype: np.dtype, space: str, n_colors: int
+) -> None:
+    """Refuse an unknown method, or error diffusion where no colour table serves it.
+
+    Without a table (images other than 8-bit with up to 3 channels) error
+    diffusion compares every pixel with every colour, in the source's values.
+    """
     if dither is None:
         return
     if dither not in METHODS:
         raise BigquantError(f"--dither must be one of {', '.join(METHODS)}, not {dither!r}")
-    if dither == "floyd-steinberg" and space != "rgb" and not _has_table(n_channels, dtype):
-        raise BigquantError(
-            f"--dither floyd-steinberg with --space {space} needs an 8-bit image, not {dtype}"
-        )
+    if dither == "floyd-steinberg" and not _has_table(n_channels, dtype):
+        if space != "rgb":
+            raise BigquantError(
+                f"--dither floyd-steinberg with --space {space} needs an 8-bit image, not {dtype}"
+            )
+        if n_colors > _DIFFUSE_COLORS:
+            raise BigquantError(
+                f"--dither floyd-steinberg with more than {_DIFFUSE_COLORS} colours needs an "
+                f"8-bit image with up to 3 channels"
+            )
 
 
 def _has_table(n_channels: int, dtype: np.dtype) -> bool:
@@ -91,27 +106,41 @@ def margins(dither: str | None) -> int:
     return FS_MARGIN if dither == "floyd-steinberg" else 0
 
 
-def extend(data: da.Array, dither: str | None) -> da.Array:
-    """``data`` with every chunk grown by `margins` pixels from its neighbours (none at the image edge)."""
+@dataclass(frozen=True)
+class Window:
+    """One chunk of an image and the block of pixels it is labelled from.
+
+    ``block`` holds the chunk grown by `margins` pixels into its neighbours
+    (clipped at the image's edge); ``own`` cuts the chunk back out of it, and
+    ``origin`` is the chunk's first (row, column) in the image.
+    """
+
+    location: tuple[int, int]
+    origin: tuple[int, int]
+    own: tuple[slice, slice]
+    block: object  # a dask array, or a delayed one
+
+
+def windows(data: da.Array, dither: str | None) -> list[Window]:
+    """The `Window` of every chunk of a ``(Y, X, C)`` dask array, row by row."""
     m = margins(dither)
-    return data if m == 0 else da.overlap.overlap(data, {0: m, 1: m, 2: 0}, boundary="none")
-
-
-def crop(block: np.ndarray, location: tuple[int, int], grid: tuple[int, int], m: int):
-    """The chunk's own region of an extended block, and the slices that cut it out."""
-    top = m if location[0] > 0 else 0
-    left = m if location[1] > 0 else 0
-    bottom = block.shape[0] - (m if location[0] < grid[0] - 1 else 0)
-    right = block.shape[1] - (m if location[1] < grid[1] - 1 else 0)
-    own = (slice(top, bottom), slice(left, right))
-    return block[own], own
+    rows, cols = (np.cumsum((0, *c)) for c in data.chunks[:2])
+    blocks = data.to_delayed()
+    out = []
+    for r, c in np.ndindex(len(rows) - 1, len(cols) - 1):
+        (y0, y1), (x0, x1) = (rows[r], rows[r + 1]), (cols[c], cols[c + 1])
+        top, left = max(0, y0 - m), max(0, x0 - m)
+        # Sliced rather than dask's overlap, which re-splits chunks smaller than the margin.
+        block = blocks[r, c, 0] if m == 0 else data[top : y1 + m, left : x1 + m]
+        own = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+        out.append(Window((r, c), (int(y0), int(x0)), own, block))
+    return out
 
 
 def label_chunk(
     block: np.ndarray,
     codebook: np.ndarray,
-    location: tuple[int, int],
-    grid: tuple[int, int],
+    own: tuple[slice, slice],
     origin: tuple[int, int],
     *,
     space: str = "rgb",
@@ -121,14 +150,12 @@ def label_chunk(
 ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     """Label one chunk, dithered or not.
 
-    ``block`` is the chunk as `extend` made it (grown by `margins`), at
-    ``location`` in a ``grid`` of chunks; ``origin`` is the first (row, column)
-    of the chunk's own pixels in the image. Returns the chunk's own pixels,
-    their labels, squared error sum and colour counts.
+    ``block``, ``own`` and ``origin`` are as in `Window`. Returns the chunk's
+    own pixels, their labels, squared error sum and colour counts.
     """
     if dither is None:
         return block, *assign_block(block, codebook, space=space, use_table=use_table)
-    pixels, own = crop(block, location, grid, margins(dither))
+    pixels = block[own]
     start = (origin[0] - own[0].start, origin[1] - own[1].start)
     labels = dithered_labels(
         block, codebook, dither, start, space=space, use_table=use_table, amplitude=amplitude
@@ -156,10 +183,12 @@ def dithered_labels(
     if dither == "ordered":
         rows = (origin[0] + np.arange(block.shape[0])) % 8
         cols = (origin[1] + np.arange(block.shape[1])) % 8
-        shifted = block + amplitude * _BAYER[np.ix_(rows, cols)][:, :, None]
+        # float32 in place: exact for 8- and 16-bit values, and 4 bytes a value, not 8 and more.
+        shifted = block.astype(np.float32)
+        shifted += (amplitude * _BAYER[np.ix_(rows, cols)]).astype(np.float32)[:, :, None]
         if np.issubdtype(block.dtype, np.integer):
             info = np.iinfo(block.dtype)
-            shifted = np.clip(np.rint(shifted), info.min, info.max)
+            np.clip(np.rint(shifted, out=shifted), info.min, info.max, out=shifted)
         shifted = shifted.astype(block.dtype)
         return assign_block(shifted, codebook, space=space, use_table=use_table)[0]
     table = np.zeros(0, np.uint16)
@@ -194,8 +223,14 @@ def _floyd_steinberg():
             step = 1 if y % 2 == 0 else -1
             for i in range(w):
                 x = i if step == 1 else w - 1 - i
+                missing = False
                 for k in range(c):
+                    missing |= np.isnan(pixels[y, x, k])
                     value[k] = min(max(pixels[y, x, k] + cur[x + 1, k], 0.0), peak)
+                if missing:
+                    # No colour to diffuse from a NaN pixel: label it 0 and carry nothing.
+                    labels[y, x] = 0
+                    continue
                 if len(table):
                     index = 0
                     for k in range(c):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 
+import dask
 import dask.array as da
 import numpy as np
-from dask.base import tokenize
 
 from .color import check_space, to_space
 from .errors import BigquantError
@@ -260,7 +260,7 @@ def assign(
         Computing it reads the whole image once.
     """
     # Imported here: dither builds on this module.
-    from .dither import check_dither, extend, label_chunk, labelling
+    from .dither import check_dither, labelling, windows
 
     codebook = np.asarray(codebook)
     if data.ndim == 2:
@@ -270,25 +270,23 @@ def assign(
             f"codebook of shape {codebook.shape} does not match {data.shape[2]} channels"
         )
     check_space(space, data.shape[2])
-    check_dither(dither, data.shape[2], data.dtype, space)
+    check_dither(dither, data.shape[2], data.dtype, space, len(codebook))
     data = data.rechunk({2: -1})
     how = labelling(data, codebook, space, dither)
-    starts = [np.cumsum((0, *c[:-1])) for c in data.chunks[:2]]
-    grid = (len(data.chunks[0]), len(data.chunks[1]))
+    dtype = label_dtype(len(codebook))
+    grid = [[None] * len(data.chunks[1]) for _ in data.chunks[0]]
+    for w in windows(data, dither):
+        r, c = w.location
+        labels = dask.delayed(_chunk_labels, pure=True)(w.block, codebook, w.own, w.origin, how)
+        shape = (data.chunks[0][r], data.chunks[1][c])
+        grid[r][c] = da.from_delayed(labels, shape, dtype=dtype)
+    return da.block(grid)
 
-    def label(block, block_info=None):
-        r, c, _ = block_info[0]["chunk-location"]
-        origin = (starts[0][r], starts[1][c])
-        return label_chunk(block, codebook, (r, c), grid, origin, **how)[1]
 
-    return da.map_blocks(
-        label,
-        extend(data, dither),
-        drop_axis=2,
-        chunks=data.chunks[:2],
-        dtype=label_dtype(len(codebook)),
-        name="bigquant-assign-" + tokenize(data, codebook, how),
-    )
+def _chunk_labels(block, codebook, own, origin, how) -> np.ndarray:
+    from .dither import label_chunk
+
+    return label_chunk(block, codebook, own, origin, **how)[1]
 
 
 def apply_codebook(labels: da.Array, codebook: np.ndarray) -> da.Array:

@@ -142,7 +142,7 @@ def compress(
     data = regular_chunks(image.data)
     height, width, n_channels = data.shape
     check_space(space, n_channels)
-    check_dither(dither, n_channels, data.dtype, space)
+    check_dither(dither, n_channels, data.dtype, space, n_colors)
     log.info(
         "%s: %d x %d pixels, %d channel(s) of %s, chunks of %d x %d",
         image.path or "array",
@@ -261,6 +261,11 @@ def _resumable(dst: str, run: dict):
         return None
     partial = open_partial(tmp)
     earlier = partial[0].attrs.get(ATTR_KEY, {}).get("run") if partial else None
+    if earlier and set(earlier) != set(run):
+        raise BigquantError(
+            f"cannot resume {tmp}: it was started by another version of bigquant; "
+            "run without --resume to start afresh"
+        )
     if earlier != run:
         changed = sorted(k for k in run if not earlier or earlier.get(k) != run[k])
         raise BigquantError(

@@ -15,7 +15,7 @@ import numpy as np
 from dask.base import tokenize
 
 from .color import delta_e_stride, delta_e_sum
-from .dither import extend, label_chunk, labelling
+from .dither import label_chunk, labelling, windows
 from .progress import compute
 
 
@@ -37,12 +37,12 @@ def regular_chunks(data: da.Array) -> da.Array:
 
 
 def _assign_write(block: np.ndarray, codebook: np.ndarray, how: dict, out, stats, where) -> None:
-    (y0, y1), (x0, x1), (row, col), grid = where
-    pixels, labels, sse, counts = label_chunk(block, codebook, (row, col), grid, (y0, x0), **how)
+    own, (y0, x0), (row, col) = where
+    pixels, labels, sse, counts = label_chunk(block, codebook, own, (y0, x0), **how)
     de = math.nan
     if pixels.shape[2] == 3:
         de = delta_e_sum(pixels, labels, codebook, (y0, x0), delta_e_stride(*out.shape))
-    out[y0:y1, x0:x1] = labels
+    out[y0 : y0 + labels.shape[0], x0 : x0 + labels.shape[1]] = labels
     # Written after the labels: a chunk with stats is finished, and a resumed run skips it.
     stats[row, col] = np.concatenate(([sse, de], counts))
 
@@ -73,24 +73,19 @@ def write_labels(
     Floyd–Steinberg also reads a margin of each chunk's neighbours.
     """
     how = labelling(data, codebook, space, dither)
-    row_edges = np.cumsum((0, *data.chunks[0]))
-    col_edges = np.cumsum((0, *data.chunks[1]))
-    grid = (len(data.chunks[0]), len(data.chunks[1]))
-    blocks = extend(data, dither).to_delayed()
     token = tokenize(data, codebook, how, str(out.store_path))
     tasks = [
         dask.delayed(_assign_write, pure=True)(
-            blocks[r, c, 0],
+            w.block,
             codebook,
             how,
             out,
             stats,
-            ((row_edges[r], row_edges[r + 1]), (col_edges[c], col_edges[c + 1]), (r, c), grid),
-            dask_key_name=f"bigquant-write-{token}-{r}-{c}",
+            (w.own, w.origin, w.location),
+            dask_key_name=f"bigquant-write-{token}-{w.location[0]}-{w.location[1]}",
         )
-        for r in range(len(data.chunks[0]))
-        for c in range(len(data.chunks[1]))
-        if skip is None or not skip[r, c]
+        for w in windows(data, dither)
+        if skip is None or not skip[w.location]
     ]
     compute(*tasks)
 
@@ -100,11 +95,12 @@ def total_stats(stats, shape: tuple[int, int]) -> tuple[float, float, np.ndarray
 
     Summed over all chunks in chunk order, for an image of ``(rows, columns)`` ``shape``.
     """
-    values = stats[:]
     step = delta_e_stride(*shape)
     lattice = -(-shape[0] // step) * -(-shape[1] // step)
-    return (
-        float(values[:, :, 0].sum()),
-        float(values[:, :, 1].sum()) / lattice,
-        values[:, :, 2:].sum(axis=(0, 1)).astype(np.int64),
-    )
+    sse, de, counts = 0.0, 0.0, np.zeros(stats.shape[2] - 2, np.int64)
+    for row in range(stats.shape[0]):  # a row of chunks at a time: K can be 65536
+        values = stats[row]
+        sse += float(values[:, 0].sum())
+        de += float(values[:, 1].sum())
+        counts += values[:, 2:].sum(axis=0).astype(np.int64)
+    return sse, de / lattice, counts

@@ -11,6 +11,7 @@ from test_cli import assert_clean_failure
 
 import bigquant
 from bigquant.dither import _bayer, dithered_labels, spread
+from bigquant.errors import BigquantError
 from bigquant.label import nearest
 
 
@@ -129,3 +130,43 @@ def test_dither_through_the_cli(tmp_path, china_module):
         "compress", deep, tmp_path / "y.zarr", "-d", "floyd-steinberg", "--space", "oklab"
     )
     assert_clean_failure(result, "needs an 8-bit image, not uint16")
+
+
+def test_floyd_steinberg_with_edge_chunks_smaller_than_its_margin(tmp_path, china_module):
+    data = da.from_array(china_module, chunks=(70, 70, 3))  # edge chunks of 7 and 10 pixels
+    meta = bigquant.compress(data, tmp_path / "s.zarr", 16, dither="floyd-steinberg")
+    store = bigquant.open_store(tmp_path / "s.zarr")
+    lazy = bigquant.assign(data, store.codebook, dither="floyd-steinberg")
+    assert lazy.chunks[1][-1] == 10
+    np.testing.assert_array_equal(lazy.compute(), store.labels[:])
+    assert meta["mse"] == pytest.approx(
+        ((china_module - store.codebook[store.labels[:]].astype(np.float64)) ** 2).mean()
+    )
+    tiny = china_module[:9, :11]
+    labels = bigquant.assign(
+        da.from_array(tiny, chunks=(4, 5, 3)), store.codebook, dither="ordered"
+    )
+    assert labels.compute().shape == (9, 11)
+    fs = bigquant.assign(
+        da.from_array(tiny, chunks=(4, 5, 3)), store.codebook, dither="floyd-steinberg"
+    )
+    assert fs.compute().shape == (9, 11)
+
+
+def test_a_nan_pixel_does_not_spread(china_module, codebook16):
+    image = china_module[:64, :64].astype(np.float32) / 255
+    codebook = codebook16.astype(np.float32) / 255
+    clean = dithered_labels(image, codebook, "floyd-steinberg", (0, 0))
+    image[10, 10] = np.nan
+    holed = dithered_labels(image, codebook, "floyd-steinberg", (0, 0))
+    assert holed[10, 10] == 0
+    # Before the hole the scan is unchanged; after it, the diffusion goes on as usual.
+    np.testing.assert_array_equal(holed[:10], clean[:10])
+    assert set(np.unique(holed[11:])) == set(np.unique(clean[11:]))
+    assert (holed[11:] == clean[11:]).mean() > 0.5
+
+
+def test_error_diffusion_without_a_colour_table_is_bounded(tmp_path, china_module):
+    deep = da.from_array(china_module.astype(np.uint16) * 257)
+    with pytest.raises(BigquantError, match="more than 1024 colours needs an 8-bit image"):
+        bigquant.compress(deep, tmp_path / "s.zarr", 2000, dither="floyd-steinberg")
