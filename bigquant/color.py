@@ -61,7 +61,8 @@ def check_space(space: str, n_channels: int) -> None:
         raise BigquantError(f"--space {space} needs an RGB image, not {n_channels} channel(s)")
 
 
-def _peak(dtype: np.dtype) -> float:
+def peak_value(dtype: np.dtype) -> float:
+    """The largest value of integer pixels; 1.0 for float images (assumed in [0, 1])."""
     return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
 
 
@@ -78,7 +79,7 @@ def _encode(v: np.ndarray) -> np.ndarray:
 @functools.cache
 def _linear_table(dtype: np.dtype) -> np.ndarray:
     """Linear light of every 8- or 16-bit value: a lookup instead of a power per pixel."""
-    return _decode(np.arange(_peak(dtype) + 1) / _peak(dtype))
+    return _decode(np.arange(peak_value(dtype) + 1) / peak_value(dtype))
 
 
 def linear_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -124,7 +125,7 @@ def from_space(coords: np.ndarray, space: str, dtype: np.dtype) -> np.ndarray:
         f = np.stack([fy + coords[:, 1] / 500, fy, fy - coords[:, 2] / 200], axis=1)
         xyz = np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE
         lin = xyz @ np.linalg.inv(_RGB_TO_XYZ).T
-    return _encode(lin) * _peak(dtype)
+    return _encode(lin) * peak_value(dtype)
 
 
 def delta_e_stride(height: int, width: int) -> int:

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
+from .color import peak_value
 from .errors import BigquantError
-from .label import assign_block, color_table, label_dtype, score, table_pays
+from .label import assign_block, color_table, has_table, label_dtype, score, table_pays
 
 METHODS = ("ordered", "floyd-steinberg")
 #: Rows above and columns beside a chunk that Floyd–Steinberg diffuses through first.
@@ -58,7 +59,7 @@ def check_dither(
         return
     if dither not in METHODS:
         raise BigquantError(f"--dither must be one of {', '.join(METHODS)}, not {dither!r}")
-    if dither == "floyd-steinberg" and not _has_table(n_channels, dtype):
+    if dither == "floyd-steinberg" and not has_table(n_channels, dtype):
         if space != "rgb":
             raise BigquantError(
                 f"--dither floyd-steinberg with --space {space} needs an 8-bit image, not {dtype}"
@@ -68,10 +69,6 @@ def check_dither(
                 f"--dither floyd-steinberg with more than {_DIFFUSE_COLORS} colours needs an "
                 f"8-bit image with up to 3 channels"
             )
-
-
-def _has_table(n_channels: int, dtype: np.dtype) -> bool:
-    return np.dtype(dtype) == np.uint8 and n_channels <= 3
 
 
 def spread(codebook: np.ndarray) -> float:
@@ -192,14 +189,13 @@ def dithered_labels(
         shifted = shifted.astype(block.dtype)
         return assign_block(shifted, codebook, space=space, use_table=use_table)[0]
     table = np.zeros(0, np.uint16)
-    if _has_table(block.shape[2], block.dtype):
+    if has_table(block.shape[2], block.dtype):
         table = color_table(codebook, space)[0]
-    peak = float(np.iinfo(block.dtype).max) if np.issubdtype(block.dtype, np.integer) else 1.0
     labels = _floyd_steinberg()(
         np.ascontiguousarray(block, dtype=np.float32),
         codebook.astype(np.float32),
         table,
-        np.float32(peak),
+        np.float32(peak_value(block.dtype)),
     )
     return labels.astype(label_dtype(len(codebook)))
 

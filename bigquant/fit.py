@@ -166,7 +166,7 @@ def fit_sample(
     x32 = x.astype(np.float32)
     two_level = n_colors > COARSE_COLORS
     if two_level:
-        centers, n_iter = _two_level(x, n_colors, rng, seed, max_iter, abs_tol)
+        centers, n_iter = _two_level(x, x32, n_colors, rng, seed, max_iter, abs_tol)
     else:
         centers, n_iter = _lloyd(x32, _initial_centers(x, n_colors, rng), seed, max_iter, abs_tol)
     for repair in range(_REPAIR_ROUNDS + 1):
@@ -239,7 +239,13 @@ def _initial_centers(x: np.ndarray, k: int, rng: np.random.RandomState) -> np.nd
 
 
 def _two_level(
-    x: np.ndarray, n_colors: int, rng: np.random.RandomState, seed: int, max_iter: int, tol: float
+    x: np.ndarray,
+    x32: np.ndarray,
+    n_colors: int,
+    rng: np.random.RandomState,
+    seed: int,
+    max_iter: int,
+    tol: float,
 ) -> tuple[np.ndarray, int]:
     """Centres for more than `COARSE_COLORS` colours: coarse clusters, then colours within each.
 
@@ -254,17 +260,14 @@ def _two_level(
     import dask
 
     init = _initial_centers(x, COARSE_COLORS, rng)
-    coarse, n_iter = _lloyd(x.astype(np.float32), init, seed, max_iter, tol)
+    coarse, n_iter = _lloyd(x32, init, seed, max_iter, tol)
     labels, sq = nearest(x, coarse)
     members = [np.flatnonzero(labels == i) for i in range(len(coarse))]
-    shares = _shares(
-        np.bincount(labels, weights=sq, minlength=len(coarse)),
-        np.array([_count_distinct(x[m]) if len(m) else 0 for m in members]),
-        n_colors,
-    )
+    distinct = np.array([_count_distinct(x[m]) if len(m) else 0 for m in members])
+    shares = _shares(np.bincount(labels, weights=sq, minlength=len(coarse)), distinct, n_colors)
     tasks = [
-        dask.delayed(_fit_cluster, pure=True)(x[m], int(k), [seed, i])
-        for i, (m, k) in enumerate(zip(members, shares, strict=True))
+        dask.delayed(_fit_cluster, pure=True)(x[m], int(k), k == d, [seed, i])
+        for i, (m, k, d) in enumerate(zip(members, shares, distinct, strict=True))
         if k
     ]
     return np.concatenate(compute(*tasks)), n_iter
@@ -287,14 +290,16 @@ def _shares(sse: np.ndarray, distinct: np.ndarray, n_colors: int) -> np.ndarray:
     return shares
 
 
-def _fit_cluster(points: np.ndarray, k: int, seed: list[int]) -> np.ndarray:
-    """``k`` centres for one coarse cluster's points (scikit-learn k-means, one thread)."""
+def _fit_cluster(points: np.ndarray, k: int, every: bool, seed: list[int]) -> np.ndarray:
+    """``k`` centres for one coarse cluster's points (scikit-learn k-means, one thread).
+
+    ``every``: the cluster has exactly ``k`` distinct points, which are the centres.
+    """
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    unique = np.unique(points, axis=0)
-    if len(unique) <= k:
-        return unique
+    if every:
+        return np.unique(points, axis=0)
     rng = np.random.RandomState(seed)
     with threadpool_limits(limits=1):
         km = KMeans(k, n_init=1, max_iter=_FINE_ITER, random_state=rng).fit(points)

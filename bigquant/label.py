@@ -131,7 +131,12 @@ def table_pays(n_pixels: int, n_colors: int, n_channels: int, dtype: np.dtype) -
     filling it costs about as much as labelling a few million pixels directly.
     Both ways give the same labels (bar float ties in perceptual spaces).
     """
-    return dtype == np.uint8 and n_channels <= 3 and n_pixels * n_colors >= 1 << 28
+    return has_table(n_channels, dtype) and n_pixels * n_colors >= 1 << 28
+
+
+def has_table(n_channels: int, dtype: np.dtype) -> bool:
+    """Whether a colour table can cover the image: 8-bit values, up to 3 channels."""
+    return np.dtype(dtype) == np.uint8 and n_channels <= 3
 
 
 def color_table(codebook: np.ndarray, space: str = "rgb") -> tuple[np.ndarray, np.ndarray]:

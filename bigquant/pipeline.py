@@ -12,7 +12,7 @@ import numpy as np
 
 from . import __version__, location
 from .cluster import scheduler
-from .color import check_space
+from .color import check_space, peak_value
 from .dither import check_dither
 from .errors import BigquantError
 from .fit import DEFAULT_MAX_ITER, check_n_colors, fit_codebook
@@ -48,11 +48,6 @@ def _preload_fit_modules() -> None:
 def psnr(mse: float, peak: float) -> float:
     """Peak signal-to-noise ratio in dB (infinite for a perfect reconstruction)."""
     return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
-
-
-def peak_value(dtype: np.dtype) -> float:
-    """The largest value of integer pixels; 1.0 for float images (assumed in [0, 1])."""
-    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
 
 
 def compress(

@@ -26,6 +26,7 @@ import dask.array as da
 import numpy as np
 
 from .progress import compute, progress
+from .render import to_8bit
 from .store import labels_compressor
 
 LEVEL0 = "labels"
@@ -92,13 +93,10 @@ def _halve(group, source: str, target: str) -> tuple[int, int]:
 def _colors(codebook: np.ndarray) -> list[dict] | None:
     """``image-label`` colours for an RGB codebook of uint8 or uint16 values, else None."""
     codebook = np.asarray(codebook)
-    if codebook.ndim != 2 or codebook.shape[1] != 3:
+    if codebook.ndim != 2 or codebook.shape[1] != 3 or codebook.dtype not in (np.uint8, np.uint16):
         return None
-    if codebook.dtype == np.uint16:
-        codebook = np.rint(codebook / 257)
-    elif codebook.dtype != np.uint8:
-        return None
-    return [{"label-value": i, "rgba": [*map(int, rgb), 255]} for i, rgb in enumerate(codebook)]
+    rgb = to_8bit(codebook, codebook.dtype)
+    return [{"label-value": i, "rgba": [*map(int, c), 255]} for i, c in enumerate(rgb)]
 
 
 def write_pyramid(group, codebook: np.ndarray, *, show_progress: bool = False) -> list[str]:

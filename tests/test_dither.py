@@ -43,13 +43,8 @@ def floyd_steinberg_reference(image: np.ndarray, codebook: np.ndarray) -> np.nda
 
 
 @pytest.fixture(scope="module")
-def codebook16(china_module):
-    return bigquant.fit_codebook(da.from_array(china_module), 16).codebook
-
-
-@pytest.fixture(scope="module")
-def china_module():
-    return photo("china")
+def codebook16(china):
+    return bigquant.fit_codebook(da.from_array(china), 16).codebook
 
 
 def test_bayer_matrix_spreads_thresholds_evenly():
@@ -63,8 +58,8 @@ def test_bayer_matrix_spreads_thresholds_evenly():
     )
 
 
-def test_ordered_equals_reference_and_is_seamless(china_module, codebook16):
-    image = china_module
+def test_ordered_equals_reference_and_is_seamless(china, codebook16):
+    image = china
     amplitude = spread(codebook16)
     threshold = (np.tile(_bayer(8), (54, 80))[:427, :640] + 0.5) / 64 - 0.5
     shifted = np.clip(np.rint(image + amplitude * threshold[:, :, None]), 0, 255).astype(np.uint8)
@@ -74,8 +69,8 @@ def test_ordered_equals_reference_and_is_seamless(china_module, codebook16):
         np.testing.assert_array_equal(got.compute(), expected)
 
 
-def test_floyd_steinberg_equals_reference(china_module, codebook16):
-    crop = china_module[200:230, 300:341]
+def test_floyd_steinberg_equals_reference(china, codebook16):
+    crop = china[200:230, 300:341]
     got = dithered_labels(crop, codebook16, "floyd-steinberg", (0, 0))
     np.testing.assert_array_equal(got, floyd_steinberg_reference(crop, codebook16))
 
@@ -119,30 +114,30 @@ def test_dithering_costs_psnr_and_buys_smoothness(tmp_path, name):
         assert blurred > plain[1] + 0.5  # ...but closer to the photograph at a glance
 
 
-def test_dither_through_the_cli(tmp_path, china_module):
-    src = write_tiff(tmp_path / "c.tif", china_module, tile=(64, 64))
+def test_dither_through_the_cli(tmp_path, china):
+    src = write_tiff(tmp_path / "c.tif", china, tile=(64, 64))
     result = run_cli("compress", src, tmp_path / "c.zarr", "-c", 16, "-d", "floyd-steinberg")
     assert result.returncode == 0, result.stderr
     assert bigquant.open_store(tmp_path / "c.zarr").meta["dither"] == "floyd-steinberg"
     assert run_cli("compress", src, tmp_path / "x.zarr", "--dither", "noise").returncode == 2
-    deep = write_tiff(tmp_path / "16.tif", china_module.astype(np.uint16) * 257)
+    deep = write_tiff(tmp_path / "16.tif", china.astype(np.uint16) * 257)
     result = run_cli(
         "compress", deep, tmp_path / "y.zarr", "-d", "floyd-steinberg", "--space", "oklab"
     )
     assert_clean_failure(result, "needs an 8-bit image, not uint16")
 
 
-def test_floyd_steinberg_with_edge_chunks_smaller_than_its_margin(tmp_path, china_module):
-    data = da.from_array(china_module, chunks=(70, 70, 3))  # edge chunks of 7 and 10 pixels
+def test_floyd_steinberg_with_edge_chunks_smaller_than_its_margin(tmp_path, china):
+    data = da.from_array(china, chunks=(70, 70, 3))  # edge chunks of 7 and 10 pixels
     meta = bigquant.compress(data, tmp_path / "s.zarr", 16, dither="floyd-steinberg")
     store = bigquant.open_store(tmp_path / "s.zarr")
     lazy = bigquant.assign(data, store.codebook, dither="floyd-steinberg")
     assert lazy.chunks[1][-1] == 10
     np.testing.assert_array_equal(lazy.compute(), store.labels[:])
     assert meta["mse"] == pytest.approx(
-        ((china_module - store.codebook[store.labels[:]].astype(np.float64)) ** 2).mean()
+        ((china - store.codebook[store.labels[:]].astype(np.float64)) ** 2).mean()
     )
-    tiny = china_module[:9, :11]
+    tiny = china[:9, :11]
     labels = bigquant.assign(
         da.from_array(tiny, chunks=(4, 5, 3)), store.codebook, dither="ordered"
     )
@@ -153,8 +148,8 @@ def test_floyd_steinberg_with_edge_chunks_smaller_than_its_margin(tmp_path, chin
     assert fs.compute().shape == (9, 11)
 
 
-def test_a_nan_pixel_does_not_spread(china_module, codebook16):
-    image = china_module[:64, :64].astype(np.float32) / 255
+def test_a_nan_pixel_does_not_spread(china, codebook16):
+    image = china[:64, :64].astype(np.float32) / 255
     codebook = codebook16.astype(np.float32) / 255
     clean = dithered_labels(image, codebook, "floyd-steinberg", (0, 0))
     image[10, 10] = np.nan
@@ -166,7 +161,7 @@ def test_a_nan_pixel_does_not_spread(china_module, codebook16):
     assert (holed[11:] == clean[11:]).mean() > 0.5
 
 
-def test_error_diffusion_without_a_colour_table_is_bounded(tmp_path, china_module):
-    deep = da.from_array(china_module.astype(np.uint16) * 257)
+def test_error_diffusion_without_a_colour_table_is_bounded(tmp_path, china):
+    deep = da.from_array(china.astype(np.uint16) * 257)
     with pytest.raises(BigquantError, match="more than 1024 colours needs an 8-bit image"):
         bigquant.compress(deep, tmp_path / "s.zarr", 2000, dither="floyd-steinberg")
