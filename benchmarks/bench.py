@@ -108,7 +108,7 @@ def quality(src: Path, result) -> dict:
     import dask
     from scipy.ndimage import gaussian_filter
 
-    from bigquant.color import delta_e_stride, oklab
+    from bigquant.kernels.color import delta_e_stride, oklab
     from bigquant.read import open_image
 
     original = open_image(src).data
@@ -216,8 +216,8 @@ def _bigquant_row(src: Path, work: Path, flags: list[str]) -> dict:
     opened = bigquant.open_store(store)
     scores = quality(src, opened.quantized())
     # The store's own full-image figures agree with the benchmark's.
-    assert abs(scores["psnr"] - opened.meta["psnr"]) < 1e-6, (scores, opened.meta)
-    assert abs(scores["delta_e"] - opened.meta["delta_e"]) < 1e-6, (scores, opened.meta)
+    assert abs(scores["psnr"] - opened.meta.psnr) < 1e-6, (scores, opened.meta)
+    assert abs(scores["delta_e"] - opened.meta.delta_e) < 1e-6, (scores, opened.meta)
     return row(" ".join(["bigquant compress", *flags]), src, run, scores=scores, out=store)
 
 

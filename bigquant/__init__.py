@@ -17,6 +17,7 @@ _API = {
     "palette_image": "bigquant.render",
     "open_store": "bigquant.store",
     "Store": "bigquant.store",
+    "StoreMeta": "bigquant.store",
     "open_image": "bigquant.read",
     "fit_codebook": "bigquant.fit",
     "FitResult": "bigquant.fit",

@@ -10,7 +10,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from .errors import BigquantError
+from .errors import BigquantError, ParameterError
 
 log = logging.getLogger("bigquant")
 
@@ -38,7 +38,7 @@ def scheduler(client=None, *, workers: int | None = None) -> Iterator[object | N
         yield None
         return
     if client is not None and workers is not None:
-        raise BigquantError("give either a scheduler address or a number of workers, not both")
+        raise ParameterError("give either `client` or `workers`, not both")
     from distributed import Client, LocalCluster
 
     if isinstance(client, Client):
@@ -48,7 +48,7 @@ def scheduler(client=None, *, workers: int | None = None) -> Iterator[object | N
         return
     if workers is not None:
         if workers < 1:
-            raise BigquantError(f"--workers must be at least 1, not {workers}")
+            raise ParameterError(f"`workers` must be at least 1, not {workers}")
         with (
             LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"

@@ -13,8 +13,8 @@ import tempfile
 import numpy as np
 
 from . import location
-from .errors import BigquantError
-from .label import check_labels
+from .errors import BigquantError, ParameterError
+from .kernels.nearest import check_labels
 from .progress import compute, progress
 from .store import Store, atomic_output, open_store
 
@@ -65,7 +65,7 @@ def decompress(
     colormap = None
     if palette:
         if suffix == ".zarr":
-            raise BigquantError(f"{out}: --palette writes a TIFF; name the output .tif")
+            raise ParameterError(f"{out}: `palette` writes a TIFF; name the output .tif")
         colormap = palette_colormap(store)
         # Checked like the colours would be: no label may point past the codebook.
         image = store.labels_dask().map_blocks(check_labels, len(store.codebook))

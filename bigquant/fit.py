@@ -26,17 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .color import check_space, from_space, to_space
-from .errors import BigquantError
-from .label import nearest, table_lookup, table_pays
+from . import defaults
+from .errors import BigquantError, ParameterError
+from .kernels.color import check_space, from_space, to_space
+from .kernels.nearest import nearest, table_lookup, table_pays
 from .progress import compute
-from .sample import DEFAULT_SAMPLE, sample_pixels
+from .sample import sample_pixels
 
 log = logging.getLogger("bigquant")
 
-MAX_COLORS = 65536
-#: dask-ml iterations after the subsample init; more than 10 gains under 0.03 dB on photos.
-DEFAULT_MAX_ITER = 10
 DEFAULT_TOL = 1e-4
 #: Rows per chunk of the sample handed to dask-ml: fixed, so results do not depend on workers.
 SAMPLE_CHUNK = 1 << 16
@@ -73,19 +71,32 @@ class FitResult:
 
 
 def check_n_colors(n_colors: int) -> None:
-    if not 1 <= n_colors <= MAX_COLORS:
-        raise BigquantError(f"--colors must be between 1 and {MAX_COLORS}, not {n_colors}")
+    if not 1 <= n_colors <= defaults.MAX_COLORS:
+        raise ParameterError(
+            f"`n_colors` must be between 1 and {defaults.MAX_COLORS}, not {n_colors}"
+        )
+
+
+def check_fit(n_colors: int, sample_size: int, max_iter: int) -> None:
+    """Refuse parameters no fit can have."""
+    check_n_colors(n_colors)
+    if sample_size < 1:
+        raise ParameterError(
+            f"`sample_size` must be a positive number of pixels, not {sample_size}"
+        )
+    if max_iter < 1:
+        raise ParameterError(f"`max_iter` must be at least 1, not {max_iter}")
 
 
 def fit_codebook(
     data,
     n_colors: int,
     *,
-    sample_size: int = DEFAULT_SAMPLE,
-    seed: int = 0,
-    max_iter: int = DEFAULT_MAX_ITER,
+    sample_size: int = defaults.SAMPLE,
+    seed: int = defaults.SEED,
+    max_iter: int = defaults.MAX_ITER,
     tol: float = DEFAULT_TOL,
-    space: str = "rgb",
+    space: str = defaults.SPACES[0],
 ) -> FitResult:
     """Fit a ``n_colors`` codebook to a ``(Y, X, C)`` dask array.
 
@@ -109,9 +120,7 @@ def fit_codebook(
         Where k-means measures distances (see `bigquant.color`); the codebook
         is returned in the image's own values either way.
     """
-    check_n_colors(n_colors)
-    if max_iter < 1:
-        raise BigquantError(f"max_iter must be at least 1, not {max_iter}")
+    check_fit(n_colors, sample_size, max_iter)
     if data.ndim == 2:
         data = data[:, :, None]
     check_space(space, data.shape[2])
@@ -129,10 +138,10 @@ def fit_sample(
     sample: np.ndarray,
     n_colors: int,
     *,
-    seed: int = 0,
-    max_iter: int = DEFAULT_MAX_ITER,
+    seed: int = defaults.SEED,
+    max_iter: int = defaults.MAX_ITER,
     tol: float = DEFAULT_TOL,
-    space: str = "rgb",
+    space: str = defaults.SPACES[0],
     use_table: bool = False,
 ) -> FitResult:
     """Fit a codebook to an in-memory ``(n, C)`` pixel sample (see `fit_codebook`).

@@ -1,48 +1,79 @@
-"""The whole pipeline: read → sample → fit → assign → write."""
+"""The whole pipeline: read → sample → fit → assign → write, and the run that ties them."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 
-import numpy as np
-
-from . import __version__, location
+from . import defaults, location
 from .cluster import scheduler
-from .color import check_space, peak_value
-from .dither import check_dither
-from .errors import BigquantError
-from .fit import DEFAULT_MAX_ITER, check_n_colors, fit_codebook
-from .label import label_dtype
+from .errors import BigquantError, ParameterError
+from .fit import check_fit, fit_codebook
+from .kernels.color import check_space, peak_value
+from .kernels.dither import check_dither
 from .progress import progress
 from .pyramid import write_pyramid
 from .read import Image, as_image, open_image
-from .sample import DEFAULT_SAMPLE, SAMPLE_BLOCK
+from .sample import SAMPLE_BLOCK
 from .store import (
-    ATTR_KEY,
-    FORMAT_VERSION,
+    PartialStore,
+    SourceInfo,
+    StoreMeta,
     atomic_output,
+    check_absent,
+    check_zarr_format,
     create_store,
     finish_store,
     open_partial,
     partial_path,
 )
-from .write import finished_chunks, regular_chunks, total_stats, write_labels
+from .write import regular_chunks, total_stats, write_labels
 
 log = logging.getLogger("bigquant")
 
 
-def _preload_fit_modules() -> None:
-    """Import dask-ml and scikit-learn (seconds of pure Python) while the sample is read."""
+@dataclass(frozen=True)
+class Settings:
+    """What the user asked of one run (see `compress` for each)."""
 
-    def load():
-        import dask_ml.cluster  # noqa: F401
-        import sklearn.cluster  # noqa: F401
+    n_colors: int
+    sample_size: int
+    seed: int
+    max_iter: int
+    space: str
+    dither: str | None
+    pyramid: bool
+    zarr_format: int
 
-    threading.Thread(target=load, name="bigquant-preload", daemon=True).start()
+    def check(self) -> None:
+        """Refuse what is wrong whatever the image (before any file is opened)."""
+        check_fit(self.n_colors, self.sample_size, self.max_iter)
+        check_zarr_format(self.zarr_format)
+
+    def check_image(self, data) -> None:
+        """Refuse what this image cannot have."""
+        check_space(self.space, data.shape[2])
+        check_dither(self.dither, data.shape[2], data.dtype, self.space, self.n_colors)
+
+    def identity(self, image: Image, data) -> dict:
+        """What a resumed run must share with the run it finishes."""
+        return {
+            "source": None if image.path is None else location.identity(image.path),
+            "n_colors_requested": self.n_colors,
+            "seed": self.seed,
+            "sample_size_requested": self.sample_size,
+            "max_iter": self.max_iter,
+            "space": self.space,
+            "dither": self.dither,
+            "pyramid": self.pyramid,
+            "chunks": [data.chunks[0][0], data.chunks[1][0]],
+            "zarr_format": self.zarr_format,
+        }
 
 
 def psnr(mse: float, peak: float) -> float:
@@ -53,22 +84,22 @@ def psnr(mse: float, peak: float) -> float:
 def compress(
     src,
     dst,
-    n_colors: int = 256,
+    n_colors: int = defaults.COLORS,
     *,
-    sample_size: int = DEFAULT_SAMPLE,
-    seed: int = 0,
+    sample_size: int = defaults.SAMPLE,
+    seed: int = defaults.SEED,
     chunks: int | None = None,
-    max_iter: int = DEFAULT_MAX_ITER,
-    space: str = "rgb",
+    max_iter: int = defaults.MAX_ITER,
+    space: str = defaults.SPACES[0],
     dither: str | None = None,
     pyramid: bool = False,
-    zarr_format: int = 3,
+    zarr_format: int = defaults.ZARR_FORMATS[0],
     overwrite: bool = False,
     resume: bool = False,
     client=None,
     workers: int | None = None,
     show_progress: bool = False,
-) -> dict:
+) -> StoreMeta:
     """Quantize an image to ``n_colors`` and write a bigquant store at ``dst``.
 
     Parameters
@@ -83,9 +114,9 @@ def compress(
         See `fit_codebook`.
     space : {"rgb", "oklab", "lab"}
         Colour space the codebook is fitted and the pixels assigned in
-        (`bigquant.color`); the codebook is stored in the source's values.
+        (`bigquant.kernels.color`); the codebook is stored in the source's values.
     dither : {None, "ordered", "floyd-steinberg"}
-        Dither the labels (`bigquant.dither`): smoother gradients, lower PSNR.
+        Dither the labels (`bigquant.kernels.dither`): smoother gradients, lower PSNR.
     pyramid : bool
         Also write halved label levels with OME-Zarr multiscales metadata, for
         OME-Zarr viewers (`bigquant.pyramid`); reads the labels back once.
@@ -106,8 +137,8 @@ def compress(
 
     Returns
     -------
-    dict
-        The store's ``bigquant`` attributes.
+    StoreMeta
+        The store's ``bigquant`` attribute.
 
     Notes
     -----
@@ -116,155 +147,141 @@ def compress(
     An interrupted or failed run (other than on bad input) leaves its
     unfinished store in ``.DST.partial`` for ``resume``.
     """
-    check_n_colors(n_colors)
-    if sample_size < 1:
-        raise BigquantError(f"--sample must be a positive number of pixels, not {sample_size}")
+    settings = Settings(n_colors, sample_size, seed, max_iter, space, dither, pyramid, zarr_format)
+    settings.check()
     dst = location.normalize(dst)
-    if location.exists(dst) and not overwrite:
-        raise BigquantError(f"{dst} already exists (use --overwrite to replace it)")
-    if isinstance(src, (str, os.PathLike)):
-        if location.normalize(src) == dst:
-            raise BigquantError(f"{dst}: the output would replace its own source")
-        image = open_image(src, chunks=chunks)
-        # The sample comes from a few hundred small blocks: read them through small chunks,
-        # so that only their tiles are decoded.
-        sampling = open_image(src, chunks=SAMPLE_BLOCK).data
-    else:
-        if resume:
-            raise BigquantError("--resume needs a source file, not an in-memory array")
-        image = src if isinstance(src, Image) else as_image(src)
-        sampling = image.data
+    check_absent(dst, overwrite)
+    image, sampling = _open_source(src, dst, chunks=chunks, resume=resume)
     data = regular_chunks(image.data)
-    height, width, n_channels = data.shape
-    check_space(space, n_channels)
-    check_dither(dither, n_channels, data.dtype, space, n_colors)
+    settings.check_image(data)
     log.info(
         "%s: %d x %d pixels, %d channel(s) of %s, chunks of %d x %d",
         image.path or "array",
-        height,
-        width,
-        n_channels,
+        *data.shape,
         data.dtype,
         data.chunks[0][0],
         data.chunks[1][0],
     )
-    # What a resumed run must share with the run it finishes.
-    run = {
-        "source": _source_identity(image),
-        "n_colors_requested": n_colors,
-        "seed": seed,
-        "sample_size_requested": sample_size,
-        "max_iter": max_iter,
-        "space": space,
-        "dither": dither,
-        "pyramid": pyramid,
-        "chunks": [data.chunks[0][0], data.chunks[1][0]],
-        "zarr_format": zarr_format,
-    }
+    run = settings.identity(image, data)
     partial = _resumable(dst, run) if resume else None
-
     with (
         scheduler(client, workers=workers),
         atomic_output(dst, overwrite=overwrite, resumable=image.path is not None) as tmp,
     ):
+        done = None
         if partial is None:
-            started = time.perf_counter()
-            _preload_fit_modules()
-            with progress("sampling", show_progress):
-                fit = fit_codebook(
-                    sampling,
-                    n_colors,
-                    sample_size=sample_size,
-                    seed=seed,
-                    max_iter=max_iter,
-                    space=space,
-                )
-            codebook = fit.codebook
-            log.info(
-                "fitted %d colours on %d pixels in %d iterations (%.1f s)",
-                len(codebook),
-                fit.n_samples,
-                fit.n_iter,
-                time.perf_counter() - started,
-            )
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "bigquant_version": __version__,
-                "source": {
-                    "path": image.path,
-                    "shape": [height, width, n_channels],
-                    "dtype": str(data.dtype),
-                    "photometric": image.photometric,
-                },
-                "n_colors_requested": n_colors,
-                "n_colors": len(codebook),
-                "seed": seed,
-                "sample_size": fit.n_samples,
-                "max_iter": max_iter,
-                "space": space,
-                "dither": dither,
-                "n_iter": fit.n_iter,
-                "run": run,
-                "complete": False,
-            }
-            location.remove(tmp)  # a stale unfinished run, not resumed
-            group, labels, stats = create_store(
-                tmp,
-                (height, width),
-                run["chunks"],
-                label_dtype(len(codebook)),
-                len(codebook),
-                zarr_format=zarr_format,
-            )
-            group.attrs.update({"codebook": codebook.tolist(), ATTR_KEY: meta})
-            done = None
+            partial = _start(tmp, image, data, sampling, settings, run, show_progress)
         else:
-            group, labels, stats = partial
-            meta = dict(group.attrs[ATTR_KEY])
-            codebook = np.asarray(group.attrs["codebook"], dtype=data.dtype)
-            done = finished_chunks(stats)
+            done = partial.finished_chunks()
             log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
         with progress("labelling", show_progress):
-            write_labels(data, codebook, labels, stats, space=space, dither=dither, skip=done)
-        sse, delta_e, counts = total_stats(stats, (height, width))
-        mse = sse / (height * width * n_channels)
-        meta.update(
-            mse=mse,
-            # JSON has no infinity: a lossless result (MSE 0) records PSNR as null.
-            psnr=None if mse == 0 else psnr(mse, peak_value(data.dtype)),
-            # Mean ΔE_OK (see bigquant.color), for RGB images only.
-            delta_e=None if math.isnan(delta_e) else delta_e,
-            counts=counts.tolist(),
-        )
+            write_labels(
+                data, partial.codebook, partial.labels, partial.stats,
+                space=space, dither=dither, skip=done,
+            )  # fmt: skip
+        meta = _with_quality(partial.meta, partial.stats, data)
         if pyramid:
             # After the labels, before completion: a store is never complete without its levels.
-            meta["pyramid"] = write_pyramid(group, codebook, show_progress=show_progress)
-        finish_store(group, meta)
+            levels = write_pyramid(partial.group, partial.codebook, show_progress=show_progress)
+            meta = dataclasses.replace(meta, pyramid=levels)
+        meta = finish_store(partial, meta)
     return meta
 
 
-def _source_identity(image: Image) -> dict | None:
-    """Path, size and modification time of a source file, to recognise it on resume."""
-    return None if image.path is None else location.identity(image.path)
+def _open_source(src, dst: str, *, chunks: int | None, resume: bool) -> tuple[Image, object]:
+    """The image, and the same image chunked for drawing the sample (a dask array)."""
+    if not isinstance(src, (str, os.PathLike)):
+        if resume:
+            raise ParameterError("`resume` needs a source file, not an in-memory array")
+        image = src if isinstance(src, Image) else as_image(src)
+        return image, image.data
+    if location.normalize(src) == dst:
+        raise BigquantError(f"{dst}: the output would replace its own source")
+    # The sample comes from a few hundred small blocks: read them through small chunks,
+    # so that only their tiles are decoded.
+    return open_image(src, chunks=chunks), open_image(src, chunks=SAMPLE_BLOCK).data
 
 
-def _resumable(dst: str, run: dict):
+def _preload_fit_modules() -> None:
+    """Import dask-ml and scikit-learn (seconds of pure Python) while the sample is read."""
+
+    def load():
+        import dask_ml.cluster  # noqa: F401
+        import sklearn.cluster  # noqa: F401
+
+    threading.Thread(target=load, name="bigquant-preload", daemon=True).start()
+
+
+def _start(
+    tmp: str, image: Image, data, sampling, settings: Settings, run: dict, show_progress: bool
+) -> PartialStore:
+    """A fresh run: fit the codebook on a sample, and create the unfinished store."""
+    started = time.perf_counter()
+    _preload_fit_modules()
+    with progress("sampling", show_progress):
+        fit = fit_codebook(
+            sampling,
+            settings.n_colors,
+            sample_size=settings.sample_size,
+            seed=settings.seed,
+            max_iter=settings.max_iter,
+            space=settings.space,
+        )
+    log.info(
+        "fitted %d colours on %d pixels in %d iterations (%.1f s)",
+        len(fit.codebook),
+        fit.n_samples,
+        fit.n_iter,
+        time.perf_counter() - started,
+    )
+    meta = StoreMeta(
+        source=SourceInfo(image.path, list(data.shape), str(data.dtype), image.photometric),
+        n_colors_requested=settings.n_colors,
+        n_colors=len(fit.codebook),
+        seed=settings.seed,
+        sample_size=fit.n_samples,
+        max_iter=settings.max_iter,
+        space=settings.space,
+        dither=settings.dither,
+        n_iter=fit.n_iter,
+        run=run,
+    )
+    location.remove(tmp)  # a stale unfinished run, not resumed
+    return create_store(tmp, run["chunks"], fit.codebook, meta, zarr_format=settings.zarr_format)
+
+
+def _with_quality(meta: StoreMeta, stats, data) -> StoreMeta:
+    """``meta`` with the errors and colour counts summed from the chunks' stats."""
+    height, width, n_channels = data.shape
+    sse, delta_e, counts = total_stats(stats, (height, width))
+    mse = sse / (height * width * n_channels)
+    return dataclasses.replace(
+        meta,
+        mse=mse,
+        # JSON has no infinity: a lossless result (MSE 0) records PSNR as null.
+        psnr=None if mse == 0 else psnr(mse, peak_value(data.dtype)),
+        # Mean ΔE_OK (see bigquant.kernels.color), for RGB images only.
+        delta_e=None if math.isnan(delta_e) else delta_e,
+        counts=counts.tolist(),
+    )
+
+
+def _resumable(dst: str, run: dict) -> PartialStore | None:
     """The unfinished store of an earlier run with the same ``run`` parameters, or None."""
     tmp = partial_path(dst)
     if not location.exists(tmp):
         log.warning("nothing to resume at %s: starting afresh", tmp)
         return None
     partial = open_partial(tmp)
-    earlier = partial[0].attrs.get(ATTR_KEY, {}).get("run") if partial else None
-    if earlier and set(earlier) != set(run):
-        raise BigquantError(
-            f"cannot resume {tmp}: it was started by another version of bigquant; "
-            "run without --resume to start afresh"
+    if partial is None or set(partial.meta.run) != set(run):
+        raise ParameterError(
+            f"cannot resume {tmp}: it is not an unfinished store of this version of bigquant; "
+            "run without `resume` to start afresh"
         )
-    if earlier != run:
-        changed = sorted(k for k in run if not earlier or earlier.get(k) != run[k])
-        raise BigquantError(
-            f"cannot resume {tmp}: it was started with a different "
-            f"{', '.join(changed) or 'layout'}; run without --resume to start afresh"
+    if partial.meta.run != run:
+        changed = sorted(k for k in run if partial.meta.run.get(k) != run[k])
+        raise ParameterError(
+            f"cannot resume {tmp}: it was started with a different {', '.join(changed)}; "
+            "run without `resume` to start afresh"
         )
     return partial

@@ -13,38 +13,9 @@ import sys
 from collections.abc import Iterator
 
 import dask
-from dask.callbacks import Callback
 
 _stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("bigquant_stage", default=None)
-
-
-def _bar(total: int, description: str):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total, desc=description, unit="task", file=sys.stderr, leave=False, dynamic_ncols=True
-    )
-
-
-class _TqdmCallback(Callback):
-    """Counts finished dask tasks of the local schedulers on a tqdm bar."""
-
-    def __init__(self, description: str):
-        super().__init__()
-        self._description = description
-        self._bar = None
-
-    def _start_state(self, dsk, state):
-        total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
-        self._bar = _bar(total, self._description)
-
-    def _posttask(self, key, result, dsk, state, worker_id):
-        self._bar.update(1)
-
-    def _finish(self, dsk, state, errored):
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+_BAR = {"unit": "task", "leave": False, "dynamic_ncols": True}
 
 
 @contextlib.contextmanager
@@ -62,14 +33,18 @@ def compute(*tasks):
     description = _stage.get()
     if description is None:
         return dask.compute(*tasks)
+    from tqdm import tqdm
+
     client = _distributed_client()
     if client is None:
-        with _TqdmCallback(description):
+        from tqdm.dask import TqdmCallback
+
+        with TqdmCallback(tqdm_class=tqdm, desc=description, file=sys.stderr, **_BAR):
             return dask.compute(*tasks)
     from distributed import as_completed
 
     futures = client.compute(list(tasks))
-    with _bar(len(futures), description) as bar:
+    with tqdm(total=len(futures), desc=description, file=sys.stderr, **_BAR) as bar:
         for _ in as_completed(futures):
             bar.update(1)
     return tuple(client.gather(futures))

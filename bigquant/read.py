@@ -9,22 +9,23 @@ no tile is ever decoded twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from . import location
-from .errors import BigquantError
+from . import defaults, location
+from .errors import BigquantError, ParameterError
 
 log = logging.getLogger("bigquant")
 
 SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
-#: Default target chunk side in pixels (2048² RGB uint8 is 12 MiB).
-DEFAULT_CHUNK = 2048
 
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -99,7 +100,7 @@ def open_image(source, *, chunks: int | None = None) -> Image:
     """
     path = location.normalize(source)
     if chunks is not None and chunks < 1:
-        raise BigquantError(f"--chunks must be a positive number of pixels, not {chunks}")
+        raise ParameterError(f"`chunks` must be a positive number of pixels, not {chunks}")
     if not location.exists(path):
         raise BigquantError(f"{source}: no such file or directory")
     if location.isdir(path):
@@ -143,15 +144,62 @@ class _TiffPlanes:
     dtype: np.dtype
 
 
-_handles: dict[tuple, object] = {}
-_handles_lock = threading.Lock()
+class HandleCache:
+    """Open files kept for reuse, at most ``size`` of them; what is evicted gets closed.
+
+    A handle is borrowed with `borrow` and closed on eviction only once no
+    thread is using it, so a long-lived worker that reads many files holds a
+    bounded number of them open.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._lock = threading.Lock()
+        # key -> [handle, what closes it, users]
+        self._open: OrderedDict[tuple, list] = OrderedDict()
+
+    @contextlib.contextmanager
+    def borrow(self, key: tuple, opener: Callable[[], contextlib.ExitStack]) -> Iterator[object]:
+        """The handle for ``key``, kept open while in use.
+
+        ``opener`` opens it: it returns an `ExitStack` whose ``handle``
+        attribute is the handle and whose closing closes it.
+        """
+        with self._lock:
+            entry = self._open.get(key)
+            if entry is None:
+                stack = opener()
+                entry = self._open[key] = [stack.handle, stack, 0]
+            self._open.move_to_end(key)
+            entry[2] += 1
+            self._evict()
+        try:
+            yield entry[0]
+        finally:
+            with self._lock:
+                entry[2] -= 1
+                self._evict()
+
+    def _evict(self) -> None:
+        for key in [k for k, (_, _, users) in self._open.items() if not users]:
+            if len(self._open) <= self.size:
+                break
+            self._open.pop(key)[1].close()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+#: TIFF files open in this process, keyed by path and modification stamp.
+_handles = HandleCache(size=16)
 
 
 class TiffSource:
     """Picklable ``(rows, columns, channels)`` array-like over TIFF tiles, for ``da.from_array``.
 
-    Only the path travels with the task graph: each process opens the file once
-    (on first use) and keeps the handle, keyed by path and modification time.
+    Only the path travels with the task graph: each process opens the file on
+    first use and keeps the handle in a bounded cache (`HandleCache`), keyed by
+    path and modification time.
     A read decodes exactly the tiles or strips under the requested window, on
     the calling thread, so dask's threads decode in parallel (tifffile's Zarr
     store would funnel every decode through zarr's single event-loop thread).
@@ -165,27 +213,27 @@ class TiffSource:
         self.ndim = 3
         self.stamp = stamp
 
-    def _tiff(self):
+    def _open(self) -> contextlib.ExitStack:
         import tifffile
 
-        key = (self.path, self.stamp)
-        with _handles_lock:
-            tif = _handles.get(key)
-            if tif is None:
-                tif = _handles[key] = tifffile.TiffFile(location.open_input(self.path))
-                tif.filehandle.set_lock(True)  # threads share the handle: serialize seek+read
-        return tif
+        stack = contextlib.ExitStack()
+        # Both: TiffFile.close() leaves a file object it was given open.
+        fh = stack.enter_context(location.open_input(self.path))
+        stack.handle = stack.enter_context(tifffile.TiffFile(fh))
+        stack.handle.filehandle.set_lock(True)  # threads share the handle: serialize seek+read
+        return stack
 
     def __getitem__(self, index) -> np.ndarray:
         (y0, y1, _), (x0, x1, _) = (
             s.indices(n) for s, n in zip(index[:2], self.shape[:2], strict=True)
         )
         try:
-            level = self._tiff().series[0].levels[0]
-            planes = [
-                _read_window(level.pages[p], level.keyframe, y0, y1, x0, x1)
-                for p in self.planes.pages
-            ]
+            with _handles.borrow((self.path, self.stamp), self._open) as tif:
+                level = tif.series[0].levels[0]
+                planes = [
+                    _read_window(level.pages[p], level.keyframe, y0, y1, x0, x1)
+                    for p in self.planes.pages
+                ]
         except Exception as exc:
             raise BigquantError(
                 f"{self.path}: cannot decode pixels [{y0}:{y1}, {x0}:{x1}]: "
@@ -292,7 +340,7 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
     except Exception as exc:
         raise BigquantError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
 
-    cy, cx = _plane_chunks(planes.shape[:2], unit, not tiled, chunks or DEFAULT_CHUNK)
+    cy, cx = _plane_chunks(planes.shape[:2], unit, not tiled, chunks or defaults.CHUNK)
     source = TiffSource(path, planes, f"{ident['size']}-{ident['mtime']}")
     arr = da.from_array(
         source,
@@ -337,7 +385,7 @@ def _open_zarr(path: str, chunks: int | None) -> Image:
             f"{path}: unsupported image shape {node.shape}: expected (rows, columns[, channels])"
         )
     zc = node.chunks
-    target = chunks or DEFAULT_CHUNK
+    target = chunks or defaults.CHUNK
     cy = _chunk_side(target, zc[0], node.shape[0])
     cx = _chunk_side(target, zc[1], node.shape[1])
     arr = da.from_zarr(node, chunks=(cy, cx, *node.shape[2:]))
@@ -352,6 +400,6 @@ def _open_small(path: str, chunks: int | None) -> Image:
             pixels = imagecodecs.imread(fh.read())
     except Exception as exc:
         raise BigquantError(f"{path}: cannot decode image ({exc})") from None
-    target = chunks or DEFAULT_CHUNK
+    target = chunks or defaults.CHUNK
     arr = da.from_array(pixels, chunks=(target, target, *pixels.shape[2:]))
     return as_image(arr, path=path)

@@ -12,10 +12,10 @@ import posixpath
 
 import numpy as np
 
-from . import location
-from .color import oklab
-from .errors import BigquantError
-from .label import lookup
+from . import defaults, location
+from .errors import BigquantError, ParameterError
+from .kernels.color import oklab
+from .kernels.nearest import lookup
 from .progress import compute, progress
 from .store import Store, atomic_output, open_store
 
@@ -28,7 +28,12 @@ _LIGHT = 0.6
 
 
 def preview(
-    store, out, *, max_size: int = 2048, overwrite: bool = False, show_progress: bool = False
+    store,
+    out,
+    *,
+    max_size: int = defaults.PREVIEW_SIZE,
+    overwrite: bool = False,
+    show_progress: bool = False,
 ) -> tuple[int, int]:
     """Write a downsampled view of the quantized image of ``store`` as an 8-bit PNG.
 
@@ -59,7 +64,7 @@ def preview(
     chunk: memory holds one chunk's labels and the preview, never the image.
     """
     if max_size < 1:
-        raise BigquantError(f"--max-size must be at least 1, not {max_size}")
+        raise ParameterError(f"`max_size` must be at least 1, not {max_size}")
     store, out = _open(store, out)
     height, width = store.labels.shape
     f = max(1, math.ceil(max(height, width) / max_size))
@@ -118,7 +123,9 @@ def lightness(codebook: np.ndarray) -> np.ndarray:
     return np.clip(oklab(rgb)[:, 0], 0, 1)
 
 
-def palette_image(store, out, *, sort: str = "lightness", overwrite: bool = False) -> int:
+def palette_image(
+    store, out, *, sort: str = defaults.PALETTE_SORTS[0], overwrite: bool = False
+) -> int:
     """Draw the codebook of ``store`` as a PNG of square swatches, one per colour.
 
     Parameters
@@ -146,8 +153,10 @@ def palette_image(store, out, *, sort: str = "lightness", overwrite: bool = Fals
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    if sort not in ("lightness", "count"):
-        raise BigquantError(f"--sort must be 'lightness' or 'count', not {sort!r}")
+    if sort not in defaults.PALETTE_SORTS:
+        raise ParameterError(
+            f"`sort` must be one of {', '.join(defaults.PALETTE_SORTS)}, not {sort!r}"
+        )
     store, out = _open(store, out)
     codebook, counts = store.codebook, _counts(store)
     if sort == "count" and counts is None:
@@ -238,8 +247,8 @@ def _channels(store: Store) -> int:
 
 def _counts(store: Store) -> list[int] | None:
     """The store's per-colour pixel counts, or None when it has none (or not one per colour)."""
-    counts = store.meta.get("counts")
-    return counts if isinstance(counts, list) and len(counts) == len(store.codebook) else None
+    counts = store.meta.counts
+    return counts if counts is not None and len(counts) == len(store.codebook) else None
 
 
 def _short(n: int) -> str:

@@ -5,16 +5,19 @@ Contract (other tools read exactly this)::
     DST/                    Zarr group (format 3 by default, 2 on request)
       labels                2-D (rows, columns) array, uint8 for K ≤ 256 else uint16
       .attrs["codebook"]    K rows of C channel values in the source dtype's range
-      .attrs["bigquant"]    format_version, source, n_colors_requested, n_colors, seed,
-                            sample_size, n_iter, mse, psnr, ..., and "complete": true,
-                            written last
+      .attrs["bigquant"]    `StoreMeta`: format_version, source, n_colors, seed, ...,
+                            mse, psnr, ..., and "complete": true, written last
 
-``np.asarray(attrs["codebook"])[labels]`` is the quantized image.
+``np.asarray(attrs["codebook"])[labels]`` is the quantized image. This module
+alone writes and reads these keys: `StoreMeta` is the ``bigquant`` attribute,
+`create_store` / `finish_store` write a store, `open_store` / `open_partial`
+read one back (the OME-Zarr keys of a pyramid belong to `bigquant.pyramid`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,21 +25,107 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from . import location
-from .errors import BigquantError
+from . import __version__, location
+from .defaults import ZARR_FORMATS
+from .errors import BigquantError, ParameterError
 from .label import apply_codebook
 
 FORMAT_VERSION = 1
 ATTR_KEY = "bigquant"
+CODEBOOK_KEY = "codebook"
+LABELS_KEY = "labels"
 #: Per-chunk squared errors and colour counts, present only while a store is unfinished.
 STATS_KEY = "chunk_stats"
 
 log = logging.getLogger("bigquant")
 
 
+@dataclass(frozen=True)
+class SourceInfo:
+    """The image a store was made from.
+
+    Attributes
+    ----------
+    path : str or None
+        Local path or URL; None for an array.
+    shape : list of int
+        ``[rows, columns, channels]``.
+    dtype : str
+        The pixels' (and the codebook's) numpy dtype.
+    photometric : str
+        TIFF photometric interpretation, or a best guess for other sources.
+    """
+
+    path: str | None
+    shape: list[int]
+    dtype: str
+    photometric: str
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """The ``bigquant`` attribute of a store: how it was made and how good it is.
+
+    ``run`` is what a resumed run must match (source identity and parameters).
+    The quality fields (``mse``, ``psnr``, ``delta_e``, ``counts``) are None
+    until the labels are written; ``psnr`` stays None for a lossless result
+    and ``delta_e`` (mean ΔE_OK) for images that are not RGB. ``pyramid``
+    lists the label levels of a ``--pyramid`` store.
+    """
+
+    source: SourceInfo
+    n_colors_requested: int
+    n_colors: int
+    seed: int
+    sample_size: int
+    max_iter: int
+    space: str
+    dither: str | None
+    n_iter: int
+    run: dict
+    mse: float | None = None
+    psnr: float | None = None
+    delta_e: float | None = None
+    counts: list[int] | None = None
+    pyramid: list[str] | None = None
+    complete: bool = False
+    format_version: int = FORMAT_VERSION
+    bigquant_version: str = __version__
+
+    #: Attribute order: the identity first, quality and completion last.
+    _ORDER = (
+        "format_version", "bigquant_version", "source", "n_colors_requested", "n_colors", "seed",
+        "sample_size", "max_iter", "space", "dither", "n_iter", "run", "complete", "mse", "psnr",
+        "delta_e", "counts", "pyramid",
+    )  # fmt: skip
+
+    def to_attrs(self) -> dict:
+        """The JSON attribute (keys in a fixed order; an absent pyramid is left out)."""
+        values = dataclasses.asdict(self)
+        return {k: values[k] for k in self._ORDER if k != "pyramid" or self.pyramid is not None}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> StoreMeta:
+        """Read the attribute back; keys this version does not know are ignored.
+
+        Raises `KeyError`, `TypeError` or `ValueError` on a malformed one.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in attrs.items() if k in known}
+        values["source"] = SourceInfo(**attrs["source"])
+        np.dtype(values["source"].dtype)  # a dtype numpy knows, or ValueError/TypeError
+        return cls(**values)
+
+
 def partial_path(dst) -> str:
     """Where the output for ``dst`` is written until it is complete: ``.NAME.partial``."""
     return location.sibling(dst, f".{location.name(dst)}.partial")
+
+
+def check_absent(dst: str, overwrite: bool) -> None:
+    """Refuse an existing ``dst`` unless ``overwrite``."""
+    if not overwrite and location.exists(dst):
+        raise ParameterError(f"{dst} already exists (use `overwrite` to replace it)")
 
 
 @contextlib.contextmanager
@@ -51,8 +140,7 @@ def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> I
     is left for the caller to reuse or clear.
     """
     dst = location.normalize(dst)
-    if location.exists(dst) and not overwrite:
-        raise BigquantError(f"{dst} already exists (use --overwrite to replace it)")
+    check_absent(dst, overwrite)
     parent = location.sibling(dst, "")
     if not location.is_url(dst) and not location.isdir(parent):
         raise BigquantError(f"{parent}: no such directory")
@@ -87,26 +175,54 @@ def labels_compressor(zarr_format: int):
     return ZstdCodec(level=3)
 
 
-def create_store(path: str, shape, chunks, dtype, n_colors: int, *, zarr_format: int = 3):
-    """Create the group, an empty ``labels`` array and the per-chunk stats array.
+def check_zarr_format(zarr_format: int) -> None:
+    if zarr_format not in ZARR_FORMATS:
+        raise ParameterError(
+            f"`zarr_format` must be {' or '.join(map(str, sorted(ZARR_FORMATS)))}, not {zarr_format}"
+        )
 
-    Returns ``(group, labels, stats)``. ``stats[row, col]`` holds a chunk's
-    squared error sum, ΔE_OK sum and colour counts once its labels are written (NaN
-    before): it is how an interrupted run knows what is done. `finish_store`
-    removes it.
+
+@dataclass(frozen=True)
+class PartialStore:
+    """An unfinished store being written: its group, label array and per-chunk stats.
+
+    ``stats[row, col]`` holds a chunk's squared error sum, ΔE_OK sum and
+    colour counts once its labels are written (NaN before): it is how an
+    interrupted run knows what is done. `finish_store` removes it.
+    """
+
+    group: object
+    labels: object
+    stats: object
+    codebook: np.ndarray
+    meta: StoreMeta
+
+    def finished_chunks(self) -> np.ndarray:
+        """``(rows, cols)`` of the chunks whose labels are written (their stats are)."""
+        return ~np.isnan(self.stats[:, :, 0])
+
+
+def create_store(
+    path: str, chunks, codebook: np.ndarray, meta: StoreMeta, *, zarr_format: int = 3
+) -> PartialStore:
+    """Create the group with its codebook and metadata, an empty ``labels`` array and the stats.
+
+    ``labels`` has the shape of ``meta.source`` and the given ``chunks``.
     """
     import zarr
 
-    if zarr_format not in (2, 3):
-        raise BigquantError(f"--zarr-format must be 2 or 3, not {zarr_format}")
+    from .kernels.nearest import label_dtype
+
+    check_zarr_format(zarr_format)
+    shape = tuple(meta.source.shape[:2])
     group = zarr.open_group(
         location.zarr_store(path, read_only=False), mode="w", zarr_format=zarr_format
     )
     labels = group.create_array(
-        "labels",
-        shape=tuple(shape),
+        LABELS_KEY,
+        shape=shape,
         chunks=tuple(chunks),
-        dtype=dtype,
+        dtype=label_dtype(len(codebook)),
         compressors=labels_compressor(zarr_format),
         fill_value=0,
         # Every chunk is written, even all-zero ones, so chunk files show progress.
@@ -116,30 +232,34 @@ def create_store(path: str, shape, chunks, dtype, n_colors: int, *, zarr_format:
     grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
     stats = group.create_array(
         STATS_KEY,
-        shape=(*grid, 2 + n_colors),
-        chunks=(1, 1, 2 + n_colors),
+        shape=(*grid, 2 + len(codebook)),
+        chunks=(1, 1, 2 + len(codebook)),
         dtype=np.float64,
         fill_value=np.nan,
     )
-    return group, labels, stats
+    group.attrs.update({CODEBOOK_KEY: codebook.tolist(), ATTR_KEY: meta.to_attrs()})
+    return PartialStore(group, labels, stats, codebook, meta)
 
 
-def open_partial(path: str):
-    """``(group, labels, stats)`` of an unfinished store, or None when there is none."""
+def open_partial(path: str) -> PartialStore | None:
+    """The unfinished store at ``path``, or None when there is none (or it is unreadable)."""
     import zarr
 
     try:
         group = zarr.open_group(location.zarr_store(path, read_only=False), mode="r+")
-        return group, group["labels"], group[STATS_KEY]
+        meta = StoreMeta.from_attrs(group.attrs[ATTR_KEY])
+        codebook = np.asarray(group.attrs[CODEBOOK_KEY], dtype=meta.source.dtype)
+        return PartialStore(group, group[LABELS_KEY], group[STATS_KEY], codebook, meta)
     except Exception:
         return None
 
 
-def finish_store(group, meta: dict) -> None:
-    """Drop the per-chunk stats and write the attributes, completion marker last."""
-    del group[STATS_KEY]
-    meta["complete"] = True
-    group.attrs[ATTR_KEY] = meta
+def finish_store(partial: PartialStore, meta: StoreMeta) -> StoreMeta:
+    """Drop the per-chunk stats and write the final metadata, completion marker last."""
+    del partial.group[STATS_KEY]
+    meta = dataclasses.replace(meta, complete=True)
+    partial.group.attrs[ATTR_KEY] = meta.to_attrs()
+    return meta
 
 
 @dataclass(frozen=True)
@@ -153,14 +273,14 @@ class Store:
     labels : zarr.Array
         The (rows, columns) label array.
     codebook : ndarray, shape (K, C)
-    meta : dict
+    meta : StoreMeta
         ``attrs["bigquant"]``.
     """
 
     path: str
     labels: object
     codebook: np.ndarray
-    meta: dict
+    meta: StoreMeta
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -168,8 +288,19 @@ class Store:
         return (*self.labels.shape, self.codebook.shape[1])
 
     def labels_dask(self) -> da.Array:
-        """Labels as a dask array chunked like the store."""
-        return da.from_zarr(self.labels)
+        """Labels as a dask array chunked like the store.
+
+        A chunk that cannot be read fails with a `BigquantError` naming the store.
+        """
+        return da.from_array(
+            _CheckedLabels(self.path, self.labels),
+            chunks=self.labels.chunks,
+            asarray=False,
+            fancy=False,
+            lock=False,
+            meta=np.empty((0, 0), self.labels.dtype),
+            name=False,  # a fresh name for each read: a store can be rewritten in place
+        )
 
     def quantized(self) -> da.Array:
         """The quantized image ``codebook[labels]`` as a lazy ``(Y, X, C)`` dask array.
@@ -184,12 +315,28 @@ class Store:
         return location.size(self.path)
 
 
+class _CheckedLabels:
+    """A store's label array for `da.from_array`: a chunk that fails to read is a corrupt store."""
+
+    def __init__(self, path: str, labels):
+        self.path, self.labels = path, labels
+        self.shape, self.dtype, self.ndim = labels.shape, labels.dtype, labels.ndim
+
+    def __getitem__(self, index) -> np.ndarray:
+        try:
+            return self.labels[index]
+        except Exception as exc:
+            raise BigquantError(
+                f"{self.path}: corrupt store (cannot read labels: {type(exc).__name__}: {exc})"
+            ) from None
+
+
 def open_store(path) -> Store:
-    """Open a complete bigquant store for reading.
+    """Open a complete bigquant store for reading; reads its metadata only.
 
     Raises `BigquantError` for anything that is not one: a missing path, a
-    plain Zarr array, a store whose run never completed, a malformed codebook.
-    Labels past the codebook are caught when the labels are read.
+    plain Zarr array, a store whose run never completed, malformed metadata
+    or codebook. Labels past the codebook are caught when the labels are read.
     """
     import zarr
 
@@ -200,23 +347,24 @@ def open_store(path) -> Store:
         group = zarr.open_group(location.zarr_store(path, read_only=True), mode="r")
     except Exception:
         raise BigquantError(f"{path}: not a bigquant store (not a Zarr group)") from None
-    meta = group.attrs.get(ATTR_KEY)
-    if not isinstance(meta, dict) or "codebook" not in group.attrs or "labels" not in group:
+    attrs = group.attrs.get(ATTR_KEY)
+    if not isinstance(attrs, dict) or CODEBOOK_KEY not in group.attrs or LABELS_KEY not in group:
         raise BigquantError(f"{path}: not a bigquant store (no labels or codebook)")
-    if not meta.get("complete"):
+    if not attrs.get("complete"):
         raise BigquantError(
             f"{path}: incomplete bigquant store (the run that wrote it did not finish)"
         )
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    if attrs.get("format_version", 0) > FORMAT_VERSION:
         raise BigquantError(
-            f"{path}: store format {meta['format_version']} is newer than this bigquant reads "
+            f"{path}: store format {attrs['format_version']} is newer than this bigquant reads "
             f"({FORMAT_VERSION}); upgrade bigquant"
         )
-    labels = group["labels"]
     try:
-        codebook = np.asarray(group.attrs["codebook"], dtype=meta["source"]["dtype"])
+        meta = StoreMeta.from_attrs(attrs)
+        codebook = np.asarray(group.attrs[CODEBOOK_KEY], dtype=meta.source.dtype)
     except (KeyError, TypeError, ValueError):
-        raise BigquantError(f"{path}: corrupt store (malformed codebook)") from None
+        raise BigquantError(f"{path}: corrupt store (malformed metadata or codebook)") from None
+    labels = group[LABELS_KEY]
     if codebook.ndim != 2 or len(codebook) == 0 or labels.ndim != 2:
         raise BigquantError(f"{path}: corrupt store (codebook or labels have the wrong shape)")
     if not np.issubdtype(labels.dtype, np.unsignedinteger):

@@ -14,8 +14,8 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from .color import delta_e_stride, delta_e_sum
-from .dither import label_chunk, labelling, windows
+from .kernels.color import delta_e_stride, delta_e_sum
+from .label import Labelling, label_chunk, windows
 from .progress import compute
 
 
@@ -36,20 +36,17 @@ def regular_chunks(data: da.Array) -> da.Array:
     return data.rechunk((cy, cx, -1))
 
 
-def _assign_write(block: np.ndarray, codebook: np.ndarray, how: dict, out, stats, where) -> None:
+def _assign_write(
+    block: np.ndarray, codebook: np.ndarray, how: Labelling, out, stats, where
+) -> None:
     own, (y0, x0), (row, col) = where
-    pixels, labels, sse, counts = label_chunk(block, codebook, own, (y0, x0), **how)
+    pixels, labels, sse, counts = label_chunk(block, codebook, own, (y0, x0), how)
     de = math.nan
     if pixels.shape[2] == 3:
         de = delta_e_sum(pixels, labels, codebook, (y0, x0), delta_e_stride(*out.shape))
     out[y0 : y0 + labels.shape[0], x0 : x0 + labels.shape[1]] = labels
     # Written after the labels: a chunk with stats is finished, and a resumed run skips it.
     stats[row, col] = np.concatenate(([sse, de], counts))
-
-
-def finished_chunks(stats) -> np.ndarray:
-    """``(rows, cols)`` of the chunks whose labels are written (their stats are)."""
-    return ~np.isnan(stats[:, :, 0])
 
 
 def write_labels(
@@ -69,10 +66,10 @@ def write_labels(
     error sum, ΔE_OK sum (over its pixels on the lattice of `delta_e_stride`;
     NaN unless RGB) and colour counts go to ``stats[row, col]``, an array of
     shape ``(chunk rows, chunk columns, 2 + K)``, once its labels are written.
-    ``space`` and ``dither`` are as in `bigquant.color` and `bigquant.dither`;
+    ``space`` and ``dither`` are as in `bigquant.label.assign`;
     Floyd–Steinberg also reads a margin of each chunk's neighbours.
     """
-    how = labelling(data, codebook, space, dither)
+    how = Labelling.for_image(data, codebook, space, dither)
     token = tokenize(data, codebook, how, str(out.store_path))
     tasks = [
         dask.delayed(_assign_write, pure=True)(
@@ -81,11 +78,11 @@ def write_labels(
             how,
             out,
             stats,
-            (w.own, w.origin, w.location),
-            dask_key_name=f"bigquant-write-{token}-{w.location[0]}-{w.location[1]}",
+            (w.own, w.origin, w.index),
+            dask_key_name=f"bigquant-write-{token}-{w.index[0]}-{w.index[1]}",
         )
-        for w in windows(data, dither)
-        if skip is None or not skip[w.location]
+        for w in windows(data, how.margin)
+        if skip is None or not skip[w.index]
     ]
     compute(*tasks)
 

@@ -28,7 +28,7 @@ def main() -> None:
 
     # Or the whole pipeline, writing a store you can `bigquant info` / `decompress`:
     meta = bigquant.compress(image, "mosaic.zarr", 32, overwrite=True)
-    print(f"mosaic.zarr: PSNR {meta['psnr']:.2f} dB")
+    print(f"mosaic.zarr: PSNR {meta.psnr:.2f} dB")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def main() -> None:
     megapixels = args.side * args.side / 1e6
     print(
         f"{megapixels:.0f} MP in {seconds:.0f} s ({megapixels / seconds:.1f} MP/s), "
-        f"{meta['n_colors']} colours, PSNR {meta['psnr']:.2f} dB"
+        f"{meta.n_colors} colours, PSNR {meta.psnr:.2f} dB"
     )
 
 

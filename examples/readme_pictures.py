@@ -77,7 +77,7 @@ def main(outdir: Path) -> None:
             store = tmp / f"{name}.zarr"
             meta = bigquant.compress(flower, store, n_colors=12, overwrite=True, **options)
             quantized = bigquant.open_store(store).quantized()[CROP].compute()
-            caption = f"{name}: {meta['psnr']:.1f} dB, dE {meta['delta_e']:.2f}"
+            caption = f"{name}: {meta.psnr:.1f} dB, dE {meta.delta_e:.2f}"
             crops.append((caption, quantized))
             print(caption)
         labelled_strip(crops[:4]).save(outdir / "dither.png")

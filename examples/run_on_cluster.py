@@ -27,7 +27,7 @@ def main() -> None:
     with client:
         print("dashboard:", client.dashboard_link)
         meta = bigquant.compress(src, dst, 256, client=client, overwrite=True)
-    print(f"{dst}: {meta['n_colors']} colours, PSNR {meta['psnr']:.2f} dB")
+    print(f"{dst}: {meta.n_colors} colours, PSNR {meta.psnr:.2f} dB")
 
 
 if __name__ == "__main__":

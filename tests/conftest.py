@@ -51,8 +51,40 @@ def china_tif(tmp_path, china):
     return write_tiff(tmp_path / "china.tif", china)
 
 
+def made_up_meta(shape, codebook: np.ndarray, **fields):
+    """The metadata of a store of made-up labels, for cases no photograph gives."""
+    from bigquant.store import SourceInfo, StoreMeta
+
+    codebook = np.asarray(codebook)
+    source = SourceInfo(None, [*shape[:2], codebook.shape[1]], str(codebook.dtype), "rgb")
+    defaults = dict(
+        n_colors_requested=len(codebook), n_colors=len(codebook), seed=0, sample_size=0,
+        max_iter=0, space="rgb", dither=None, n_iter=0, run={}, complete=True,
+    )  # fmt: skip
+    return StoreMeta(source=source, **{**defaults, **fields})
+
+
+def cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    """Run the ``bigquant`` command in this process (click's CliRunner), as a shell would.
+
+    Returns what `run_cli` does. An exception the command lets escape is raised
+    here, with its traceback: the real command would have printed one.
+    """
+    from click.testing import CliRunner
+
+    from bigquant.cli import main
+
+    args = [str(a) for a in args]
+    result = CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def run_cli(*args, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the installed ``bigquant`` entry point in a fresh process."""
+    """Run the installed ``bigquant`` entry point in a fresh process.
+
+    Only where a process matters (the entry point, signals, memory, clusters):
+    `cli` runs the same command in-process, without paying the imports again.
+    """
     return subprocess.run(
         [sys.executable, "-m", "bigquant", *map(str, args)],
         capture_output=True,

@@ -8,12 +8,13 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import run_cli, write_tiff
+from conftest import cli, run_cli, write_tiff
 
 
 def assert_clean_failure(result, message: str, code: int = 1):
@@ -32,14 +33,15 @@ def store(tmp_path_factory):
 
     where = tmp_path_factory.mktemp("cli")
     src = write_tiff(where / "china.tif", photo("china"))
-    result = run_cli("compress", src, where / "china.zarr", "--colors", 16, "--sample", 20000)
+    result = cli("compress", src, where / "china.zarr", "--colors", 16, "--sample", 20000)
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stderr and result.stdout == ""
     return where / "china.zarr"
 
 
 def test_console_script_is_installed():
-    exe = shutil.which("bigquant")
+    # Beside this interpreter (a venv used without activation), else on PATH.
+    exe = shutil.which("bigquant", path=sysconfig.get_path("scripts")) or shutil.which("bigquant")
     assert exe is not None
     result = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "bigquant" in result.stdout
@@ -58,11 +60,11 @@ def test_help_imports_no_heavy_modules():
 
 
 def test_info_text_and_json(store):
-    text = run_cli("info", store)
+    text = cli("info", store)
     assert text.returncode == 0, text.stderr
     assert "427 x 640 pixels" in text.stdout and "16 (16 requested)" in text.stdout
     assert "PSNR" in text.stdout and "ratio" in text.stdout
-    data = json.loads(run_cli("info", store, "--json").stdout)
+    data = json.loads(cli("info", store, "--json").stdout)
     assert data["shape"] == [427, 640, 3] and data["n_colors"] == 16
     assert len(data["codebook"]) == 16 and data["compression_ratio"] > 1
     assert data["raw_bytes"] == 427 * 640 * 3
@@ -78,57 +80,55 @@ def test_info_text_and_json(store):
 
 
 def test_info_swatches_in_a_terminal(store):
-    from click.testing import CliRunner
-
-    from bigquant.cli import main
-
-    log = logging.getLogger("bigquant")
-    saved = log.handlers[:], log.propagate, log.level
-    try:
-        result = CliRunner().invoke(main, ["info", str(store)], color=True)
-    finally:  # the command sets up logging for a whole process; this one goes on testing
-        log.handlers[:], log.propagate = saved[:2]
-        log.setLevel(saved[2])
-    assert result.exit_code == 0, result.output
-    codebook = json.loads(run_cli("info", store, "--json").stdout)["codebook"]
+    result = cli("info", store, color=True)
+    assert result.returncode == 0, result.stderr
+    codebook = json.loads(cli("info", store, "--json").stdout)["codebook"]
     # A 24-bit background escape per colour, in the codebook's own colours.
     for r, g, b in codebook:
-        assert f"48;2;{r};{g};{b}m" in result.output
+        assert f"48;2;{r};{g};{b}m" in result.stdout
+
+
+def test_commands_leave_logging_as_they_found_it(store):
+    log = logging.getLogger("bigquant")
+    before = log.handlers[:], log.level, log.propagate
+    assert cli("info", store).returncode == 0
+    assert cli("info", store / "missing").returncode == 1
+    assert (log.handlers[:], log.level, log.propagate) == before
 
 
 def test_preview_and_palette_pictures(store, tmp_path):
     from PIL import Image
 
-    result = run_cli("preview", store, tmp_path / "p.png", "--max-size", 200)
+    result = cli("preview", store, tmp_path / "p.png", "--max-size", 200)
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "p.png") as im:
         assert max(im.size) <= 200 and im.mode == "RGB"
         assert im.size == (160, 107)  # 640 x 427 shrunk by 4, partial edge blocks kept
-    result = run_cli("palette", store, tmp_path / "s.png", "--sort", "count")
+    result = cli("palette", store, tmp_path / "s.png", "--sort", "count")
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "s.png") as im:
-        codebook = json.loads(run_cli("info", store, "--json").stdout)["codebook"]
+        codebook = json.loads(cli("info", store, "--json").stdout)["codebook"]
         corners = {im.getpixel((x * 48 + 47, y * 48 + 47)) for x in range(4) for y in range(4)}
         assert corners == {tuple(c) for c in codebook}
-    again = run_cli("preview", store, tmp_path / "p.png")
+    again = cli("preview", store, tmp_path / "p.png")
     assert_clean_failure(again, "already exists")
-    assert_clean_failure(run_cli("palette", store, tmp_path / "s.jpg"), "must end in .png")
+    assert_clean_failure(cli("palette", store, tmp_path / "s.jpg"), "must end in .png")
 
 
 def test_decompress_through_cli(store, tmp_path):
     out = tmp_path / "q.tif"
-    result = run_cli("decompress", store, out, "-q")
+    result = cli("decompress", store, out, "-q")
     assert result.returncode == 0, result.stderr
     group = zarr.open_group(store, mode="r")
     expected = np.asarray(group.attrs["codebook"], np.uint8)[group["labels"][:]]
     np.testing.assert_array_equal(tifffile.imread(out), expected)
-    again = run_cli("decompress", store, out)
+    again = cli("decompress", store, out)
     assert_clean_failure(again, "already exists")
-    assert run_cli("decompress", store, out, "--overwrite").returncode == 0
+    assert cli("decompress", store, out, "--overwrite").returncode == 0
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = run_cli("demo", "--megapixels", 1, "--colors", 32, "--workdir", tmp_path)
+    result = cli("demo", "--megapixels", 1, "--colors", 32, "--workdir", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "PSNR" in result.stdout and "MP/s" in result.stdout
     assert (tmp_path / "demo.zarr").is_dir()
@@ -150,13 +150,13 @@ def test_missing_source(tmp_path):
 
 def test_directory_that_is_not_an_image(tmp_path):
     (tmp_path / "dir").mkdir()
-    result = run_cli("compress", tmp_path / "dir", tmp_path / "o.zarr")
+    result = cli("compress", tmp_path / "dir", tmp_path / "o.zarr")
     assert_clean_failure(result, "not a TIFF file or Zarr array")
 
 
 def test_not_an_image(tmp_path):
     (tmp_path / "notes.tif").write_text("hello, world\n")
-    result = run_cli("compress", tmp_path / "notes.tif", tmp_path / "o.zarr")
+    result = cli("compress", tmp_path / "notes.tif", tmp_path / "o.zarr")
     assert_clean_failure(result, "not a TIFF, PNG, JPEG or Zarr image")
     assert not (tmp_path / "o.zarr").exists()
 
@@ -164,7 +164,7 @@ def test_not_an_image(tmp_path):
 def test_truncated_tiff(tmp_path, src):
     data = src.read_bytes()
     (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
-    result = run_cli("compress", tmp_path / "cut.tif", tmp_path / "o.zarr")
+    result = cli("compress", tmp_path / "cut.tif", tmp_path / "o.zarr")
     assert_clean_failure(result, "truncated TIFF")
     assert not (tmp_path / "o.zarr").exists()
 
@@ -177,7 +177,7 @@ def test_tile_that_fails_to_decode_mid_run(tmp_path, src):
     data[offset : offset + count] = b"\xff" * count
     (tmp_path / "bad.tif").write_bytes(bytes(data))
     # A tiny sample may miss the bad tile: then the label pass meets it after the store began.
-    result = run_cli(
+    result = cli(
         "compress", tmp_path / "bad.tif", tmp_path / "o.zarr", "--sample", 10, "--chunks", 64
     )
     assert_clean_failure(result, "cannot decode pixels")
@@ -186,18 +186,18 @@ def test_tile_that_fails_to_decode_mid_run(tmp_path, src):
 
 @pytest.mark.parametrize("k", ["0", "65537", "-3"])
 def test_colors_out_of_range(tmp_path, src, k):
-    result = run_cli("compress", src, tmp_path / "o.zarr", "--colors", k)
+    result = cli("compress", src, tmp_path / "o.zarr", "--colors", k)
     assert_clean_failure(result, "--colors must be between 1 and 65536")
 
 
 @pytest.mark.parametrize("n", ["0", "-5"])
 def test_bad_sample_size(tmp_path, src, n):
-    result = run_cli("compress", src, tmp_path / "o.zarr", "--sample", n)
+    result = cli("compress", src, tmp_path / "o.zarr", "--sample", n)
     assert_clean_failure(result, "--sample must be a positive number")
 
 
 def test_non_numeric_option_is_a_usage_error(tmp_path, src):
-    result = run_cli("compress", src, tmp_path / "o.zarr", "--colors", "many")
+    result = cli("compress", src, tmp_path / "o.zarr", "--colors", "many")
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
@@ -205,7 +205,7 @@ def test_existing_destination_is_left_untouched(tmp_path, src):
     dst = tmp_path / "o.zarr"
     dst.mkdir()
     (dst / "keep.txt").write_text("data")
-    result = run_cli("compress", src, dst)
+    result = cli("compress", src, dst)
     assert_clean_failure(result, "already exists (use --overwrite")
     assert (dst / "keep.txt").read_text() == "data"
 
@@ -219,30 +219,30 @@ def test_existing_destination_is_left_untouched(tmp_path, src):
 )
 def test_unsupported_dtype(tmp_path, array, message):
     tifffile.imwrite(tmp_path / "x.tif", array, photometric="minisblack")
-    result = run_cli("compress", tmp_path / "x.tif", tmp_path / "o.zarr")
+    result = cli("compress", tmp_path / "x.tif", tmp_path / "o.zarr")
     assert_clean_failure(result, message)
 
 
 def test_unsupported_shape(tmp_path):
     z = zarr.create_array(tmp_path / "x.zarr", shape=(2, 3, 4, 5), dtype=np.uint8)
     z[:] = 1
-    result = run_cli("compress", tmp_path / "x.zarr", tmp_path / "o.zarr")
+    result = cli("compress", tmp_path / "x.zarr", tmp_path / "o.zarr")
     assert_clean_failure(result, "unsupported image shape")
 
 
 @pytest.mark.parametrize("command", ["info", "decompress"])
 def test_not_a_store(tmp_path, src, command):
     extra = [tmp_path / "out.tif"] if command == "decompress" else []
-    result = run_cli(command, src, *extra)
+    result = cli(command, src, *extra)
     assert_clean_failure(result, "not a bigquant store")
     z = zarr.create_array(tmp_path / "plain.zarr", shape=(4, 4), dtype=np.uint8)
     z[:] = 0
-    result = run_cli(command, tmp_path / "plain.zarr", *extra)
+    result = cli(command, tmp_path / "plain.zarr", *extra)
     assert_clean_failure(result, "not a bigquant store")
     assert not (tmp_path / "out.tif").exists()
 
 
-@pytest.mark.parametrize("command", ["info", "decompress", "decompress --palette"])
+@pytest.mark.parametrize("command", ["info --check", "decompress", "decompress --palette"])
 def test_labels_past_codebook(tmp_path, store, command):
     broken = tmp_path / "broken.zarr"
     shutil.copytree(store, broken)
@@ -250,10 +250,22 @@ def test_labels_past_codebook(tmp_path, store, command):
     group.attrs["codebook"] = group.attrs["codebook"][:3]
     command, *flags = command.split()
     extra = [tmp_path / "out.tif"] if command == "decompress" else []
-    result = run_cli(command, broken, *extra, *flags)
+    result = cli(command, broken, *extra, *flags)
     assert_clean_failure(result, "points past the 3-colour codebook")
     assert not (tmp_path / "out.tif").exists()
     assert not (tmp_path / ".out.tif.partial").exists()
+
+
+def test_info_reads_metadata_only_unless_asked_to_check(tmp_path, store):
+    # A store whose labels are gone still describes itself; --check reads them and fails.
+    broken = tmp_path / "nolabels.zarr"
+    shutil.copytree(store, broken)
+    for chunk in (broken / "labels" / "c").rglob("*"):
+        if chunk.is_file():
+            chunk.write_bytes(b"garbage")
+    assert cli("info", broken).returncode == 0
+    assert_clean_failure(cli("info", broken, "--check"), "corrupt store (cannot read labels")
+    assert_clean_failure(cli("decompress", broken, tmp_path / "o.tif"), "corrupt store")
 
 
 def test_incomplete_store_is_refused(tmp_path, store):
@@ -261,16 +273,39 @@ def test_incomplete_store_is_refused(tmp_path, store):
     shutil.copytree(store, broken)
     group = zarr.open_group(broken, mode="r+")
     group.attrs["bigquant"] = {**group.attrs["bigquant"], "complete": False}
-    assert_clean_failure(run_cli("info", broken), "incomplete bigquant store")
+    assert_clean_failure(cli("info", broken), "incomplete bigquant store")
 
 
-def test_cli_defaults_match_the_api():
+def test_cli_defaults_are_the_api_defaults():
+    import inspect
+
     from click.testing import CliRunner
 
     from bigquant.cli import main
-    from bigquant.fit import DEFAULT_MAX_ITER
-    from bigquant.sample import DEFAULT_SAMPLE
+    from bigquant.pipeline import compress
 
+    command = main.commands["compress"]
+    options = {p.name: p for p in command.params}
+    for name, parameter in inspect.signature(compress).parameters.items():
+        if name in options and parameter.default is not inspect.Parameter.empty:
+            # What the CLI hands the library when the flag is not given.
+            ctx = command.make_context("compress", ["a", "b"])
+            assert ctx.params[name] == parameter.default, name
     help_text = CliRunner().invoke(main, ["compress", "--help"], terminal_width=200).output
-    assert f"[default: {DEFAULT_SAMPLE}]" in help_text
-    assert f"[default: {DEFAULT_MAX_ITER}]" in help_text
+    assert (
+        f"[default: {inspect.signature(compress).parameters['sample_size'].default}]" in help_text
+    )
+
+
+def test_library_errors_name_parameters_and_the_cli_its_flags(tmp_path, src):
+    import bigquant
+    from bigquant.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="`sample_size` must be a positive number"):
+        bigquant.compress(src, tmp_path / "o.zarr", sample_size=0)
+    with pytest.raises(ParameterError, match="`max_iter` must be at least 1"):
+        bigquant.compress(src, tmp_path / "o.zarr", max_iter=0)
+    result = cli("compress", src, tmp_path / "o.zarr", "--max-iter", 0)
+    assert_clean_failure(result, "--max-iter must be at least 1, not 0")
+    result = cli("compress", src, tmp_path / "o.zarr", "--scheduler", "tcp://x:1", "-w", 2)
+    assert_clean_failure(result, "give either --scheduler or --workers, not both")

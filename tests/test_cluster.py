@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import run_cli, write_tiff
+from conftest import cli, write_tiff
 from distributed import Client, LocalCluster
 
 import bigquant
@@ -63,109 +63,79 @@ def local_store(photo_tif, tmp_path_factory):
 
 
 def test_worker_processes_give_the_same_bytes(cluster, photo_tif, local_store, tmp_path):
-    bigquant.compress(
-        photo_tif, tmp_path / "c.zarr", 32, sample_size=40_000, seed=3, chunks=128, client=cluster
-    )
+    from distributed import get_task_stream
+
+    with get_task_stream(cluster) as stream:
+        bigquant.compress(
+            photo_tif, tmp_path / "c.zarr", 32, sample_size=40_000, seed=3, chunks=128,
+            client=cluster,
+        )  # fmt: skip
     assert_same_store(tmp_path / "c.zarr", local_store)
-    assert cluster.run(lambda: 1)  # the workers are alive and were used
+    # Every chunk was labelled and written by the worker processes, both of them.
+    writes = [t for t in stream.data if str(t["key"]).startswith("bigquant-write-")]
+    assert len(writes) == 16  # 512 x 512 in chunks of 128
+    assert {t["worker"] for t in writes} == set(cluster.scheduler_info()["workers"])
     from distributed import default_client
 
     with pytest.raises(ValueError):  # and nothing stayed registered as the default client
         default_client()
 
 
-def test_local_cluster_from_worker_count(photo_tif, local_store, tmp_path):
+def test_local_cluster_from_worker_count(photo_tif, local_store, tmp_path, monkeypatch):
+    import bigquant.write as write_stage
+
+    # Each chunk's task reports the process that labelled and wrote it.
+    real_write, real_compute = write_stage._assign_write, write_stage.compute
+    writers = []
+
+    def write_and_report(*args):
+        real_write(*args)
+        return os.getpid()
+
+    def compute_and_collect(*tasks):
+        results = real_compute(*tasks)
+        writers.extend(results)
+        return results
+
+    monkeypatch.setattr(write_stage, "_assign_write", write_and_report)
+    monkeypatch.setattr(write_stage, "compute", compute_and_collect)
     bigquant.compress(
         photo_tif, tmp_path / "w.zarr", 32, sample_size=40_000, seed=3, chunks=128, workers=2
     )
     assert_same_store(tmp_path / "w.zarr", local_store)
+    # 16 chunks, written by two worker processes and never by this one.
+    assert len(writers) == 16 and os.getpid() not in writers and len(set(writers)) == 2
 
 
-def test_cli_on_dask_scheduler_and_workers(photo_tif, local_store, tmp_path):
-    scheduler_file = tmp_path / "scheduler.json"
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    procs = [
-        subprocess.Popen(
-            [
-                *dask,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--dashboard-address",
-                ":0",
-                "--scheduler-file",
-                str(scheduler_file),
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-    ]
-    try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for _ in range(2):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "distributed.cli.dask_worker",
-                        "--scheduler-file",
-                        str(scheduler_file),
-                        "--nthreads",
-                        "1",
-                        "--no-dashboard",
-                    ],
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        import json
-
-        address = json.loads(scheduler_file.read_text())["address"]
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=60)
-        result = run_cli(
-            "compress",
-            photo_tif,
-            tmp_path / "cli.zarr",
-            "-c",
-            32,
-            "-s",
-            40000,
-            "--seed",
-            3,
-            "--chunks",
-            128,
-            "--scheduler",
-            address,
-        )
-        assert result.returncode == 0, result.stderr
-        assert "dashboard" in result.stderr
-        assert_same_store(tmp_path / "cli.zarr", local_store)
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+def test_cli_on_a_dask_scheduler(cluster, photo_tif, local_store, tmp_path):
+    # The scheduler of the worker processes above, reached by its address as a user would.
+    address = cluster.scheduler.address
+    result = cli(
+        "compress", photo_tif, tmp_path / "cli.zarr", "-c", 32, "-s", 40000, "--seed", 3,
+        "--chunks", 128, "--scheduler", address,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"running on {address} (2 workers); dashboard" in result.stderr
+    assert_same_store(tmp_path / "cli.zarr", local_store)
 
 
-def test_unreachable_scheduler_fails_quickly(photo_tif, tmp_path):
+def test_unreachable_scheduler_fails_quickly(photo_tif, tmp_path, monkeypatch):
+    monkeypatch.setattr("bigquant.cluster.CONNECT_TIMEOUT", "2s")
     started = time.monotonic()
-    result = run_cli("compress", photo_tif, tmp_path / "x.zarr", "--scheduler", "tcp://127.0.0.1:9")
+    result = cli("compress", photo_tif, tmp_path / "x.zarr", "--scheduler", "tcp://127.0.0.1:9")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "cannot reach the dask scheduler at tcp://127.0.0.1:9" in result.stderr
+    assert "cannot reach the dask scheduler at tcp://127.0.0.1:9 within 2s" in result.stderr
     assert time.monotonic() - started < 60
     assert not (tmp_path / "x.zarr").exists()
 
 
 @pytest.fixture(scope="module")
 def mosaic(tmp_path_factory):
-    """A 16-megapixel mosaic of photographs: 256 chunks of 256², enough to interrupt."""
+    """A 4-megapixel mosaic of photographs: 64 chunks of 256², enough to interrupt."""
     where = tmp_path_factory.mktemp("m")
-    src = write_mosaic(where / "m.tif", 4096, 4096, tile=256)
+    src = write_mosaic(where / "m.tif", 2048, 2048, tile=256)
     reference = where / "reference.zarr"
-    bigquant.compress(src, reference, 64, seed=1, chunks=256)
+    bigquant.compress(src, reference, 64, seed=1, chunks=256, sample_size=20_000)
     return src, reference
 
 
@@ -184,7 +154,7 @@ def test_killed_worker_does_not_change_the_result(mosaic, tmp_path):
         def kill_when_labelling():
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= 20:
+                if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= 12:
                     os.kill(pids[0], signal.SIGKILL)
                     killed.append(time.monotonic())
                     return
@@ -192,7 +162,9 @@ def test_killed_worker_does_not_change_the_result(mosaic, tmp_path):
 
         killer = threading.Thread(target=kill_when_labelling)
         killer.start()
-        bigquant.compress(src, tmp_path / "k.zarr", 64, seed=1, chunks=256, client=client)
+        bigquant.compress(
+            src, tmp_path / "k.zarr", 64, seed=1, chunks=256, sample_size=20_000, client=client
+        )
         finished = time.monotonic()
         killer.join()
         # The worker died while chunks were still being labelled, and was replaced.
@@ -204,7 +176,8 @@ def test_killed_worker_does_not_change_the_result(mosaic, tmp_path):
 def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
     src, reference = mosaic
     dst = tmp_path / "r.zarr"
-    args = ["compress", src, dst, "-c", 64, "--seed", 1, "--chunks", 256, "-q"]
+    # 256 chunks on one thread: slow enough to be killed halfway.
+    args = ["compress", src, dst, "-c", 64, "--seed", 1, "--chunks", 128, "-s", 20000, "-q"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "bigquant", *map(str, args)],
         env={**os.environ, "DASK_NUM_WORKERS": "1"},
@@ -224,11 +197,11 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
     assert 40 <= done.sum() < done.size
 
     # A resume with other parameters is refused and leaves the unfinished store alone.
-    other = run_cli("compress", src, dst, "-c", 32, "--seed", 1, "--chunks", 256, "--resume")
+    other = cli(*args[:3], "-c", 32, *args[5:], "--resume")
     assert other.returncode == 1 and "different n_colors_requested" in other.stderr
     assert Path(partial_path(dst)).exists()
 
-    result = run_cli(*args, "--resume", "-v")
+    result = cli(*args, "--resume", "-v")
     assert result.returncode == 0, result.stderr
     assert f"resuming: {done.sum()} of {done.size} chunks already written" in result.stderr
     assert_same_store(dst, reference)
@@ -243,7 +216,7 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
 
 
 def test_resume_of_an_array_source_is_refused(tmp_path):
-    with pytest.raises(BigquantError, match="--resume needs a source file"):
+    with pytest.raises(BigquantError, match="`resume` needs a source file"):
         bigquant.compress(np.zeros((10, 10, 3), np.uint8), tmp_path / "a.zarr", 4, resume=True)
 
 
@@ -254,9 +227,9 @@ def test_fsspec_urls_on_worker_processes(cluster, photo_tif, local_store, tmp_pa
         f"file://{photo_tif}", dst, 32, sample_size=40_000, seed=3, chunks=128, client=cluster
     )
     assert_same_store(tmp_path / "u.zarr", local_store)
-    info = run_cli("info", dst, "--json")
+    info = cli("info", dst, "--json")
     assert info.returncode == 0, info.stderr
-    out = run_cli("decompress", dst, f"file://{tmp_path}/u.tif")
+    out = cli("decompress", dst, f"file://{tmp_path}/u.tif")
     assert out.returncode == 0, out.stderr
     codebook, labels = store_bytes(local_store)
     import tifffile

@@ -5,14 +5,14 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from conftest import photo, run_cli, write_tiff
+from conftest import cli, photo, write_tiff
 from scipy.ndimage import gaussian_filter
 from test_cli import assert_clean_failure
 
 import bigquant
-from bigquant.dither import _bayer, dithered_labels, spread
 from bigquant.errors import BigquantError
-from bigquant.label import nearest
+from bigquant.kernels.dither import _bayer, dithered_labels, spread
+from bigquant.kernels.nearest import nearest
 
 
 def blurred_psnr(image: np.ndarray, quantized: np.ndarray, sigma: float = 1.5) -> float:
@@ -104,9 +104,9 @@ def test_dithering_costs_psnr_and_buys_smoothness(tmp_path, name):
         quantized = bigquant.open_store(tmp_path / f"{dither}.zarr").quantized().compute()
         # Errors are measured against the original pixels, not the dithered ones.
         mse = ((image.astype(np.float64) - quantized) ** 2).mean()
-        assert meta["mse"] == pytest.approx(mse, rel=1e-12)
-        assert meta["dither"] == dither
-        results[dither] = (meta["psnr"], blurred_psnr(image, quantized))
+        assert meta.mse == pytest.approx(mse, rel=1e-12)
+        assert meta.dither == dither
+        results[dither] = (meta.psnr, blurred_psnr(image, quantized))
     plain = results[None]
     for dither in ("ordered", "floyd-steinberg"):
         psnr, blurred = results[dither]
@@ -116,14 +116,12 @@ def test_dithering_costs_psnr_and_buys_smoothness(tmp_path, name):
 
 def test_dither_through_the_cli(tmp_path, china):
     src = write_tiff(tmp_path / "c.tif", china, tile=(64, 64))
-    result = run_cli("compress", src, tmp_path / "c.zarr", "-c", 16, "-d", "floyd-steinberg")
+    result = cli("compress", src, tmp_path / "c.zarr", "-c", 16, "-d", "floyd-steinberg")
     assert result.returncode == 0, result.stderr
-    assert bigquant.open_store(tmp_path / "c.zarr").meta["dither"] == "floyd-steinberg"
-    assert run_cli("compress", src, tmp_path / "x.zarr", "--dither", "noise").returncode == 2
+    assert bigquant.open_store(tmp_path / "c.zarr").meta.dither == "floyd-steinberg"
+    assert cli("compress", src, tmp_path / "x.zarr", "--dither", "noise").returncode == 2
     deep = write_tiff(tmp_path / "16.tif", china.astype(np.uint16) * 257)
-    result = run_cli(
-        "compress", deep, tmp_path / "y.zarr", "-d", "floyd-steinberg", "--space", "oklab"
-    )
+    result = cli("compress", deep, tmp_path / "y.zarr", "-d", "floyd-steinberg", "--space", "oklab")
     assert_clean_failure(result, "needs an 8-bit image, not uint16")
 
 
@@ -134,7 +132,7 @@ def test_floyd_steinberg_with_edge_chunks_smaller_than_its_margin(tmp_path, chin
     lazy = bigquant.assign(data, store.codebook, dither="floyd-steinberg")
     assert lazy.chunks[1][-1] == 10
     np.testing.assert_array_equal(lazy.compute(), store.labels[:])
-    assert meta["mse"] == pytest.approx(
+    assert meta.mse == pytest.approx(
         ((china - store.codebook[store.labels[:]].astype(np.float64)) ** 2).mean()
     )
     tiny = china[:9, :11]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from conftest import run_cli
+from conftest import cli
 from test_cli import assert_clean_failure
 
 import bigquant
@@ -49,7 +49,7 @@ def test_palette_tiff_shows_the_quantized_image(tmp_path, name, k, bits):
 )
 def test_palette_refuses_codebooks_that_cannot_be_a_palette(tmp_path, china, image, message):
     bigquant.compress(image(china), tmp_path / "s.zarr", n_colors=8, sample_size=20_000)
-    result = run_cli("decompress", tmp_path / "s.zarr", tmp_path / "out.tif", "--palette")
+    result = cli("decompress", tmp_path / "s.zarr", tmp_path / "out.tif", "--palette")
     assert_clean_failure(result, message)
     assert not (tmp_path / "out.tif").exists()
     assert not (tmp_path / ".out.tif.partial").exists()
@@ -57,5 +57,5 @@ def test_palette_refuses_codebooks_that_cannot_be_a_palette(tmp_path, china, ima
 
 def test_palette_needs_a_tiff_name(tmp_path, china):
     bigquant.compress(china, tmp_path / "s.zarr", n_colors=8, sample_size=20_000)
-    result = run_cli("decompress", tmp_path / "s.zarr", tmp_path / "out.zarr", "-p")
+    result = cli("decompress", tmp_path / "s.zarr", tmp_path / "out.zarr", "-p")
     assert_clean_failure(result, "--palette writes a TIFF")

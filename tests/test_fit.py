@@ -11,7 +11,7 @@ from conftest import photo
 
 from bigquant.errors import BigquantError
 from bigquant.fit import fit_codebook, fit_sample
-from bigquant.label import nearest
+from bigquant.kernels.nearest import nearest
 
 
 def test_every_colour_is_used_and_distinct(china):
@@ -57,7 +57,13 @@ def test_uint16_and_float32_codebooks_stay_in_range():
     assert cb.dtype == np.uint16 and len(cb) == 32
     f32 = rng.random((100, 100, 2)).astype(np.float32)
     cbf = fit_codebook(da.from_array(f32, chunks=64), 8, seed=0).codebook
-    assert cbf.dtype == np.float32 and cbf.min() >= 0 and cbf.max() <= 1
+    assert cbf.dtype == np.float32 and len(cbf) == 8
+    # Float colours are not rounded, and each is (nearly) the mean of the pixels nearest to it.
+    pixels = f32.reshape(-1, 2)
+    labels, _ = nearest(pixels, cbf)
+    means = np.array([pixels[labels == i].mean(axis=0) for i in range(8)])
+    np.testing.assert_allclose(cbf, means, atol=0.02)
+    assert not np.array_equal(cbf, np.rint(cbf * 255) / 255)
 
 
 def test_nan_pixels_are_ignored(caplog):
@@ -70,5 +76,5 @@ def test_nan_pixels_are_ignored(caplog):
 
 @pytest.mark.parametrize("k", [0, 65537])
 def test_k_out_of_range(k):
-    with pytest.raises(BigquantError, match="--colors must be between 1 and 65536"):
+    with pytest.raises(BigquantError, match="`n_colors` must be between 1 and 65536"):
         fit_sample(np.zeros((10, 3), np.uint8), k)

@@ -10,7 +10,7 @@ from conftest import photo
 
 import bigquant
 from bigquant.fit import PIXELS_PER_COLOR, _shares, fit_codebook
-from bigquant.label import assign_block, nearest
+from bigquant.kernels.nearest import label_block, nearest
 
 
 def test_colour_shares_follow_the_error_and_respect_distinct_colours():
@@ -28,9 +28,9 @@ def test_thousands_of_colours_on_a_real_photograph(tmp_path):
     few = bigquant.compress(image, tmp_path / "256.zarr", 256)
     many = bigquant.compress(image, tmp_path / "4096.zarr", 4096)
     store = bigquant.open_store(tmp_path / "4096.zarr")
-    assert store.labels.dtype == np.uint16 and many["n_colors"] == len(store.codebook)
-    assert 4000 <= many["n_colors"] <= 4096  # colours no sampled pixel is nearest to are dropped
-    assert many["psnr"] > few["psnr"] + 5
+    assert store.labels.dtype == np.uint16 and many.n_colors == len(store.codebook)
+    assert 4000 <= many.n_colors <= 4096  # colours no sampled pixel is nearest to are dropped
+    assert many.psnr > few.psnr + 5
     # Exact nearest colours: the stored labels are what a brute-force search gives.
     pixels = image.reshape(-1, 3)
     labels = store.labels[:].ravel()
@@ -47,10 +47,10 @@ def test_table_tree_and_brute_force_agree_with_many_colours(dtype):
     image = photo("astronaut")
     scale = {np.uint8: 1, np.uint16: 257, np.float32: 1 / 255}[dtype]
     pixels = (image.astype(np.float64) * scale).astype(dtype)
-    codebook = np.unique(pixels.reshape(-1, 3)[::37], axis=0)[:3000]  # > 1024: a k-d tree
-    labels, sse, counts = assign_block(pixels, codebook)
+    codebook = np.unique(pixels.reshape(-1, 3)[::37], axis=0)[:1500]  # > 1024: a k-d tree
+    labels, sse, counts = label_block(pixels, codebook)
     if dtype == np.uint8:
-        table = assign_block(pixels, codebook, use_table=True)
+        table = label_block(pixels, codebook, use_table=True)
         np.testing.assert_array_equal(table[0], labels)
         assert table[1] == sse
     work = pixels.reshape(-1, 3)[::11].astype(np.float64)

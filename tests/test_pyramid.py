@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import zarr
-from conftest import run_cli, write_tiff
+from conftest import cli, made_up_meta, write_tiff
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -47,13 +47,11 @@ def photo_labels(image: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray
 
 
 def make_store(path, labels: np.ndarray, codebook: np.ndarray, chunks, zarr_format: int):
-    group, array, _ = create_store(
-        str(path), labels.shape, chunks, labels.dtype, len(codebook), zarr_format=zarr_format
+    partial = create_store(
+        str(path), chunks, codebook, made_up_meta(labels.shape, codebook), zarr_format=zarr_format
     )
-    array[:] = labels
-    group.attrs["codebook"] = codebook.tolist()
-    group.attrs["bigquant"] = {"format_version": 1, "n_colors": len(codebook), "complete": True}
-    return group
+    partial.labels[:] = labels
+    return partial.group
 
 
 @settings(max_examples=200, deadline=None)
@@ -242,10 +240,10 @@ def test_compress_pyramid_end_to_end(tmp_path, astronaut):
 
     src = write_tiff(tmp_path / "a.tif", astronaut, tile=(64, 64))
     dst = tmp_path / "a.zarr"
-    result = run_cli("compress", src, dst, "-c", 32, "--chunks", 128, "--pyramid", "-q")
+    result = cli("compress", src, dst, "-c", 32, "--chunks", 128, "--pyramid", "-q")
     assert result.returncode == 0, result.stderr
     store = bigquant.open_store(dst)
-    assert store.meta["pyramid"] == ["labels", "labels_1", "labels_2"]
+    assert store.meta.pyramid == ["labels", "labels_1", "labels_2"]
     # Level 0 is the ordinary store; each level is the mode of the one before.
     group = zarr.open_group(dst, mode="r")
     assert group["labels_2"].shape == (128, 128)
@@ -256,5 +254,5 @@ def test_compress_pyramid_end_to_end(tmp_path, astronaut):
     colors = node.metadata["color"]  # label value -> RGBA in [0, 1]
     shown = np.array([colors[i][:3] for i in range(len(store.codebook))]) * 255
     np.testing.assert_allclose(shown, store.codebook, atol=1e-9)
-    info = run_cli("info", dst)
+    info = cli("info", dst)
     assert "labels, labels_1, labels_2 (OME-Zarr multiscales)" in info.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 
 import dask
@@ -164,3 +165,45 @@ def test_any_chunking_reads_the_same_pixels(tmp_path_factory, tile, target, stri
     data = open_image(path, chunks=target).data
     with dask.config.set(scheduler="threads"):
         np.testing.assert_array_equal(data.compute(), image)
+
+
+def test_handle_cache_is_bounded_and_closes_what_it_evicts(tmp_path):
+    from bigquant.read import HandleCache
+
+    closed = []
+
+    def opener(name):
+        def open_():
+            stack = contextlib.ExitStack()
+            stack.handle = name
+            stack.callback(closed.append, name)
+            return stack
+
+        return open_
+
+    cache = HandleCache(size=2)
+    with cache.borrow(("a",), opener("a")) as a:
+        assert a == "a"
+        for name in "bcd":
+            with cache.borrow((name,), opener(name)):
+                pass
+        # "a" is still in use: the oldest idle ones went, and were closed.
+        assert closed == ["b", "c"] and len(cache) == 2
+    with cache.borrow(("e",), opener("e")):
+        pass
+    assert closed == ["b", "c", "a"] and len(cache) == 2
+    with cache.borrow(("d",), opener("x")) as again:  # still open: not opened a second time
+        assert again == "d"
+
+
+def test_reading_many_files_keeps_a_bounded_number_open(tmp_path):
+    import psutil
+
+    from bigquant.read import _handles
+
+    before = len(psutil.Process().open_files())
+    for i in range(_handles.size + 8):
+        path = write_tiff(tmp_path / f"{i}.tif", np.full((40, 30, 3), i, np.uint8), tile=(16, 16))
+        assert int(open_image(path).data.max().compute()) == i
+    assert len(_handles) <= _handles.size
+    assert len(psutil.Process().open_files()) - before <= _handles.size

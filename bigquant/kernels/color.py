@@ -20,9 +20,8 @@ import math
 
 import numpy as np
 
-from .errors import BigquantError
-
-SPACES = ("rgb", "oklab", "lab")
+from ..defaults import SPACES
+from ..errors import ParameterError
 
 # Linear sRGB -> LMS cone responses, and cube-rooted LMS -> OKLab (Ottosson 2020).
 _RGB_TO_LMS = np.array(
@@ -56,9 +55,9 @@ DELTA_E_PIXELS = 1 << 20
 def check_space(space: str, n_channels: int) -> None:
     """Refuse an unknown space, or a perceptual one for an image that is not RGB."""
     if space not in SPACES:
-        raise BigquantError(f"--space must be one of {', '.join(SPACES)}, not {space!r}")
+        raise ParameterError(f"`space` must be one of {', '.join(SPACES)}, not {space!r}")
     if space != "rgb" and n_channels != 3:
-        raise BigquantError(f"--space {space} needs an RGB image, not {n_channels} channel(s)")
+        raise ParameterError(f"`space` {space} needs an RGB image, not {n_channels} channel(s)")
 
 
 def peak_value(dtype: np.dtype) -> float:

@@ -19,16 +19,14 @@ the original pixels.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
-import dask.array as da
 import numpy as np
 
+from ..defaults import DITHERS
+from ..errors import ParameterError
 from .color import peak_value
-from .errors import BigquantError
-from .label import assign_block, color_table, has_table, label_dtype, score, table_pays
+from .nearest import color_table, has_table, label_block, label_dtype
 
-METHODS = ("ordered", "floyd-steinberg")
 #: Rows above and columns beside a chunk that Floyd–Steinberg diffuses through first.
 FS_MARGIN = 16
 #: Most colours error diffusion compares every pixel with, where no colour table serves it.
@@ -57,16 +55,16 @@ def check_dither(
     """
     if dither is None:
         return
-    if dither not in METHODS:
-        raise BigquantError(f"--dither must be one of {', '.join(METHODS)}, not {dither!r}")
+    if dither not in DITHERS:
+        raise ParameterError(f"`dither` must be one of {', '.join(DITHERS)}, not {dither!r}")
     if dither == "floyd-steinberg" and not has_table(n_channels, dtype):
         if space != "rgb":
-            raise BigquantError(
-                f"--dither floyd-steinberg with --space {space} needs an 8-bit image, not {dtype}"
+            raise ParameterError(
+                f"`dither` floyd-steinberg with `space` {space} needs an 8-bit image, not {dtype}"
             )
         if n_colors > _DIFFUSE_COLORS:
-            raise BigquantError(
-                f"--dither floyd-steinberg with more than {_DIFFUSE_COLORS} colours needs an "
+            raise ParameterError(
+                f"`dither` floyd-steinberg with more than {_DIFFUSE_COLORS} colours needs an "
                 f"8-bit image with up to 3 channels"
             )
 
@@ -88,76 +86,9 @@ def spread(codebook: np.ndarray) -> float:
     return float(np.median(distances[:, 1])) / 2
 
 
-def labelling(data: da.Array, codebook: np.ndarray, space: str, dither: str | None) -> dict:
-    """Keyword arguments of `label_chunk` for every chunk of ``data``."""
-    return {
-        "space": space,
-        "use_table": table_pays(data.shape[0] * data.shape[1], *codebook.shape, data.dtype),
-        "dither": dither,
-        "amplitude": spread(codebook) if dither == "ordered" else 0.0,
-    }
-
-
-def margins(dither: str | None) -> int:
-    """Pixels a chunk needs from its neighbours on each side."""
+def margin(dither: str | None) -> int:
+    """Pixels a chunk needs from its neighbours on each side to be dithered."""
     return FS_MARGIN if dither == "floyd-steinberg" else 0
-
-
-@dataclass(frozen=True)
-class Window:
-    """One chunk of an image and the block of pixels it is labelled from.
-
-    ``block`` holds the chunk grown by `margins` pixels into its neighbours
-    (clipped at the image's edge); ``own`` cuts the chunk back out of it, and
-    ``origin`` is the chunk's first (row, column) in the image.
-    """
-
-    location: tuple[int, int]
-    origin: tuple[int, int]
-    own: tuple[slice, slice]
-    block: object  # a dask array, or a delayed one
-
-
-def windows(data: da.Array, dither: str | None) -> list[Window]:
-    """The `Window` of every chunk of a ``(Y, X, C)`` dask array, row by row."""
-    m = margins(dither)
-    rows, cols = (np.cumsum((0, *c)) for c in data.chunks[:2])
-    blocks = data.to_delayed()
-    out = []
-    for r, c in np.ndindex(len(rows) - 1, len(cols) - 1):
-        (y0, y1), (x0, x1) = (rows[r], rows[r + 1]), (cols[c], cols[c + 1])
-        top, left = max(0, y0 - m), max(0, x0 - m)
-        # Sliced rather than dask's overlap, which re-splits chunks smaller than the margin.
-        block = blocks[r, c, 0] if m == 0 else data[top : y1 + m, left : x1 + m]
-        own = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
-        out.append(Window((r, c), (int(y0), int(x0)), own, block))
-    return out
-
-
-def label_chunk(
-    block: np.ndarray,
-    codebook: np.ndarray,
-    own: tuple[slice, slice],
-    origin: tuple[int, int],
-    *,
-    space: str = "rgb",
-    use_table: bool = False,
-    dither: str | None = None,
-    amplitude: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-    """Label one chunk, dithered or not.
-
-    ``block``, ``own`` and ``origin`` are as in `Window`. Returns the chunk's
-    own pixels, their labels, squared error sum and colour counts.
-    """
-    if dither is None:
-        return block, *assign_block(block, codebook, space=space, use_table=use_table)
-    pixels = block[own]
-    start = (origin[0] - own[0].start, origin[1] - own[1].start)
-    labels = dithered_labels(
-        block, codebook, dither, start, space=space, use_table=use_table, amplitude=amplitude
-    )[own]
-    return pixels, labels, *score(pixels.reshape(-1, pixels.shape[2]), codebook, labels.ravel())
 
 
 def dithered_labels(
@@ -187,7 +118,7 @@ def dithered_labels(
             info = np.iinfo(block.dtype)
             np.clip(np.rint(shifted, out=shifted), info.min, info.max, out=shifted)
         shifted = shifted.astype(block.dtype)
-        return assign_block(shifted, codebook, space=space, use_table=use_table)[0]
+        return label_block(shifted, codebook, space=space, use_table=use_table)[0]
     table = np.zeros(0, np.uint16)
     if has_table(block.shape[2], block.dtype):
         table = color_table(codebook, space)[0]

@@ -1,0 +1,9 @@
+"""Small numpy kernels the stages are built on, with no dask in them.
+
+``color``
+    Colour spaces (sRGB, OKLab, CIELAB) and the ΔE colour difference.
+``nearest``
+    The nearest codebook colour of pixels: direct distances, k-d tree, colour table.
+``dither``
+    Ordered (Bayer) and Floyd–Steinberg dithering of a block before its colours are chosen.
+"""

@@ -1,0 +1,256 @@
+"""The nearest codebook colour of pixels: the kernel of the assign stage and of the fit.
+
+Nearest means smallest squared Euclidean distance, ties going to the lower
+index. For integer images with an integer codebook the distances are computed
+exactly (every term of ``|x|² - 2x·c + |c|²`` is an integer below 2**24 in
+float32 for 8-bit data, below 2**53 in float64 otherwise), so the result is the
+exact nearest colour; float32 images are compared in float64.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..errors import BigquantError
+from .color import to_space
+
+#: Bound on the pixels × colours distance matrix of one step (entries), ~32 MiB in float64.
+_MAX_DISTANCES = 1 << 22
+#: Past this many colours, nearest colours are found with a k-d tree.
+_TREE_COLORS = 1024
+#: Neighbours a k-d tree query returns, to break ties.
+_TREE_TIES = 8
+
+
+def label_dtype(n_colors: int) -> np.dtype:
+    """``uint8`` for up to 256 colours, else ``uint16``."""
+    return np.dtype(np.uint8 if n_colors <= 256 else np.uint16)
+
+
+def _work_dtype(pixel_dtype: np.dtype, codebook: np.ndarray) -> np.dtype:
+    n_channels = codebook.shape[1]
+    # Sums of up to 4·C products of values ≤ 255 stay exact in float32 while below 2**24.
+    if pixel_dtype == np.uint8 and 4 * n_channels * 255 * 255 < 2**24:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _steps(pixels: np.ndarray, codebook: np.ndarray, space: str):
+    """Yield ``(slice, labels)`` for bounded batches of pixels."""
+    if space == "rgb":
+        work = _work_dtype(pixels.dtype, codebook)
+        cb = codebook.astype(work)
+    else:
+        cb = to_space(codebook, space)
+    tree = _tree(cb) if len(cb) > _TREE_COLORS else None
+    cb_sq = np.einsum("kc,kc->k", cb, cb)
+    step = _TABLE_STEP if tree is not None else max(1, _MAX_DISTANCES // len(cb))
+    for start in range(0, len(pixels), step):
+        batch = pixels[start : start + step]
+        x = batch.astype(work) if space == "rgb" else to_space(batch, space)
+        if tree is not None:
+            # The few nearest, so that a tie still goes to the lowest index; the rare pixel
+            # tied with all of them is compared with every colour.
+            d, i = tree.query(x, k=_TREE_TIES)
+            idx = np.where(d == d[:, :1], i, len(cb)).min(axis=1)
+            for j in np.flatnonzero(d[:, -1] == d[:, 0]):
+                idx[j] = ((cb - x[j]) ** 2).sum(axis=1).argmin()
+        else:
+            d = cb_sq - 2 * (x @ cb.T)  # |x|² is the same for every colour: no need to add it.
+            idx = d.argmin(axis=1)
+        yield slice(start, start + len(x)), idx
+
+
+def _tree(codebook: np.ndarray):
+    """A k-d tree of the codebook: past `_TREE_COLORS`, cheaper than every distance."""
+    from scipy.spatial import cKDTree
+
+    # float64 distances of integer values below 2**16 are exact: ties stay ties.
+    return cKDTree(codebook.astype(np.float64))
+
+
+def nearest(
+    pixels: np.ndarray, codebook: np.ndarray, space: str = "rgb"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest codebook row for each pixel.
+
+    Parameters
+    ----------
+    pixels : ndarray, shape (n, C)
+    codebook : ndarray, shape (K, C)
+    space : {"rgb", "oklab", "lab"}
+        Where distances are measured (see `bigquant.color`).
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (n,)
+    sq_dist : ndarray of float64, shape (n,)
+        Squared distance of each pixel to its codebook colour, in the pixels' own values.
+    """
+    labels = np.empty(len(pixels), dtype=np.int64)
+    for sl, idx in _steps(pixels, codebook, space):
+        labels[sl] = idx
+    return labels, _sq_errors(pixels, codebook, labels)
+
+
+def _sq_errors(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    diff = pixels.astype(np.float64) - codebook[labels].astype(np.float64)
+    return np.einsum("nc,nc->n", diff, diff)
+
+
+def score(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Squared error sum and colour counts of ``(n, C)`` pixels with their labels."""
+    sse = 0.0
+    for start in range(0, len(pixels), _TABLE_STEP):
+        sl = slice(start, start + _TABLE_STEP)
+        sse += float(_sq_errors(pixels[sl], codebook, labels[sl]).sum())
+    return sse, np.bincount(labels, minlength=len(codebook)).astype(np.int64)
+
+
+# -- colour table: every 8-bit colour's label, for assignment by lookup ------------------------
+
+#: Side of the colour cubes a perceptual-space table is filled by (16³ colours per cube).
+_CELL = 16
+#: Largest colours × candidates distance matrix of one cube of an rgb table.
+_LEAF_DISTANCES = 1 << 20
+#: Pixels looked up at a time (bounds the index temporaries).
+_TABLE_STEP = 1 << 18
+#: The most recent codebook's tables, keyed by codebook and space.
+_tables: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_tables_lock = threading.Lock()
+
+
+def table_pays(n_pixels: int, n_colors: int, n_channels: int, dtype: np.dtype) -> bool:
+    """Whether labelling by colour table beats direct distances for this image.
+
+    The table covers all 2**(8C) colours of 8-bit images with up to 3 channels;
+    filling it costs about as much as labelling a few million pixels directly.
+    Both ways give the same labels (bar float ties in perceptual spaces).
+    """
+    return has_table(n_channels, dtype) and n_pixels * n_colors >= 1 << 28
+
+
+def has_table(n_channels: int, dtype: np.dtype) -> bool:
+    """Whether a colour table can cover the image: 8-bit values, up to 3 channels."""
+    return np.dtype(dtype) == np.uint8 and n_channels <= 3
+
+
+def color_table(codebook: np.ndarray, space: str = "rgb") -> tuple[np.ndarray, np.ndarray]:
+    """Label and squared error of every 8-bit colour, as flat tables.
+
+    Index ``(r << 16) | (g << 8) | b`` (for three channels; likewise for one or
+    two). Exact and tie-breaking like `nearest`. The colour cube is filled in
+    cubes of 16³ colours: only codebook colours that can be nearest to some
+    point of a cube (their distance to the cube's bounding box in ``space`` is
+    at most the smallest farthest distance of any colour to that box) are
+    compared there. Cached per process: 16 MiB of labels and 64 MiB of errors
+    for RGB.
+    """
+    key = (codebook.shape, codebook.tobytes(), space)
+    with _tables_lock:
+        tables = _tables.get(key)
+        if tables is None:
+            _tables.clear()  # 80 MiB each for RGB: keep only the codebook in use
+            tables = _tables[key] = _fill_table(codebook, space)
+    return tables
+
+
+def _fill_table(codebook: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarray]:
+    n_channels = codebook.shape[1]
+    cb = codebook.astype(np.int64)
+    rgb = space == "rgb"
+    # Exact in float32 for rgb: integers below 2**24 throughout.
+    work = codebook.astype(np.float32) if rgb else to_space(codebook, space)
+    work_sq = np.einsum("kc,kc->k", work, work)
+    labels = np.empty((256,) * n_channels, label_dtype(len(cb)))
+    errors = np.empty((256,) * n_channels, np.uint32)
+
+    def candidates(box_lo, box_hi, points, cand, slack=0.0):
+        """The colours of ``cand`` that can be nearest to some point of the box."""
+        near = ((np.maximum(box_lo - points, 0) + np.maximum(points - box_hi, 0)) ** 2).sum(1)
+        far = (np.maximum(points - box_lo, box_hi - points) ** 2).sum(axis=1)
+        return cand[near <= far.min() * (1 + slack)]
+
+    def fill(lo: np.ndarray, size: int, cand: np.ndarray) -> None:
+        colors = lo + np.indices((size,) * n_channels).reshape(n_channels, -1).T
+        if rgb:
+            pts = colors.astype(np.float32)
+        else:
+            # Boxes of colours are not boxes in a perceptual space: bound the converted points.
+            pts = to_space(colors.astype(np.uint8), space)
+            cand = candidates(pts.min(axis=0), pts.max(axis=0), work[cand], cand, 1e-9)
+        d = work_sq[cand] - 2 * (pts @ work[cand].T)
+        best = cand[d.argmin(axis=1)]
+        region = tuple(slice(a, a + size) for a in lo)
+        labels[region] = best.reshape((size,) * n_channels)
+        sq = ((colors - cb[best]) ** 2).sum(axis=1)
+        errors[region] = sq.astype(np.uint32).reshape((size,) * n_channels)
+
+    def split(lo: np.ndarray, size: int, cand: np.ndarray) -> None:
+        # Halve the box while its distance matrix would be large: each half keeps only the
+        # colours that can be nearest in it, so large codebooks are not scanned per cell.
+        cand = candidates(lo, lo + size - 1, cb[cand], cand)
+        if size <= 4 or size**n_channels * len(cand) <= _LEAF_DISTANCES:
+            fill(lo, size, cand)
+            return
+        half = size // 2
+        for corner in np.ndindex(*(2,) * n_channels):
+            split(lo + half * np.array(corner), half, cand)
+
+    everything = np.arange(len(cb))
+    if rgb:
+        split(np.zeros(n_channels, np.int64), 256, everything)
+    else:
+        for cell in np.ndindex(*(256 // _CELL,) * n_channels):
+            fill(np.array(cell) * _CELL, _CELL, everything)
+    return labels.reshape(-1), errors.reshape(-1)
+
+
+def label_block(
+    block: np.ndarray, codebook: np.ndarray, *, space: str = "rgb", use_table: bool = False
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Labels of one ``(y, x, C)`` chunk, with its squared error sum and colour counts."""
+    h, w, c = block.shape
+    pixels = block.reshape(-1, c)
+    labels = np.empty(len(pixels), label_dtype(len(codebook)))
+    if not use_table:
+        for sl, idx in _steps(pixels, codebook, space):
+            labels[sl] = idx
+        return (labels.reshape(h, w), *score(pixels, codebook, labels))
+    counts = np.zeros(len(codebook), np.int64)
+    sse = 0.0
+    for start in range(0, len(pixels), _TABLE_STEP):
+        sl = slice(start, start + _TABLE_STEP)
+        labels[sl], sq = table_lookup(pixels[sl], codebook, space)
+        sse += float(sq.sum(dtype=np.uint64))
+        counts += np.bincount(labels[sl], minlength=len(codebook))
+    return labels.reshape(h, w), sse, counts
+
+
+def table_lookup(
+    pixels: np.ndarray, codebook: np.ndarray, space: str = "rgb"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and squared errors of 8-bit ``(n, C)`` pixels, looked up in the colour table."""
+    label_table, error_table = color_table(codebook, space)
+    # Table index: (r << 16) | (g << 8) | b for RGB.
+    packed = np.zeros(len(pixels), np.intp)
+    for channel in range(pixels.shape[1]):
+        packed <<= 8
+        packed |= pixels[:, channel]
+    return label_table[packed], error_table[packed]
+
+
+def lookup(labels: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """``codebook[labels]``, refusing labels past the codebook's end."""
+    return codebook[check_labels(labels, len(codebook))]
+
+
+def check_labels(labels: np.ndarray, n_colors: int) -> np.ndarray:
+    """``labels`` unchanged, or a `BigquantError` if one points past ``n_colors`` colours."""
+    if labels.size and int(labels.max()) >= n_colors:
+        raise BigquantError(
+            f"corrupt store: label {int(labels.max())} points past the {n_colors}-colour codebook"
+        )
+    return labels

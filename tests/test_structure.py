@@ -1,0 +1,85 @@
+"""The package's shape: stages over kernels, no import cycles, short functions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import bigquant
+
+PACKAGE = Path(bigquant.__file__).parent
+
+
+def modules() -> dict[str, ast.Module]:
+    """Every module of bigquant by dotted name, parsed."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = ast.parse(path.read_text(), filename=str(path))
+    return out
+
+
+def imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
+    """bigquant modules that ``name`` imports anywhere, function bodies included."""
+    package = name if name in ("bigquant", "bigquant.kernels") else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in known else base)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m in known and m != name}
+
+
+def test_no_import_cycles_counting_function_level_imports():
+    trees = modules()
+    graph = {name: imports(name, tree, set(trees)) - {"bigquant"} for name, tree in trees.items()}
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != "open", " -> ".join([*path, node, nxt])
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    # The kernels import no stage, and no dask.
+    for name, tree in trees.items():
+        if name.startswith("bigquant.kernels."):
+            allowed = {m for m in trees if m.startswith("bigquant.kernels")}
+            assert graph[name] <= allowed | {"bigquant.defaults", "bigquant.errors"}, name
+            assert "dask" not in top_level_imports(tree), name
+
+
+def top_level_imports(tree: ast.Module) -> set[str]:
+    """First names of the absolute imports anywhere in a module: ``numpy``, ``dask``, ..."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_function_body_over_60_lines():
+    long = []
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                lines = body[-1].end_lineno - body[0].lineno + 1 if body else 0
+                if lines > 60:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert not long
