@@ -3,7 +3,8 @@
     python examples/readme_pictures.py [OUTDIR]     # default: docs/images
 
 Uses real photographs shipped inside scikit-learn and scikit-image (no download) and only
-bigquant's public API. The pictures are generated, not committed: run this to see them.
+bigquant's public API. The README shows the committed copies; run this after a change that
+alters them.
 """
 
 from __future__ import annotations
