@@ -20,68 +20,54 @@ overwrite = click.option(
 verbose = click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
 quiet = click.option("-q", "--quiet", count=True, help="Less log output, no progress bar.")
 
-n_colors = click.option(
-    "-c",
-    "--colors",
-    "n_colors",
-    type=int,
-    default=defaults.COLORS,
-    show_default=True,
+
+def _number(*decls: str, default: int, help: str):
+    """An option taking a whole number, its default shown in ``--help``."""
+    return click.option(*decls, type=int, default=default, show_default=True, help=help)
+
+
+def _choice(*decls: str, choices, help: str, callback=None):
+    """An option taking one of ``choices`` (strings), the first by default."""
+    return click.option(
+        *decls,
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        callback=callback,
+        help=help,
+    )
+
+
+n_colors = _number(
+    "-c", "--colors", "n_colors", default=defaults.COLORS,
     help=f"Number of colours K (1 to {defaults.MAX_COLORS}).",
-)
-sample_size = click.option(
-    "-s",
-    "--sample",
-    "sample_size",
-    type=int,
-    default=defaults.SAMPLE,
-    show_default=True,
+)  # fmt: skip
+sample_size = _number(
+    "-s", "--sample", "sample_size", default=defaults.SAMPLE,
     help="Pixels sampled uniformly to fit the codebook.",
-)
-seed = click.option(
-    "--seed",
-    type=int,
-    default=defaults.SEED,
-    show_default=True,
-    help="Random seed: same seed, same result.",
-)
+)  # fmt: skip
+seed = _number("--seed", default=defaults.SEED, help="Random seed: same seed, same result.")
 chunks = click.option(
     "--chunks",
     type=int,
     default=None,
     help=f"Chunk side in pixels, rounded to whole TIFF tiles/strips [default: {defaults.CHUNK}].",
 )
-max_iter = click.option(
-    "--max-iter",
-    type=int,
-    default=defaults.MAX_ITER,
-    show_default=True,
-    help="Most dask-ml k-means iterations.",
-)
-space = click.option(
-    "--space",
-    type=click.Choice(defaults.SPACES),
-    default=defaults.SPACES[0],
-    show_default=True,
+max_iter = _number("--max-iter", default=defaults.MAX_ITER, help="Most dask-ml k-means iterations.")
+space = _choice(
+    "--space", choices=defaults.SPACES,
     help="Colour space to fit and assign in (oklab/lab: perceptual, RGB images only).",
-)
-dither = click.option(
-    "-d",
-    "--dither",
-    type=click.Choice(("none", *defaults.DITHERS)),
-    default="none",
-    show_default=True,
+)  # fmt: skip
+dither = _choice(
+    "-d", "--dither", choices=("none", *defaults.DITHERS),
     callback=lambda ctx, param, value: None if value == "none" else value,
     help="Dither the colours: ordered (Bayer) or floyd-steinberg (error diffusion).",
-)
-zarr_format = click.option(
-    "--zarr-format",
-    type=click.Choice([str(f) for f in defaults.ZARR_FORMATS]),
-    default=str(defaults.ZARR_FORMATS[0]),
-    show_default=True,
+)  # fmt: skip
+zarr_format = _choice(
+    "--zarr-format", choices=[str(f) for f in defaults.ZARR_FORMATS],
     callback=lambda ctx, param, value: int(value),
     help="Zarr format of the store (2 for older readers).",
-)
+)  # fmt: skip
 scheduler = click.option(
     "--scheduler",
     "client",
@@ -91,18 +77,10 @@ scheduler = click.option(
 workers = click.option(
     "-w", "--workers", type=int, help="Run on a local cluster of N worker processes."
 )
-max_size = click.option(
-    "-m",
-    "--max-size",
-    type=int,
-    default=defaults.PREVIEW_SIZE,
-    show_default=True,
-    help="Longest side of the preview in pixels.",
+max_size = _number(
+    "-m", "--max-size", default=defaults.PREVIEW_SIZE, help="Longest side of the preview in pixels."
 )
-sort = click.option(
-    "--sort",
-    type=click.Choice(defaults.PALETTE_SORTS),
-    default=defaults.PALETTE_SORTS[0],
-    show_default=True,
+sort = _choice(
+    "--sort", choices=defaults.PALETTE_SORTS,
     help="Order of the swatches: dark to light, or most pixels first.",
-)
+)  # fmt: skip
