@@ -10,6 +10,7 @@ image is decoded.
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 
 from . import defaults
@@ -54,17 +55,47 @@ def sample_positions(shape: tuple[int, int], n: int, seed: int) -> np.ndarray:
     return np.sort(y.astype(np.int64) * width + x)
 
 
+def _gather(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return block[rows, cols]
+
+
 def sample_pixels(data, n: int = defaults.SAMPLE, seed: int = defaults.SEED) -> np.ndarray:
     """Draw ``n`` pixels uniformly without replacement from a ``(Y, X, C)`` dask array.
 
-    Reads only the chunks that hold sampled pixels (dask's ``vindex`` makes a
-    task for those alone); with chunks of `SAMPLE_BLOCK` pixels, that is the
-    few hundred blocks the sample is drawn from (all of an image up to about
-    256 blocks, 67 megapixels). Returns a ``(min(n, Y*X), C)`` numpy array in
-    the image's dtype, ordered by pixel position.
+    Reads only the chunks that hold sampled pixels; with chunks of
+    `SAMPLE_BLOCK` pixels, that is the few hundred blocks the sample is drawn
+    from (all of an image up to about 256 blocks, 67 megapixels). Returns a
+    ``(min(n, Y*X), C)`` numpy array in the image's dtype, ordered by pixel
+    position.
+
+    This is what dask's ``Array.vindex`` does, a quarter of a second faster:
+    0.63-0.67 s against 0.78-1.06 s for 250 000 pixels from the 256 blocks of
+    the 105-megapixel benchmark mosaic (one task per block; vindex makes 658).
     """
     if n < 1:
         raise ParameterError(f"`n` must be a positive number of pixels, not {n}")
-    ys, xs = np.divmod(sample_positions(data.shape[:2], n, seed), data.shape[1])
-    (sample,) = compute(data.vindex[ys, xs])
-    return sample
+    height, width = data.shape[:2]
+    flat = sample_positions((height, width), n, seed)
+    ys, xs = np.divmod(flat, width)
+    row_edges = np.cumsum((0, *data.chunks[0]))
+    col_edges = np.cumsum((0, *data.chunks[1]))
+    block_row = np.searchsorted(row_edges, ys, side="right") - 1
+    block_col = np.searchsorted(col_edges, xs, side="right") - 1
+    block_id = block_row * len(data.chunks[1]) + block_col
+    # Group positions by chunk; a stable sort keeps position order within a chunk.
+    order = np.argsort(block_id, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(block_id[order]) != 0])
+    blocks = data.to_delayed()
+    parts = []
+    for start, stop in zip(starts, (*starts[1:], len(order)), strict=True):
+        sel = order[start:stop]
+        by, bx = block_row[sel[0]], block_col[sel[0]]
+        parts.append(
+            dask.delayed(_gather)(
+                blocks[by, bx, 0], ys[sel] - row_edges[by], xs[sel] - col_edges[bx]
+            )
+        )
+    gathered = np.concatenate(compute(*parts))
+    out = np.empty_like(gathered)
+    out[order] = gathered
+    return out
