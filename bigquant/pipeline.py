@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -23,6 +24,7 @@ from .sample import SAMPLE_BLOCK
 from .store import (
     PartialStore,
     SourceInfo,
+    Store,
     StoreMeta,
     atomic_output,
     check_absent,
@@ -30,6 +32,7 @@ from .store import (
     create_store,
     finish_store,
     open_partial,
+    open_store,
     partial_path,
 )
 from .write import regular_chunks, total_stats, write_labels
@@ -164,6 +167,11 @@ def compress(
     )
     run = settings.identity(image, data)
     partial = _resumable(dst, run) if resume else None
+    if isinstance(partial, Store):
+        log.info("resuming: %s is complete, only moving it into place was cut short", partial.path)
+        with atomic_output(dst, overwrite=overwrite, resumable=True):
+            pass  # leaving the block moves the finished store into place
+        return partial.meta
     with (
         scheduler(client, workers=workers),
         atomic_output(dst, overwrite=overwrite, resumable=image.path is not None) as tmp,
@@ -266,13 +274,22 @@ def _with_quality(meta: StoreMeta, stats, data) -> StoreMeta:
     )
 
 
-def _resumable(dst: str, run: dict) -> PartialStore | None:
-    """The unfinished store of an earlier run with the same ``run`` parameters, or None."""
+def _resumable(dst: str, run: dict) -> PartialStore | Store | None:
+    """What an earlier run with the same ``run`` parameters left at ``.DST.partial``.
+
+    An unfinished store; or a finished one, when the run was cut short while
+    moving it into place; or None when there is nothing.
+    """
     tmp = partial_path(dst)
     if not location.exists(tmp):
         log.warning("nothing to resume at %s: starting afresh", tmp)
         return None
     partial = open_partial(tmp)
+    if partial is None:
+        with contextlib.suppress(BigquantError):
+            finished = open_store(tmp)
+            if finished.meta.run == run:
+                return finished
     if partial is None or set(partial.meta.run) != set(run):
         raise ParameterError(
             f"cannot resume {tmp}: it is not an unfinished store of this version of bigquant; "

@@ -36,6 +36,9 @@ CODEBOOK_KEY = "codebook"
 LABELS_KEY = "labels"
 #: Per-chunk squared errors and colour counts, present only while a store is unfinished.
 STATS_KEY = "chunk_stats"
+#: A Zarr node's own metadata files (format 3, and 2). At the root of an output they are what
+#: makes it readable (and a store complete): copied last, deleted first (see `atomic_output`).
+ROOT_METADATA = ("zarr.json", ".zattrs", ".zarray", ".zgroup")
 
 log = logging.getLogger("bigquant")
 
@@ -138,6 +141,11 @@ def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> I
     removed. On an interrupt or any other failure it is removed too, unless
     ``resumable``: then it is kept for a later run to resume, and a stale one
     is left for the caller to reuse or clear.
+
+    On an object store the replacement is a copy: the old output's root
+    metadata is deleted first and the new one's copied last, so at every
+    moment ``dst`` is the old output, the new one, or one that `open_store`
+    refuses; never a store that reads as complete with objects missing.
     """
     dst = location.normalize(dst)
     check_absent(dst, overwrite)
@@ -160,8 +168,8 @@ def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> I
         else:
             location.remove(tmp)
         raise
-    location.remove(dst)
-    location.move(tmp, dst)
+    location.remove(dst, first=ROOT_METADATA)
+    location.move(tmp, dst, last=ROOT_METADATA)
 
 
 def labels_compressor(zarr_format: int):
@@ -367,6 +375,13 @@ def open_store(path) -> Store:
     labels = group[LABELS_KEY]
     if codebook.ndim != 2 or len(codebook) == 0 or labels.ndim != 2:
         raise BigquantError(f"{path}: corrupt store (codebook or labels have the wrong shape)")
+    # Every label chunk is written, even an all-zero one: a missing chunk is lost data, which
+    # zarr would read back as label 0.
+    if labels.nchunks_initialized < labels.nchunks:
+        raise BigquantError(
+            f"{path}: corrupt store ({labels.nchunks - labels.nchunks_initialized} of "
+            f"{labels.nchunks} label chunks missing)"
+        )
     if not np.issubdtype(labels.dtype, np.unsignedinteger):
         raise BigquantError(f"{path}: corrupt store (labels are {labels.dtype}, not unsigned)")
     return Store(path, labels, codebook, meta)

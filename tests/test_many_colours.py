@@ -25,12 +25,12 @@ def test_colour_shares_follow_the_error_and_respect_distinct_colours():
 
 def test_thousands_of_colours_on_a_real_photograph(tmp_path):
     image = photo("china")
-    few = bigquant.compress(image, tmp_path / "256.zarr", 256)
+    few = bigquant.compress(image, tmp_path / "64.zarr", 64)
     many = bigquant.compress(image, tmp_path / "4096.zarr", 4096)
     store = bigquant.open_store(tmp_path / "4096.zarr")
     assert store.labels.dtype == np.uint16 and many.n_colors == len(store.codebook)
     assert 4000 <= many.n_colors <= 4096  # colours no sampled pixel is nearest to are dropped
-    assert many.psnr > few.psnr + 5
+    assert many.psnr > few.psnr + 10
     # Exact nearest colours: the stored labels are what a brute-force search gives.
     pixels = image.reshape(-1, 3)
     labels = store.labels[:].ravel()

@@ -1,0 +1,219 @@
+"""Object storage for real: an S3-compatible server (moto) on 127.0.0.1, reached through s3fs.
+
+Configured only by the standard AWS environment variables, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import cli, photo, write_tiff
+from PIL import Image
+
+import bigquant
+from bigquant.errors import BigquantError
+from bigquant.mosaic import write_mosaic
+
+s3fs = pytest.importorskip("s3fs")
+BUCKET = "bigquant-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """The server's filesystem; the AWS variables point this process (and its children) at it."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "no S3 server"
+                time.sleep(0.1)
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = s3fs.S3FileSystem()
+        fs.mkdir(BUCKET)
+        yield fs
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        s3fs.S3FileSystem.clear_instance_cache()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def url(name: str) -> str:
+    return f"s3://{BUCKET}/{name}"
+
+
+def stored(store) -> tuple[np.ndarray, np.ndarray]:
+    opened = bigquant.open_store(store)
+    return opened.codebook, opened.labels[:]
+
+
+def assert_same(a, b):
+    (ca, la), (cb, lb) = stored(a), stored(b)
+    np.testing.assert_array_equal(ca, cb)
+    np.testing.assert_array_equal(la, lb)
+
+
+@pytest.fixture(scope="module")
+def china_s3(s3, tmp_path_factory):
+    """china.jpg as a tiled TIFF, locally and in the bucket."""
+    local = write_tiff(tmp_path_factory.mktemp("s3") / "china.tif", photo("china"), tile=(64, 64))
+    s3.put(str(local), f"{BUCKET}/china.tif")
+    return local
+
+
+def test_s3_to_s3_reads_each_tile_about_once_and_gives_the_local_bytes(s3, tmp_path, monkeypatch):
+    src = write_mosaic(tmp_path / "m.tif", 2048, 2048, tile=512)
+    s3.put(str(src), f"{BUCKET}/m.tif")
+    fetched = []
+    real = s3fs.core.S3File._fetch_range
+
+    def counting(self, start, end):
+        data = real(self, start, end)
+        fetched.append(len(data))
+        return data
+
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counting)
+    result = cli("compress", url("m.tif"), url("m.zarr"), "-c", 32)
+    assert result.returncode == 0, result.stderr
+    # The tiles the sample needs (all of a 4-megapixel image), then every tile once more.
+    assert sum(fetched) <= 2.5 * src.stat().st_size, (sum(fetched), src.stat().st_size)
+    bigquant.compress(src, tmp_path / "m.zarr", 32)
+    assert_same(url("m.zarr"), tmp_path / "m.zarr")
+    assert not s3.exists(f"{BUCKET}/.m.zarr.partial")
+
+    # The outputs of a store in the bucket are the outputs of the same store on disk.
+    info = cli("info", url("m.zarr"), "--json", "--check")
+    assert info.returncode == 0, info.stderr
+    for name, extra in [("p.tif", ["--palette"]), ("v.png", [])]:
+        command = "preview" if name.endswith(".png") else "decompress"
+        assert cli(command, url("m.zarr"), url(name), *extra).returncode == 0
+        assert cli(command, tmp_path / "m.zarr", tmp_path / name, *extra).returncode == 0
+        s3.get(f"{BUCKET}/{name}", str(tmp_path / f"s3-{name}"))
+        assert (tmp_path / f"s3-{name}").read_bytes() == (tmp_path / name).read_bytes()
+    store = bigquant.open_store(url("m.zarr"))
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "s3-p.tif"), store.labels[:])
+    with Image.open(tmp_path / "s3-v.png") as im:
+        assert im.size == (2048, 2048)  # no larger than --max-size: the image itself
+
+
+def test_worker_processes_read_and_write_the_bucket(s3, china_s3, tmp_path):
+    kwargs = {"sample_size": 20_000, "seed": 2, "chunks": 128}
+    bigquant.compress(url("china.tif"), url("w.zarr"), 16, workers=2, **kwargs)
+    bigquant.compress(china_s3, tmp_path / "w.zarr", 16, **kwargs)
+    assert_same(url("w.zarr"), tmp_path / "w.zarr")
+
+
+def test_an_interrupted_label_pass_resumes_in_the_bucket(s3, china_s3, tmp_path, monkeypatch):
+    from bigquant import write as write_stage
+
+    real, calls = write_stage.label_chunk, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) > 5:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(write_stage, "label_chunk", failing)
+    args = ("compress", url("china.tif"), url("r.zarr"), "-c", 16, "--chunks", 128, "-s", 20000)
+    assert cli(*args).returncode == 130
+    assert not s3.exists(f"{BUCKET}/r.zarr") and s3.exists(f"{BUCKET}/.r.zarr.partial")
+    monkeypatch.setattr(write_stage, "label_chunk", real)
+    result = cli(*args, "--resume", "-v")
+    assert result.returncode == 0, result.stderr
+    assert "resuming: " in result.stderr
+    bigquant.compress(china_s3, tmp_path / "r.zarr", 16, chunks=128, sample_size=20_000)
+    assert_same(url("r.zarr"), tmp_path / "r.zarr")
+
+
+@pytest.mark.parametrize("cut", ["deleting the old store", "copying the new one"])
+def test_replacing_a_store_is_safe_to_interrupt(s3, china_s3, tmp_path, monkeypatch, cut):
+    dst = url(f"o-{cut.split()[0]}.zarr")
+    args = ("compress", url("china.tif"), dst, "--chunks", 128, "-s", 20000)
+    assert cli(*args, "-c", 4).returncode == 0
+    old = stored(dst)
+    # Cut the replace short after its first step: the old store's root metadata deleted, or
+    # every object of the new one copied but its root metadata.
+    # (bigquant's calls reach the same cached filesystem instance as `s3`.)
+    method = "rm" if cut.startswith("deleting") else "copy"
+    real, calls = getattr(s3, method), []
+
+    def cut_short(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(s3, method, cut_short)
+    assert cli(*args, "-c", 8, "--overwrite").returncode == 130
+    assert len(calls) == 2
+    monkeypatch.undo()
+    # Neither the old store nor a store that reads as complete.
+    assert s3.exists(dst.removeprefix("s3://"))
+    with pytest.raises(BigquantError, match=r"not a bigquant store|incomplete|missing"):
+        bigquant.open_store(dst)
+    assert old[0].shape[0] == 4
+    result = cli(*args, "-c", 8, "--overwrite", "--resume", "-v")
+    assert result.returncode == 0, result.stderr
+    assert "only moving it into place was cut short" in result.stderr
+    bigquant.compress(china_s3, tmp_path / "o.zarr", 8, chunks=128, sample_size=20_000)
+    assert_same(dst, tmp_path / "o.zarr")
+
+
+def test_a_missing_label_chunk_is_refused(s3, china_s3):
+    args = ("compress", url("china.tif"), url("gap.zarr"), "-c", 8, "--chunks", 128, "-s", 20000)
+    assert cli(*args).returncode == 0
+    chunks = [k for k in s3.find(f"{BUCKET}/gap.zarr/labels") if "/c/" in k]
+    s3.rm(chunks[3])
+    result = cli("info", url("gap.zarr"))
+    assert result.returncode == 1 and "1 of 20 label chunks missing" in result.stderr
+
+
+def test_s3_without_s3fs_names_the_extra(tmp_path, monkeypatch):
+    import fsspec.core
+
+    real = fsspec.core.url_to_fs
+
+    def no_s3fs(url, **kwargs):
+        if url.startswith("s3://"):
+            raise ImportError("Install s3fs to access S3")  # what fsspec says without it
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", no_s3fs)
+    result = cli("compress", "s3://bucket/scan.tif", tmp_path / "o.zarr")
+    assert result.returncode == 1
+    assert "pip install 'bigquant[s3]'" in result.stderr.strip().splitlines()[-1]
