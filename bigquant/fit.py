@@ -29,7 +29,7 @@ import numpy as np
 from . import defaults
 from .errors import BigquantError, ParameterError
 from .kernels.color import check_space, from_space, to_space
-from .kernels.nearest import nearest, table_lookup, table_pays
+from .kernels.nearest import nearest, sq_errors, table_lookup, table_pays
 from .progress import compute
 from .sample import sample_pixels
 
@@ -218,8 +218,8 @@ def _in_dtype(centers: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _label_sample(sample: np.ndarray, colors: np.ndarray, space: str, use_table: bool):
     if use_table:
-        labels, sq = table_lookup(sample, colors, space)
-        return labels, sq.astype(np.float64)
+        labels = table_lookup(sample, colors, space)
+        return labels, sq_errors(sample, colors, labels)
     return nearest(sample, colors, space)
 
 

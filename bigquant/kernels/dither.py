@@ -121,7 +121,7 @@ def dithered_labels(
         return label_block(shifted, codebook, space=space, use_table=use_table)[0]
     table = np.zeros(0, np.uint16)
     if has_table(block.shape[2], block.dtype):
-        table = color_table(codebook, space)[0]
+        table = color_table(codebook, space)
     labels = _floyd_steinberg()(
         np.ascontiguousarray(block, dtype=np.float32),
         codebook.astype(np.float32),

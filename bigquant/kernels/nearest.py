@@ -9,6 +9,7 @@ exact nearest colour; float32 images are compared in float64.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -92,10 +93,11 @@ def nearest(
     labels = np.empty(len(pixels), dtype=np.int64)
     for sl, idx in _steps(pixels, codebook, space):
         labels[sl] = idx
-    return labels, _sq_errors(pixels, codebook, labels)
+    return labels, sq_errors(pixels, codebook, labels)
 
 
-def _sq_errors(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def sq_errors(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Squared distance of each pixel to its codebook colour, in float64."""
     diff = pixels.astype(np.float64) - codebook[labels].astype(np.float64)
     return np.einsum("nc,nc->n", diff, diff)
 
@@ -105,7 +107,7 @@ def score(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> tuple
     sse = 0.0
     for start in range(0, len(pixels), _TABLE_STEP):
         sl = slice(start, start + _TABLE_STEP)
-        sse += float(_sq_errors(pixels[sl], codebook, labels[sl]).sum())
+        sse += float(sq_errors(pixels[sl], codebook, labels[sl]).sum())
     return sse, np.bincount(labels, minlength=len(codebook)).astype(np.int64)
 
 
@@ -117,8 +119,8 @@ _CELL = 16
 _LEAF_DISTANCES = 1 << 20
 #: Pixels looked up at a time (bounds the index temporaries).
 _TABLE_STEP = 1 << 18
-#: The most recent codebook's tables, keyed by codebook and space.
-_tables: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+#: The most recent codebook's table, keyed by codebook and space.
+_tables: dict[tuple, np.ndarray] = {}
 _tables_lock = threading.Lock()
 
 
@@ -137,27 +139,28 @@ def has_table(n_channels: int, dtype: np.dtype) -> bool:
     return np.dtype(dtype) == np.uint8 and n_channels <= 3
 
 
-def color_table(codebook: np.ndarray, space: str = "rgb") -> tuple[np.ndarray, np.ndarray]:
-    """Label and squared error of every 8-bit colour, as flat tables.
+def color_table(codebook: np.ndarray, space: str = "rgb") -> np.ndarray:
+    """The label of every 8-bit colour, as a flat table.
 
     Index ``(r << 16) | (g << 8) | b`` (for three channels; likewise for one or
     two). Exact and tie-breaking like `nearest`. The colour cube is filled in
     cubes of 16³ colours: only codebook colours that can be nearest to some
     point of a cube (their distance to the cube's bounding box in ``space`` is
     at most the smallest farthest distance of any colour to that box) are
-    compared there. Cached per process: 16 MiB of labels and 64 MiB of errors
-    for RGB.
+    compared there. Cached per process: 16 MiB for RGB (32 MiB past 256
+    colours). Errors are not tabulated: `label_block` computes them from the
+    codebook in the same compiled pass, for less than a second lookup costs.
     """
     key = (codebook.shape, codebook.tobytes(), space)
     with _tables_lock:
-        tables = _tables.get(key)
-        if tables is None:
-            _tables.clear()  # 80 MiB each for RGB: keep only the codebook in use
-            tables = _tables[key] = _fill_table(codebook, space)
-    return tables
+        table = _tables.get(key)
+        if table is None:
+            _tables.clear()  # 16 MiB each for RGB: keep only the codebook in use
+            table = _tables[key] = _fill_table(codebook, space)
+    return table
 
 
-def _fill_table(codebook: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarray]:
+def _fill_table(codebook: np.ndarray, space: str) -> np.ndarray:
     n_channels = codebook.shape[1]
     cb = codebook.astype(np.int64)
     rgb = space == "rgb"
@@ -165,7 +168,6 @@ def _fill_table(codebook: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarra
     work = codebook.astype(np.float32) if rgb else to_space(codebook, space)
     work_sq = np.einsum("kc,kc->k", work, work)
     labels = np.empty((256,) * n_channels, label_dtype(len(cb)))
-    errors = np.empty((256,) * n_channels, np.uint32)
 
     def candidates(box_lo, box_hi, points, cand, slack=0.0):
         """The colours of ``cand`` that can be nearest to some point of the box."""
@@ -185,8 +187,6 @@ def _fill_table(codebook: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarra
         best = cand[d.argmin(axis=1)]
         region = tuple(slice(a, a + size) for a in lo)
         labels[region] = best.reshape((size,) * n_channels)
-        sq = ((colors - cb[best]) ** 2).sum(axis=1)
-        errors[region] = sq.astype(np.uint32).reshape((size,) * n_channels)
 
     def split(lo: np.ndarray, size: int, cand: np.ndarray) -> None:
         # Halve the box while its distance matrix would be large: each half keeps only the
@@ -205,7 +205,7 @@ def _fill_table(codebook: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarra
     else:
         for cell in np.ndindex(*(256 // _CELL,) * n_channels):
             fill(np.array(cell) * _CELL, _CELL, everything)
-    return labels.reshape(-1), errors.reshape(-1)
+    return labels.reshape(-1)
 
 
 def label_block(
@@ -220,26 +220,47 @@ def label_block(
             labels[sl] = idx
         return (labels.reshape(h, w), *score(pixels, codebook, labels))
     counts = np.zeros(len(codebook), np.int64)
-    sse = 0.0
-    for start in range(0, len(pixels), _TABLE_STEP):
-        sl = slice(start, start + _TABLE_STEP)
-        labels[sl], sq = table_lookup(pixels[sl], codebook, space)
-        sse += float(sq.sum(dtype=np.uint64))
-        counts += np.bincount(labels[sl], minlength=len(codebook))
-    return labels.reshape(h, w), sse, counts
+    table = color_table(codebook, space)
+    sse = _lookup_pass()(pixels, table, codebook.astype(np.int64), labels, counts)
+    return labels.reshape(h, w), float(sse), counts
 
 
-def table_lookup(
-    pixels: np.ndarray, codebook: np.ndarray, space: str = "rgb"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and squared errors of 8-bit ``(n, C)`` pixels, looked up in the colour table."""
-    label_table, error_table = color_table(codebook, space)
+def table_lookup(pixels: np.ndarray, codebook: np.ndarray, space: str = "rgb") -> np.ndarray:
+    """Labels of 8-bit ``(n, C)`` pixels, looked up in the colour table."""
     # Table index: (r << 16) | (g << 8) | b for RGB.
     packed = np.zeros(len(pixels), np.intp)
     for channel in range(pixels.shape[1]):
         packed <<= 8
         packed |= pixels[:, channel]
-    return label_table[packed], error_table[packed]
+    return color_table(codebook, space)[packed]
+
+
+@functools.cache
+def _lookup_pass():
+    """One compiled pass over 8-bit pixels: label, squared error and count together.
+
+    numba, compiled on first use and cached on disk. In numpy the same took
+    four passes (pack, gather from the label table, gather from a 64 MiB
+    error table, bincount) and their temporaries.
+    """
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def lookup_pass(pixels, table, codebook, labels, counts):
+        sse = 0
+        for i in range(pixels.shape[0]):
+            index = 0
+            for k in range(pixels.shape[1]):
+                index = (index << 8) | pixels[i, k]
+            label = table[index]
+            labels[i] = label
+            counts[label] += 1
+            for k in range(pixels.shape[1]):
+                d = pixels[i, k] - codebook[label, k]
+                sse += d * d
+        return sse
+
+    return lookup_pass
 
 
 def lookup(labels: np.ndarray, codebook: np.ndarray) -> np.ndarray:
