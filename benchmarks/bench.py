@@ -103,7 +103,7 @@ BLUR = 1.5
 def quality(src: Path, result) -> dict:
     """PSNR, mean ΔE_OK and blurred PSNR of a (Y, X, 3) dask array against the source TIFF.
 
-    Chunk by chunk. ΔE_OK on bigquant's lattice (`bigquant.color.delta_e_stride`).
+    Chunk by chunk. ΔE_OK on bigquant's lattice (`bigquant.kernels.color.delta_e_stride`).
     """
     import dask
     from scipy.ndimage import gaussian_filter

@@ -117,7 +117,7 @@ def fit_codebook(
     tol : float
         Relative tolerance on the centre shift, as in scikit-learn.
     space : {"rgb", "oklab", "lab"}
-        Where k-means measures distances (see `bigquant.color`); the codebook
+        Where k-means measures distances (see `bigquant.kernels.color`); the codebook
         is returned in the image's own values either way.
     """
     check_fit(n_colors, sample_size, max_iter)

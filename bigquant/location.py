@@ -110,6 +110,17 @@ def move(source, destination, *, last: tuple[str, ...] = ()) -> None:
     fs.rm(src, recursive=True)
 
 
+def copied_from(source, destination) -> bool:
+    """Whether every file under ``destination`` has a namesake under ``source`` (what a
+    `move` cut short leaves behind), and there is at least one."""
+    fs, src = filesystem(source)
+    _, dst = filesystem(destination)
+    if not fs.isdir(dst):
+        return False
+    theirs = {posixpath.relpath(f, dst) for f in fs.find(dst)}
+    return bool(theirs) and theirs <= {posixpath.relpath(f, src) for f in fs.find(src)}
+
+
 def upload(local_path: str, location) -> None:
     fs, path = filesystem(location)
     fs.put(local_path, path)

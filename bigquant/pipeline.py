@@ -22,6 +22,7 @@ from .pyramid import write_pyramid
 from .read import Image, as_image, open_image
 from .sample import SAMPLE_BLOCK
 from .store import (
+    ROOT_METADATA,
     PartialStore,
     SourceInfo,
     Store,
@@ -153,7 +154,8 @@ def compress(
     settings = Settings(n_colors, sample_size, seed, max_iter, space, dither, pyramid, zarr_format)
     settings.check()
     dst = location.normalize(dst)
-    check_absent(dst, overwrite)
+    if not resume:  # a resume may finish a move that left part of `dst` (checked below)
+        check_absent(dst, overwrite)
     image, sampling = _open_source(src, dst, chunks=chunks, resume=resume)
     data = regular_chunks(image.data)
     settings.check_image(data)
@@ -169,7 +171,12 @@ def compress(
     partial = _resumable(dst, run) if resume else None
     if isinstance(partial, Store):
         log.info("resuming: %s is complete, only moving it into place was cut short", partial.path)
-        with atomic_output(dst, overwrite=overwrite, resumable=True):
+        # What a cut-short copy left at `dst` (objects of the finished store, but not its root
+        # metadata, which goes last) is no one's store: replace it as `overwrite` would.
+        ours = location.copied_from(partial.path, dst) and not any(
+            location.exists(f"{dst}/{name}") for name in ROOT_METADATA
+        )
+        with atomic_output(dst, overwrite=overwrite or ours, resumable=True):
             pass  # leaving the block moves the finished store into place
         return partial.meta
     with (
@@ -284,21 +291,29 @@ def _resumable(dst: str, run: dict) -> PartialStore | Store | None:
     if not location.exists(tmp):
         log.warning("nothing to resume at %s: starting afresh", tmp)
         return None
-    partial = open_partial(tmp)
-    if partial is None:
+    found = open_partial(tmp)
+    if found is None:
         with contextlib.suppress(BigquantError):
-            finished = open_store(tmp)
-            if finished.meta.run == run:
-                return finished
-    if partial is None or set(partial.meta.run) != set(run):
+            found = open_store(tmp)
+    if found is None or set(found.meta.run) != set(run):
         raise ParameterError(
             f"cannot resume {tmp}: it is not an unfinished store of this version of bigquant; "
             "run without `resume` to start afresh"
         )
-    if partial.meta.run != run:
-        changed = sorted(k for k in run if partial.meta.run.get(k) != run[k])
+    if found.meta.run != run:
+        changed = sorted(_RUN_NAMES.get(k, k) for k in run if found.meta.run.get(k) != run[k])
         raise ParameterError(
             f"cannot resume {tmp}: it was started with a different {', '.join(changed)}; "
             "run without `resume` to start afresh"
         )
-    return partial
+    return found
+
+
+#: How `_resumable` names what changed: parameters in backticks (the CLI shows their flags).
+_RUN_NAMES = {
+    "source": "source file",
+    "n_colors_requested": "`n_colors`",
+    "sample_size_requested": "`sample_size`",
+    **{k: f"`{k}`" for k in ("seed", "max_iter", "space", "dither", "pyramid", "chunks")},
+    "zarr_format": "`zarr_format`",
+}

@@ -167,11 +167,19 @@ class HandleCache:
         """
         with self._lock:
             entry = self._open.get(key)
-            if entry is None:
-                stack = opener()
-                entry = self._open[key] = [stack.handle, stack, 0]
+            if entry is not None:
+                entry[2] += 1
+        if entry is None:
+            # Opened outside the lock: on an object store that takes requests, which must not
+            # hold up the threads reading other files.
+            stack = opener()
+            with self._lock:
+                entry = self._open.setdefault(key, [stack.handle, stack, 0])
+                entry[2] += 1
+            if entry[1] is not stack:  # another thread opened it meanwhile
+                stack.close()
+        with self._lock:
             self._open.move_to_end(key)
-            entry[2] += 1
             self._evict()
         try:
             yield entry[0]

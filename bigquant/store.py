@@ -62,7 +62,7 @@ class SourceInfo:
     path: str | None
     shape: list[int]
     dtype: str
-    photometric: str
+    photometric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,9 @@ class StoreMeta:
     The quality fields (``mse``, ``psnr``, ``delta_e``, ``counts``) are None
     until the labels are written; ``psnr`` stays None for a lossless result
     and ``delta_e`` (mean ΔE_OK) for images that are not RGB. ``pyramid``
-    lists the label levels of a ``--pyramid`` store.
+    lists the label levels of a ``--pyramid`` store. Fields later versions
+    added have defaults, so stores of earlier ones (same ``format_version``)
+    still read.
     """
 
     source: SourceInfo
@@ -81,11 +83,11 @@ class StoreMeta:
     n_colors: int
     seed: int
     sample_size: int
-    max_iter: int
-    space: str
-    dither: str | None
     n_iter: int
-    run: dict
+    max_iter: int | None = None
+    space: str = "rgb"
+    dither: str | None = None
+    run: dict = dataclasses.field(default_factory=dict)
     mse: float | None = None
     psnr: float | None = None
     delta_e: float | None = None
@@ -113,11 +115,16 @@ class StoreMeta:
 
         Raises `KeyError`, `TypeError` or `ValueError` on a malformed one.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in attrs.items() if k in known}
-        values["source"] = SourceInfo(**attrs["source"])
+        values = _known(cls, attrs)
+        values["source"] = SourceInfo(**_known(SourceInfo, attrs["source"]))
         np.dtype(values["source"].dtype)  # a dtype numpy knows, or ValueError/TypeError
         return cls(**values)
+
+
+def _known(cls, attrs: dict) -> dict:
+    """The items of ``attrs`` that are fields of dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in attrs.items() if k in names}
 
 
 def partial_path(dst) -> str:
@@ -163,7 +170,9 @@ def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> I
     except BaseException:
         if resumable and location.exists(tmp):
             log.warning(
-                "kept the unfinished output in %s: run again with --resume to finish it", tmp
+                "kept the unfinished output in %s: resume the run (--resume, or resume=True) "
+                "to finish it",
+                tmp,
             )
         else:
             location.remove(tmp)
@@ -263,10 +272,14 @@ def open_partial(path: str) -> PartialStore | None:
 
 
 def finish_store(partial: PartialStore, meta: StoreMeta) -> StoreMeta:
-    """Drop the per-chunk stats and write the final metadata, completion marker last."""
-    del partial.group[STATS_KEY]
+    """Write the final metadata, marked complete, then drop the per-chunk stats.
+
+    In that order: a run cut short in between leaves stats that say every
+    chunk is done, so a resume finishes it at once.
+    """
     meta = dataclasses.replace(meta, complete=True)
     partial.group.attrs[ATTR_KEY] = meta.to_attrs()
+    del partial.group[STATS_KEY]
     return meta
 
 

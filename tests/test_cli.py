@@ -309,3 +309,19 @@ def test_library_errors_name_parameters_and_the_cli_its_flags(tmp_path, src):
     assert_clean_failure(result, "--max-iter must be at least 1, not 0")
     result = cli("compress", src, tmp_path / "o.zarr", "--scheduler", "tcp://x:1", "-w", 2)
     assert_clean_failure(result, "give either --scheduler or --workers, not both")
+
+
+def test_stores_of_earlier_versions_still_open(tmp_path, store):
+    # Format 1 stores written before --space, --dither and --resume existed lack those keys.
+    old = tmp_path / "old.zarr"
+    shutil.copytree(store, old)
+    group = zarr.open_group(old, mode="r+")
+    attrs = dict(group.attrs["bigquant"])
+    for key in ("space", "dither", "run", "max_iter", "delta_e", "counts"):
+        attrs.pop(key)
+    attrs["source"] = {**attrs["source"], "added_later": 1}
+    group.attrs["bigquant"] = attrs
+    result = cli("info", old, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["space"] == "rgb" and data["counts"] is None and data["n_colors"] == 16

@@ -31,7 +31,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3():
     """The server's filesystem; the AWS variables point this process (and its children) at it."""
     port = _free_port()
@@ -87,7 +87,7 @@ def assert_same(a, b):
     np.testing.assert_array_equal(la, lb)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def china_s3(s3, tmp_path_factory):
     """china.jpg as a tiled TIFF, locally and in the bucket."""
     local = write_tiff(tmp_path_factory.mktemp("s3") / "china.tif", photo("china"), tile=(64, 64))
@@ -160,15 +160,25 @@ def test_an_interrupted_label_pass_resumes_in_the_bucket(s3, china_s3, tmp_path,
     assert_same(url("r.zarr"), tmp_path / "r.zarr")
 
 
-@pytest.mark.parametrize("cut", ["deleting the old store", "copying the new one"])
-def test_replacing_a_store_is_safe_to_interrupt(s3, china_s3, tmp_path, monkeypatch, cut):
-    dst = url(f"o-{cut.split()[0]}.zarr")
-    args = ("compress", url("china.tif"), dst, "--chunks", 128, "-s", 20000)
-    assert cli(*args, "-c", 4).returncode == 0
-    old = stored(dst)
-    # Cut the replace short after its first step: the old store's root metadata deleted, or
-    # every object of the new one copied but its root metadata.
-    # (bigquant's calls reach the same cached filesystem instance as `s3`.)
+@pytest.mark.parametrize(
+    ("cut", "overwrite"),
+    [
+        ("deleting the old store", True),
+        ("copying the new one", True),
+        ("copying the new one", False),
+    ],
+)
+def test_moving_a_store_into_place_is_safe_to_interrupt(
+    s3, china_s3, tmp_path, monkeypatch, cut, overwrite
+):
+    dst = url(f"o-{cut.split()[0]}-{overwrite}.zarr")
+    args = ("compress", url("china.tif"), dst, "--chunks", 128, "-s", 20000, "-c", 8)
+    flags = ("--overwrite",) if overwrite else ()
+    if overwrite:
+        assert cli(*args[:-1], 4).returncode == 0  # the old store, of 4 colours
+    # Cut the move short after its first step: the old store's root metadata deleted, or every
+    # object of the new store copied but its root metadata. (bigquant's calls reach the same
+    # cached filesystem instance as `s3`.)
     method = "rm" if cut.startswith("deleting") else "copy"
     real, calls = getattr(s3, method), []
 
@@ -179,19 +189,20 @@ def test_replacing_a_store_is_safe_to_interrupt(s3, china_s3, tmp_path, monkeypa
         return real(*a, **k)
 
     monkeypatch.setattr(s3, method, cut_short)
-    assert cli(*args, "-c", 8, "--overwrite").returncode == 130
+    assert cli(*args, *flags).returncode == 130
     assert len(calls) == 2
     monkeypatch.undo()
-    # Neither the old store nor a store that reads as complete.
+    # Something is there, but neither the old store nor one that reads as complete.
     assert s3.exists(dst.removeprefix("s3://"))
     with pytest.raises(BigquantError, match=r"not a bigquant store|incomplete|missing"):
         bigquant.open_store(dst)
-    assert old[0].shape[0] == 4
-    result = cli(*args, "-c", 8, "--overwrite", "--resume", "-v")
+    # The same command with --resume finishes it.
+    result = cli(*args, *flags, "--resume", "-v")
     assert result.returncode == 0, result.stderr
     assert "only moving it into place was cut short" in result.stderr
     bigquant.compress(china_s3, tmp_path / "o.zarr", 8, chunks=128, sample_size=20_000)
     assert_same(dst, tmp_path / "o.zarr")
+    assert not s3.exists(f"{BUCKET}/.{dst.rsplit('/', 1)[1]}.partial")
 
 
 def test_a_missing_label_chunk_is_refused(s3, china_s3):

@@ -47,7 +47,7 @@ def _steps(pixels: np.ndarray, codebook: np.ndarray, space: str):
         cb = to_space(codebook, space)
     tree = _tree(cb) if len(cb) > _TREE_COLORS else None
     cb_sq = np.einsum("kc,kc->k", cb, cb)
-    step = _TABLE_STEP if tree is not None else max(1, _MAX_DISTANCES // len(cb))
+    step = _BATCH if tree is not None else max(1, _MAX_DISTANCES // len(cb))
     for start in range(0, len(pixels), step):
         batch = pixels[start : start + step]
         x = batch.astype(work) if space == "rgb" else to_space(batch, space)
@@ -82,7 +82,7 @@ def nearest(
     pixels : ndarray, shape (n, C)
     codebook : ndarray, shape (K, C)
     space : {"rgb", "oklab", "lab"}
-        Where distances are measured (see `bigquant.color`).
+        Where distances are measured (see `bigquant.kernels.color`).
 
     Returns
     -------
@@ -105,8 +105,8 @@ def sq_errors(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> n
 def score(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
     """Squared error sum and colour counts of ``(n, C)`` pixels with their labels."""
     sse = 0.0
-    for start in range(0, len(pixels), _TABLE_STEP):
-        sl = slice(start, start + _TABLE_STEP)
+    for start in range(0, len(pixels), _BATCH):
+        sl = slice(start, start + _BATCH)
         sse += float(sq_errors(pixels[sl], codebook, labels[sl]).sum())
     return sse, np.bincount(labels, minlength=len(codebook)).astype(np.int64)
 
@@ -117,8 +117,8 @@ def score(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> tuple
 _CELL = 16
 #: Largest colours × candidates distance matrix of one cube of an rgb table.
 _LEAF_DISTANCES = 1 << 20
-#: Pixels looked up at a time (bounds the index temporaries).
-_TABLE_STEP = 1 << 18
+#: Pixels compared at a time by the k-d tree and by `score` (bounds their temporaries).
+_BATCH = 1 << 18
 #: The most recent codebook's table, keyed by codebook and space.
 _tables: dict[tuple, np.ndarray] = {}
 _tables_lock = threading.Lock()
