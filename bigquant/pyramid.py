@@ -27,7 +27,7 @@ import numpy as np
 
 from .progress import compute, progress
 from .render import to_8bit
-from .store import labels_compressor
+from .store import create_label_array
 
 LEVEL0 = "labels"
 AXES = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
@@ -64,18 +64,11 @@ def _halve(group, source: str, target: str) -> tuple[int, int]:
     """Write ``target`` as the 2x2 mode of array ``source``, one Zarr chunk per task."""
     src = group[source]
     cy, cx = src.chunks
-    zarr_format = group.metadata.zarr_format
     shape = (-(-src.shape[0] // 2), -(-src.shape[1] // 2))
-    dst = group.create_array(
-        target,
-        shape=shape,
-        chunks=(cy, cx),
-        dtype=src.dtype,
-        compressors=labels_compressor(zarr_format),
-        fill_value=0,
-        dimension_names=("y", "x") if zarr_format == 3 else None,
-        overwrite=True,
-    )
+    # Dimensions of their own: xarray opens the group as one dataset, and a level's y is not
+    # level 0's.
+    dims = (f"y_{target.rsplit('_', 1)[1]}", f"x_{target.rsplit('_', 1)[1]}")
+    dst = create_label_array(group, target, shape, (cy, cx), src.dtype, dims)
     # Each dask block of 2cy x 2cx source pixels makes exactly one cy x cx chunk of the target,
     # so no two tasks write the same Zarr chunk. One task per chunk (as in `write_labels`) also
     # gives the progress bar one step per chunk on a distributed client.
@@ -91,11 +84,16 @@ def _halve(group, source: str, target: str) -> tuple[int, int]:
 
 
 def _colors(codebook: np.ndarray) -> list[dict] | None:
-    """``image-label`` colours for an RGB codebook of uint8 or uint16 values, else None."""
+    """``image-label`` colours of a grey or RGB codebook (8-bit, 16-bit or float), else None.
+
+    Grey values become grey colours; other channel counts have no colour a viewer would show.
+    """
     codebook = np.asarray(codebook)
-    if codebook.ndim != 2 or codebook.shape[1] != 3 or codebook.dtype not in (np.uint8, np.uint16):
+    if codebook.ndim != 2 or codebook.shape[1] not in (1, 3):
         return None
     rgb = to_8bit(codebook, codebook.dtype)
+    if rgb.shape[1] == 1:
+        rgb = np.repeat(rgb, 3, axis=1)
     return [{"label-value": i, "rgba": [*map(int, c), 255]} for i, c in enumerate(rgb)]
 
 

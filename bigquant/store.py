@@ -192,6 +192,33 @@ def labels_compressor(zarr_format: int):
     return ZstdCodec(level=3)
 
 
+def create_label_array(group, name: str, shape, chunks, dtype, dims: tuple[str, str]):
+    """A 2-D label array in ``group``, as every tool should read it.
+
+    Zstandard (`labels_compressor`); every chunk written, even all-zero ones,
+    so a missing chunk means lost data (and chunk files show progress);
+    dimension names for xarray (``dimension_names`` in format 3, the
+    ``_ARRAY_DIMENSIONS`` attribute in format 2); and, in format 2, no fill
+    value, which GDAL would report as NoData, hiding every pixel of colour 0.
+    Format 3 requires a fill value: 0 (GDAL 3.6 does not read format 3).
+    """
+    zarr_format = group.metadata.zarr_format
+    array = group.create_array(
+        name,
+        shape=tuple(shape),
+        chunks=tuple(chunks),
+        dtype=dtype,
+        compressors=labels_compressor(zarr_format),
+        fill_value=None if zarr_format == 2 else 0,
+        config={"write_empty_chunks": True},
+        dimension_names=dims if zarr_format == 3 else None,
+        overwrite=True,
+    )
+    if zarr_format == 2:
+        array.attrs["_ARRAY_DIMENSIONS"] = list(dims)
+    return array
+
+
 def check_zarr_format(zarr_format: int) -> None:
     if zarr_format not in ZARR_FORMATS:
         raise ParameterError(
@@ -235,16 +262,8 @@ def create_store(
     group = zarr.open_group(
         location.zarr_store(path, read_only=False), mode="w", zarr_format=zarr_format
     )
-    labels = group.create_array(
-        LABELS_KEY,
-        shape=shape,
-        chunks=tuple(chunks),
-        dtype=label_dtype(len(codebook)),
-        compressors=labels_compressor(zarr_format),
-        fill_value=0,
-        # Every chunk is written, even all-zero ones, so chunk files show progress.
-        config={"write_empty_chunks": True},
-        dimension_names=("y", "x") if zarr_format == 3 else None,
+    labels = create_label_array(
+        group, LABELS_KEY, shape, chunks, label_dtype(len(codebook)), ("y", "x")
     )
     grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
     stats = group.create_array(

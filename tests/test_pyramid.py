@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections import Counter
 
+import dask.array as da
 import numpy as np
 import pytest
 import zarr
@@ -106,13 +109,13 @@ def test_whole_photo_levels_are_ceil_halved_labels(tmp_path, astronaut, zarr_for
     paths = write_pyramid(group, codebook, show_progress=True)
     present = set(np.unique(labels).tolist())
     shape = labels.shape
-    for path in paths[1:]:
+    for i, path in enumerate(paths[1:], start=1):
         level = group[path]
         shape = tuple(-(-n // 2) for n in shape)
         assert level.shape == shape and level.dtype == np.uint16
         assert set(np.unique(level[:]).tolist()) <= present
         if zarr_format == 3:
-            assert level.metadata.dimension_names == ("y", "x")
+            assert level.metadata.dimension_names == (f"y_{i}", f"x_{i}")
     assert shape[0] <= chunks[0] and shape[1] <= chunks[1]
     before_last = group[paths[-2]].shape  # no level too many: the one before did not fit
     assert before_last[0] > chunks[0] or before_last[1] > chunks[1]
@@ -207,18 +210,19 @@ def test_v05_group_validator_and_the_labels_array(tmp_path, china):
     Image.from_zarr(group)
 
 
-def test_uint16_codebook_colours_are_scaled_and_others_skipped(tmp_path, china):
+def test_codebook_colours_in_any_depth_grey_too_and_others_skipped(tmp_path, china):
     labels, codebook = photo_labels(china[:100, :100], 4)
-    wide = codebook.astype(np.uint16) * 257
-    group = make_store(tmp_path / "a.zarr", labels, wide, (32, 32), 3)
-    write_pyramid(group, wide)
-    colors = group.attrs["ome"]["image-label"]["colors"]
-    assert [c["rgba"] for c in colors] == [[*map(int, rgb), 255] for rgb in codebook]
-
-    for name, other in [("grey", codebook[:, :1]), ("float", codebook / 255.0)]:
+    expected = [[*map(int, rgb), 255] for rgb in codebook]
+    for name, other, colours in [
+        ("uint16", codebook.astype(np.uint16) * 257, expected),
+        ("float", codebook / 255.0, expected),
+        ("grey", codebook[:, :1], [[int(v)] * 3 + [255] for v in codebook[:, 0]]),
+        ("two", codebook[:, :2], None),
+    ]:
         group = make_store(tmp_path / f"{name}.zarr", labels, other, (32, 32), 3)
         write_pyramid(group, other)
-        assert "image-label" not in group.attrs["ome"]
+        found = group.attrs["ome"].get("image-label", {}).get("colors")
+        assert (found and [c["rgba"] for c in found]) == colours, name
 
 
 @pytest.mark.parametrize("zarr_format", [3, 2])
@@ -256,3 +260,38 @@ def test_compress_pyramid_end_to_end(tmp_path, astronaut):
     np.testing.assert_allclose(shown, store.codebook, atol=1e-9)
     info = cli("info", dst)
     assert "labels, labels_1, labels_2 (OME-Zarr multiscales)" in info.stdout
+
+
+@pytest.mark.parametrize("pyramid", [False, True])
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_xarray_opens_every_store_with_named_dimensions(tmp_path, china, zarr_format, pyramid):
+    import json
+
+    import xarray as xr
+
+    dst = tmp_path / "s.zarr"
+    data = da.from_array(china, chunks=(128, 128, 3))
+    bigquant.compress(data, dst, 8, zarr_format=zarr_format, pyramid=pyramid)
+    ds = xr.open_zarr(dst, consolidated=False)
+    group = zarr.open_group(dst, mode="r")
+    assert ds["labels"].dims == ("y", "x")
+    np.testing.assert_array_equal(ds["labels"].values, group["labels"][:])
+    if pyramid:
+        assert ds["labels_1"].dims == ("y_1", "x_1") and ds.sizes["y_1"] == 214
+        np.testing.assert_array_equal(ds["labels_2"].values, group["labels_2"][:])
+    if zarr_format == 2:
+        # No fill value: GDAL would report it as NoData and hide every pixel of colour 0.
+        for name in group.array_keys():
+            assert json.loads((dst / name / ".zarray").read_text())["fill_value"] is None
+
+
+@pytest.mark.skipif(not shutil.which("gdalinfo"), reason="GDAL's gdalinfo is not installed")
+def test_gdal_sees_no_nodata_in_a_format_2_store(tmp_path, china):
+    # GDAL 3.6 (Debian 12) reads Zarr format 2 only, and takes a fill value for NoData.
+    dst = tmp_path / "s.zarr"
+    bigquant.compress(da.from_array(china, chunks=(128, 128, 3)), dst, 8, zarr_format=2)
+    out = subprocess.run(
+        ["gdalinfo", "-stats", f'ZARR:"{dst}":/labels'], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Size is 640, 427" in out and "NoData" not in out
+    assert "STATISTICS_VALID_PERCENT=100" in out and "STATISTICS_MINIMUM=0" in out
