@@ -161,7 +161,10 @@ def decompress(store, out, **kwargs):
 
 def store_summary(store) -> dict:
     """What ``bigquant info`` reports: the store's metadata and sizes (no label is read)."""
+    from .read import georeference
+
     meta = store.meta
+    crs, transform = georeference(meta.source.geotiff)
     height, width, channels = store.shape
     raw = height * width * channels * store.codebook.dtype.itemsize
     stored = store.stored_bytes()
@@ -181,6 +184,8 @@ def store_summary(store) -> dict:
         "psnr": meta.psnr,
         "delta_e": meta.delta_e,
         "pyramid": meta.pyramid,
+        "crs": crs,
+        "geotransform": transform,
         "stored_bytes": stored,
         "raw_bytes": raw,
         "compression_ratio": raw / stored if stored else None,
@@ -242,6 +247,7 @@ def info(store, as_json, check, show_progress):
             if s["pyramid"]
             else []
         ),
+        *([_georef_line(s["crs"], s["geotransform"])] if s["geotransform"] or s["crs"] else []),
         *(["checked      every label is a codebook colour"] if check else []),
         "palette      most frequent colours first (share of pixels)",
         terminal_swatches(np.asarray(s["codebook"], s["dtype"]), s["counts"]),
@@ -285,6 +291,16 @@ def palette(store, out, sort, overwrite, show_progress):
 
     n = palette_image(store, out, sort=sort, overwrite=overwrite)
     log.info("wrote %s (%d colours)", out, n)
+
+
+def _georef_line(crs: str | None, transform: list[float] | None) -> str:
+    line = f"georef       {crs or 'no CRS'}"
+    if transform:
+        x0, dx, rx, y0, ry, dy = transform
+        line += f", origin ({x0:.10g}, {y0:.10g}), pixel size {dx:.10g} x {dy:.10g}"
+        if rx or ry:
+            line += f", rotation {rx:.10g} / {ry:.10g}"
+    return line
 
 
 def _format_value(v) -> str:

@@ -73,6 +73,7 @@ def decompress(
         image = store.quantized()
         if image.shape[2] == 1:
             image = image[:, :, 0]
+    geotiff = store.meta.source.geotiff
     with atomic_output(out, overwrite=overwrite) as tmp, progress("writing", show_progress):
         if suffix == ".zarr":
             _write_zarr(image, tmp)
@@ -80,10 +81,10 @@ def decompress(
             # TIFF writing seeks back to patch offsets, which object-store files cannot:
             # write it locally, then upload.
             with tempfile.TemporaryDirectory() as local:
-                _write_tiff(image, f"{local}/out.tif", colormap)
+                _write_tiff(image, f"{local}/out.tif", colormap, geotiff)
                 location.upload(f"{local}/out.tif", tmp)
         else:
-            _write_tiff(image, tmp, colormap)
+            _write_tiff(image, tmp, colormap, geotiff)
     return out
 
 
@@ -116,7 +117,10 @@ def _write_zarr(image, path: str) -> None:
     compute(image.store(arr, lock=False, compute=False))
 
 
-def _write_tiff(image, path: str, colormap: np.ndarray | None = None) -> None:
+def _write_tiff(
+    image, path: str, colormap: np.ndarray | None = None, geotiff: dict | None = None
+) -> None:
+    """A tiled TIFF of ``image``; ``geotiff`` tags (`bigquant.read.geotiff_tags`) as they were."""
     import tifffile
 
     height, width = image.shape[:2]
@@ -157,4 +161,8 @@ def _write_tiff(image, path: str, colormap: np.ndarray | None = None) -> None:
         bigtiff=nbytes > _BIGTIFF_BYTES,
         planarconfig="contig" if image.ndim == 3 else None,
         metadata=None,
+        extratags=[
+            (int(code), tag["type"], tag["count"], tag["value"], True)
+            for code, tag in (geotiff or {}).items()
+        ],
     )

@@ -250,7 +250,9 @@ def _start(
         time.perf_counter() - started,
     )
     meta = StoreMeta(
-        source=SourceInfo(image.path, list(data.shape), str(data.dtype), image.photometric),
+        source=SourceInfo(
+            image.path, list(data.shape), str(data.dtype), image.photometric, image.geotiff
+        ),
         n_colors_requested=settings.n_colors,
         n_colors=len(fit.codebook),
         seed=settings.seed,

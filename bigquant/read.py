@@ -45,14 +45,71 @@ class Image:
     photometric : str
         TIFF photometric interpretation (``"rgb"``, ``"minisblack"``, …) or a
         best guess for other sources.
+    geotiff : dict or None
+        The GeoTIFF tags of a georeferenced TIFF, verbatim (see `geotiff_tags`).
     """
 
     data: da.Array
     path: str | None = None
     photometric: str = "minisblack"
+    geotiff: dict | None = None
 
 
-def as_image(data, *, path: str | None = None, photometric: str | None = None) -> Image:
+#: The TIFF tags that georeference an image (GeoTIFF 1.1: pixel scale, tie points,
+#: transformation, GeoKey directory, double and ASCII parameters).
+GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
+
+
+def geotiff_tags(page) -> dict | None:
+    """The GeoTIFF tags of a TIFF page as ``{code: {"type", "count", "value"}}``, or None.
+
+    Kept verbatim, to be written into outputs as they are (JSON: codes are strings).
+    """
+    tags = {
+        str(code): {
+            "type": int(tag.dtype),
+            "count": int(tag.count),
+            "value": tag.value if isinstance(tag.value, str) else list(tag.value),
+        }
+        for code in GEOTIFF_TAGS
+        if (tag := page.tags.get(code)) is not None
+    }
+    return tags or None
+
+
+def georeference(tags: dict | None) -> tuple[str | None, list[float] | None]:
+    """The CRS (``"EPSG:32633"``, or the GeoTIFF citation) and GDAL geotransform of GeoTIFF tags.
+
+    The geotransform is ``[x0, dx, rx, y0, ry, dy]``: the world position of
+    pixel (row, column) is ``(x0 + column dx + row rx, y0 + column ry + row dy)``.
+    """
+    if not tags:
+        return None, None
+    keys = tags.get("34735", {}).get("value", [])
+    entries = {keys[i]: keys[i + 1 : i + 4] for i in range(4, len(keys) - 3, 4)}
+    crs = None
+    for key in (3072, 2048):  # ProjectedCSTypeGeoKey, GeographicTypeGeoKey
+        if key in entries and entries[key][0] == 0 and 0 < entries[key][2] < 32767:
+            crs = f"EPSG:{entries[key][2]}"
+            break
+    else:
+        if 1026 in entries and entries[1026][0] == 34737 and "34737" in tags:  # citation
+            _, count, offset = entries[1026]
+            crs = tags["34737"]["value"][offset : offset + count].rstrip("|") or None
+    transform = None
+    if "34264" in tags:
+        m = tags["34264"]["value"]
+        transform = [m[3], m[0], m[1], m[7], m[4], m[5]]
+    elif "33922" in tags and "33550" in tags:
+        i, j, _, x, y, _ = tags["33922"]["value"][:6]
+        sx, sy = tags["33550"]["value"][:2]
+        transform = [x - i * sx, sx, 0.0, y + j * sy, 0.0, -sy]
+    return crs, transform
+
+
+def as_image(
+    data, *, path: str | None = None, photometric: str | None = None, geotiff: dict | None = None
+) -> Image:
     """Check an array-like is a supported image and give it the (Y, X, C) layout.
 
     Accepts numpy or dask arrays of shape ``(rows, columns)`` or
@@ -76,7 +133,7 @@ def as_image(data, *, path: str | None = None, photometric: str | None = None) -
         raise BigquantError(f"{where}empty image of shape {tuple(arr.shape)}")
     if photometric is None:
         photometric = "rgb" if arr.shape[2] in (3, 4) else "minisblack"
-    return Image(arr, path=path, photometric=photometric)
+    return Image(arr, path=path, photometric=photometric, geotiff=geotiff)
 
 
 def open_image(source, *, chunks: int | None = None) -> Image:
@@ -340,6 +397,7 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
             if photometric == "palette":
                 raise BigquantError(f"{path}: palette (indexed) TIFFs are already quantized")
             planes = _tiff_planes(path, tif.series[0])
+            geotiff = geotiff_tags(page)
             # Check every tile offset now so a truncated file fails before any work is done.
             for p in planes.pages:
                 _check_segments(path, ident["size"], tif.series[0].levels[0].pages[p])
@@ -360,7 +418,7 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
         # Keys change with the file, so dask never mixes up two versions of it.
         name=f"bigquant-read-{tokenize(ident)}-{cy}x{cx}",
     )
-    return as_image(arr, path=path, photometric=photometric)
+    return as_image(arr, path=path, photometric=photometric, geotiff=geotiff)
 
 
 def _check_segments(path: str, file_size: int, page) -> None:

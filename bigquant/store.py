@@ -57,12 +57,16 @@ class SourceInfo:
         The pixels' (and the codebook's) numpy dtype.
     photometric : str
         TIFF photometric interpretation, or a best guess for other sources.
+    geotiff : dict or None
+        Its GeoTIFF tags, verbatim (`bigquant.read.geotiff_tags`): what
+        locates it on Earth, written again into every TIFF output.
     """
 
     path: str | None
     shape: list[int]
     dtype: str
     photometric: str | None = None
+    geotiff: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,10 @@
-"""Viewer-ready outputs of a store: the indexed-colour (palette) TIFF."""
+"""Viewer-ready outputs of a store: the indexed-colour (palette) TIFF, georeferencing."""
 
 from __future__ import annotations
+
+import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -59,3 +63,28 @@ def test_palette_needs_a_tiff_name(tmp_path, china):
     bigquant.compress(china, tmp_path / "s.zarr", n_colors=8, sample_size=20_000)
     result = cli("decompress", tmp_path / "s.zarr", tmp_path / "out.zarr", "-p")
     assert_clean_failure(result, "--palette writes a TIFF")
+
+
+@pytest.mark.skipif(not shutil.which("gdal_translate"), reason="GDAL is not installed")
+def test_geotiff_georeferencing_reaches_every_tiff_output(tmp_path, china):
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, china, photometric="rgb", tile=(128, 128), metadata=None)
+    src = tmp_path / "geo.tif"
+    subprocess.run(
+        ["gdal_translate", "-q", "-a_srs", "EPSG:32633", "-a_ullr", "500000", "4600000",
+         "501281", "4599573", "-co", "TILED=YES", str(plain), str(src)],
+        check=True,
+    )  # fmt: skip
+    bigquant.compress(src, tmp_path / "s.zarr", 16)
+    info = json.loads(cli("info", tmp_path / "s.zarr", "--json").stdout)
+    assert info["crs"] == "EPSG:32633"
+    assert info["geotransform"] == pytest.approx([500000, 1281 / 640, 0, 4600000, 0, -1])
+
+    def gdal(path):
+        out = json.loads(subprocess.run(["gdalinfo", "-json", str(path)], capture_output=True,
+                                        text=True, check=True).stdout)  # fmt: skip
+        return out["coordinateSystem"]["wkt"], out["geoTransform"]
+
+    for name, extra in [("q.tif", []), ("p.tif", ["--palette"])]:
+        assert cli("decompress", tmp_path / "s.zarr", tmp_path / name, *extra).returncode == 0
+        assert gdal(tmp_path / name) == gdal(src), name
