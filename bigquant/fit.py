@@ -28,7 +28,7 @@ import numpy as np
 
 from . import defaults
 from .errors import BigquantError, ParameterError
-from .kernels.color import check_space, from_space, to_space
+from .kernels.color import check_space, from_space, lightness, to_space
 from .kernels.nearest import nearest, sq_errors, table_lookup, table_pays
 from .progress import compute
 from .sample import sample_pixels
@@ -165,7 +165,7 @@ def fit_sample(
                 n_distinct,
                 n_colors,
             )
-        return FitResult(np.unique(sample, axis=0), 0, len(sample))
+        return FitResult(by_lightness(np.unique(sample, axis=0)), 0, len(sample))
 
     x = to_space(sample, space)
     rng = np.random.RandomState(seed)
@@ -196,7 +196,13 @@ def fit_sample(
         n_iter += more
     if not used.all():
         log.info("dropping %d codebook colours no sampled pixel is nearest to", int((~used).sum()))
-    return FitResult(colors[used], n_iter, len(sample))
+    return FitResult(by_lightness(colors[used]), n_iter, len(sample))
+
+
+def by_lightness(colors: np.ndarray) -> np.ndarray:
+    """The colours dark to light (OKLab L; ties keep their order): raw labels then look like
+    a greyscale picture in any tool that shows them, and palettes read in order."""
+    return colors[np.argsort(lightness(colors), kind="stable")]
 
 
 def _count_distinct(sample: np.ndarray) -> int:

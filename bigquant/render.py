@@ -14,7 +14,7 @@ import numpy as np
 
 from . import defaults, location
 from .errors import BigquantError, ParameterError
-from .kernels.color import oklab
+from .kernels.color import lightness
 from .kernels.nearest import lookup
 from .progress import compute, progress
 from .store import Store, atomic_output, open_store
@@ -111,16 +111,6 @@ def to_8bit(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     else:
         values = np.clip(values, 0, 1) * 255
     return np.rint(values).astype(np.uint8)
-
-
-def lightness(codebook: np.ndarray) -> np.ndarray:
-    """OKLab lightness L in [0, 1] of each colour, taken as sRGB (grey for 1 or 2 channels).
-
-    Channels past the third (alpha, or others) are ignored.
-    """
-    x = to_8bit(codebook, codebook.dtype)
-    rgb = x[:, :3] if x.shape[1] >= 3 else np.repeat(x[:, :1], 3, axis=1)
-    return np.clip(oklab(rgb)[:, 0], 0, 1)
 
 
 def palette_image(

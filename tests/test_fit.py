@@ -78,3 +78,14 @@ def test_nan_pixels_are_ignored(caplog):
 def test_k_out_of_range(k):
     with pytest.raises(BigquantError, match="`n_colors` must be between 1 and 65536"):
         fit_sample(np.zeros((10, 3), np.uint8), k)
+
+
+def test_codebook_runs_dark_to_light(china):
+    from bigquant.kernels.color import lightness
+
+    codebook = fit_codebook(da.from_array(china, chunks=(200, 200, 3)), 32, seed=3).codebook
+    assert np.all(np.diff(lightness(codebook)) >= 0)
+    # A grey image's codebook ascends, so its raw labels are a greyscale picture.
+    grey = photo("camera")
+    cb = fit_codebook(da.from_array(grey[:, :, None], chunks=128), 8, seed=0).codebook
+    assert np.all(np.diff(cb[:, 0].astype(int)) > 0)

@@ -97,6 +97,15 @@ def _oklab_of_linear(lin: np.ndarray) -> np.ndarray:
     return np.cbrt(lin @ _RGB_TO_LMS.T) @ _LMS_TO_OKLAB.T
 
 
+def lightness(colors: np.ndarray) -> np.ndarray:
+    """OKLab lightness L in [0, 1] of ``(n, C)`` colours, taken as sRGB (grey for 1 or 2 channels).
+
+    Channels past the third (alpha, or others) are ignored.
+    """
+    rgb = colors[:, :3] if colors.shape[1] >= 3 else np.repeat(colors[:, :1], 3, axis=1)
+    return np.clip(oklab(rgb)[:, 0], 0, 1)
+
+
 def to_space(pixels: np.ndarray, space: str) -> np.ndarray:
     """Coordinates of ``(n, C)`` pixels in ``space``, as float64.
 
