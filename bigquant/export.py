@@ -16,7 +16,7 @@ from . import location
 from .errors import BigquantError, ParameterError
 from .kernels.nearest import check_labels
 from .progress import compute, progress
-from .store import Store, atomic_output, open_store
+from .store import SourceInfo, Store, atomic_output, open_store
 
 log = logging.getLogger("bigquant")
 
@@ -73,7 +73,7 @@ def decompress(
         image = store.quantized()
         if image.shape[2] == 1:
             image = image[:, :, 0]
-    geotiff = store.meta.source.geotiff
+    source = store.meta.source
     with atomic_output(out, overwrite=overwrite) as tmp, progress("writing", show_progress):
         if suffix == ".zarr":
             _write_zarr(image, tmp)
@@ -81,10 +81,10 @@ def decompress(
             # TIFF writing seeks back to patch offsets, which object-store files cannot:
             # write it locally, then upload.
             with tempfile.TemporaryDirectory() as local:
-                _write_tiff(image, f"{local}/out.tif", colormap, geotiff)
+                _write_tiff(image, f"{local}/out.tif", colormap, source)
                 location.upload(f"{local}/out.tif", tmp)
         else:
-            _write_tiff(image, tmp, colormap, geotiff)
+            _write_tiff(image, tmp, colormap, source)
     return out
 
 
@@ -118,9 +118,10 @@ def _write_zarr(image, path: str) -> None:
 
 
 def _write_tiff(
-    image, path: str, colormap: np.ndarray | None = None, geotiff: dict | None = None
+    image, path: str, colormap: np.ndarray | None = None, source: SourceInfo | None = None
 ) -> None:
-    """A tiled TIFF of ``image``; ``geotiff`` tags (`bigquant.read.geotiff_tags`) as they were."""
+    """A tiled TIFF of ``image``, with what locates the ``source`` image: its GeoTIFF tags
+    as they were, and its physical pixel size as the TIFF resolution."""
     import tifffile
 
     height, width = image.shape[:2]
@@ -163,6 +164,23 @@ def _write_tiff(
         metadata=None,
         extratags=[
             (int(code), tag["type"], tag["count"], tag["value"], True)
-            for code, tag in (geotiff or {}).items()
+            for code, tag in ((source and source.geotiff) or {}).items()
         ],
+        **_resolution(source and source.pixel_size),
     )
+
+
+#: Centimetres in a unit of OME-NGFF (TIFF resolution is per centimetre at best).
+_CENTIMETRES = {"angstrom": 1e-8, "nanometer": 1e-7, "micrometer": 1e-4, "millimeter": 0.1,
+                "centimeter": 1.0, "meter": 100.0}  # fmt: skip
+
+
+def _resolution(pixel_size: dict | None) -> dict:
+    """tifffile's ``resolution`` arguments for a physical pixel size: pixels per centimetre."""
+    if not pixel_size:
+        return {}
+    cm = _CENTIMETRES[pixel_size["unit"]]
+    return {
+        "resolution": (1 / (pixel_size["x"] * cm), 1 / (pixel_size["y"] * cm)),
+        "resolutionunit": "CENTIMETER",
+    }

@@ -197,7 +197,12 @@ def compress(
         meta = _with_quality(partial.meta, partial.stats, data)
         if pyramid:
             # After the labels, before completion: a store is never complete without its levels.
-            levels = write_pyramid(partial.group, partial.codebook, show_progress=show_progress)
+            levels = write_pyramid(
+                partial.group,
+                partial.codebook,
+                pixel_size=partial.meta.source.pixel_size,
+                show_progress=show_progress,
+            )
             meta = dataclasses.replace(meta, pyramid=levels)
         meta = finish_store(partial, meta)
     return meta
@@ -251,7 +256,12 @@ def _start(
     )
     meta = StoreMeta(
         source=SourceInfo(
-            image.path, list(data.shape), str(data.dtype), image.photometric, image.geotiff
+            image.path,
+            list(data.shape),
+            str(data.dtype),
+            image.photometric,
+            image.geotiff,
+            image.pixel_size,
         ),
         n_colors_requested=settings.n_colors,
         n_colors=len(fit.codebook),

@@ -97,7 +97,9 @@ def _colors(codebook: np.ndarray) -> list[dict] | None:
     return [{"label-value": i, "rgba": [*map(int, c), 255]} for i, c in enumerate(rgb)]
 
 
-def write_pyramid(group, codebook: np.ndarray, *, show_progress: bool = False) -> list[str]:
+def write_pyramid(
+    group, codebook: np.ndarray, *, pixel_size: dict | None = None, show_progress: bool = False
+) -> list[str]:
     """Write halved label levels beside ``labels`` and the OME-Zarr metadata describing them.
 
     Parameters
@@ -105,7 +107,10 @@ def write_pyramid(group, codebook: np.ndarray, *, show_progress: bool = False) -
     group : zarr.Group
         An open, writable store group (Zarr format 2 or 3) holding the ``labels`` array.
     codebook : ndarray, shape (K, C)
-        The palette; an RGB uint8 or uint16 one also becomes the ``image-label`` colours.
+        The palette; a grey or RGB one also becomes the ``image-label`` colours.
+    pixel_size : dict, optional
+        ``{"y", "x", "unit"}``: level 0's physical pixel size, which scales every
+        level and gives the axes their unit; without it the scales count pixels.
     show_progress : bool
         Draw a progress bar for each level.
 
@@ -129,11 +134,18 @@ def write_pyramid(group, codebook: np.ndarray, *, show_progress: bool = False) -
             h, w = _halve(group, paths[-1], name)
         paths.append(name)
 
+    size = pixel_size or {"y": 1, "x": 1}
+    axes = [{**a, "unit": size["unit"]} for a in AXES] if pixel_size else AXES
     multiscale = {
         "name": LEVEL0,
-        "axes": AXES,
+        "axes": axes,
         "datasets": [
-            {"path": p, "coordinateTransformations": [{"type": "scale", "scale": [2**i, 2**i]}]}
+            {
+                "path": p,
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [size["y"] * 2**i, size["x"] * 2**i]}
+                ],
+            }
             for i, p in enumerate(paths)
         ],
         "type": "mode",

@@ -47,12 +47,40 @@ class Image:
         best guess for other sources.
     geotiff : dict or None
         The GeoTIFF tags of a georeferenced TIFF, verbatim (see `geotiff_tags`).
+    pixel_size : dict or None
+        Physical size of a pixel, ``{"y": …, "x": …, "unit": "micrometer"}``
+        (OME-NGFF unit names), from an OME-TIFF's ``PhysicalSizeY/X``.
     """
 
     data: da.Array
     path: str | None = None
     photometric: str = "minisblack"
     geotiff: dict | None = None
+    pixel_size: dict | None = None
+
+
+#: OME-XML length units and their OME-NGFF (UDUNITS-2) names.
+_UNITS = {"Å": "angstrom", "nm": "nanometer", "µm": "micrometer", "um": "micrometer",
+          "mm": "millimeter", "cm": "centimeter", "m": "meter"}  # fmt: skip
+
+
+def ome_pixel_size(ome_xml: str | None) -> dict | None:
+    """``PhysicalSizeY/X`` of the first image of OME-XML, or None where they are missing."""
+    import xml.etree.ElementTree as ET
+
+    if not ome_xml:
+        return None
+    pixels = next((e for e in ET.fromstring(ome_xml).iter() if e.tag.endswith("}Pixels")), None)
+    if pixels is None or not {"PhysicalSizeX", "PhysicalSizeY"} <= set(pixels.attrib):
+        return None
+    units = {pixels.get(f"PhysicalSize{a}Unit", "µm") for a in "XY"}
+    if len(units) != 1 or units - set(_UNITS):
+        return None  # no one unit OME-NGFF can name for both axes
+    return {
+        "y": float(pixels.get("PhysicalSizeY")),
+        "x": float(pixels.get("PhysicalSizeX")),
+        "unit": _UNITS[units.pop()],
+    }
 
 
 #: The TIFF tags that georeference an image (GeoTIFF 1.1: pixel scale, tie points,
@@ -108,7 +136,12 @@ def georeference(tags: dict | None) -> tuple[str | None, list[float] | None]:
 
 
 def as_image(
-    data, *, path: str | None = None, photometric: str | None = None, geotiff: dict | None = None
+    data,
+    *,
+    path: str | None = None,
+    photometric: str | None = None,
+    geotiff: dict | None = None,
+    pixel_size: dict | None = None,
 ) -> Image:
     """Check an array-like is a supported image and give it the (Y, X, C) layout.
 
@@ -133,7 +166,7 @@ def as_image(
         raise BigquantError(f"{where}empty image of shape {tuple(arr.shape)}")
     if photometric is None:
         photometric = "rgb" if arr.shape[2] in (3, 4) else "minisblack"
-    return Image(arr, path=path, photometric=photometric, geotiff=geotiff)
+    return Image(arr, path, photometric, geotiff, pixel_size)
 
 
 def open_image(source, *, chunks: int | None = None) -> Image:
@@ -398,6 +431,7 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
                 raise BigquantError(f"{path}: palette (indexed) TIFFs are already quantized")
             planes = _tiff_planes(path, tif.series[0])
             geotiff = geotiff_tags(page)
+            pixel_size = ome_pixel_size(tif.ome_metadata) if tif.is_ome else None
             # Check every tile offset now so a truncated file fails before any work is done.
             for p in planes.pages:
                 _check_segments(path, ident["size"], tif.series[0].levels[0].pages[p])
@@ -418,7 +452,7 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
         # Keys change with the file, so dask never mixes up two versions of it.
         name=f"bigquant-read-{tokenize(ident)}-{cy}x{cx}",
     )
-    return as_image(arr, path=path, photometric=photometric, geotiff=geotiff)
+    return as_image(arr, path=path, photometric=photometric, geotiff=geotiff, pixel_size=pixel_size)
 
 
 def _check_segments(path: str, file_size: int, page) -> None:

@@ -60,6 +60,9 @@ class SourceInfo:
     geotiff : dict or None
         Its GeoTIFF tags, verbatim (`bigquant.read.geotiff_tags`): what
         locates it on Earth, written again into every TIFF output.
+    pixel_size : dict or None
+        Physical pixel size ``{"y", "x", "unit"}`` of an OME-TIFF source
+        (`bigquant.read.Image`): the pyramid's scales, the TIFF outputs' resolution.
     """
 
     path: str | None
@@ -67,6 +70,7 @@ class SourceInfo:
     dtype: str
     photometric: str | None = None
     geotiff: dict | None = None
+    pixel_size: dict | None = None
 
 
 @dataclass(frozen=True)

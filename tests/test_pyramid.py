@@ -9,6 +9,7 @@ from collections import Counter
 import dask.array as da
 import numpy as np
 import pytest
+import tifffile
 import zarr
 from conftest import cli, made_up_meta, write_tiff
 from hypothesis import given, settings
@@ -295,3 +296,25 @@ def test_gdal_sees_no_nodata_in_a_format_2_store(tmp_path, china):
     ).stdout
     assert "Size is 640, 427" in out and "NoData" not in out
     assert "STATISTICS_VALID_PERCENT=100" in out and "STATISTICS_MINIMUM=0" in out
+
+
+def test_ome_tiff_pixel_size_scales_the_pyramid_and_the_tiff_output(tmp_path, china):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    src = tmp_path / "slide.ome.tif"
+    ome = {"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeXUnit": "µm"}
+    ome |= {"PhysicalSizeY": 0.5, "PhysicalSizeYUnit": "µm"}
+    tifffile.imwrite(src, china, photometric="rgb", tile=(128, 128), metadata=ome)
+    dst = tmp_path / "s.zarr"
+    assert cli("compress", src, dst, "-c", 8, "--chunks", 128, "--pyramid", "-q").returncode == 0
+    (node,) = Reader(parse_url(str(dst)))()
+    assert [a["unit"] for a in node.metadata["axes"]] == ["micrometer", "micrometer"]
+    scales = [t[0]["scale"] for t in node.metadata["coordinateTransformations"]]
+    assert scales == [[0.5 * 2**i, 0.25 * 2**i] for i in range(len(scales))]
+    assert cli("decompress", dst, tmp_path / "q.tif").returncode == 0
+    with tifffile.TiffFile(tmp_path / "q.tif") as tif:
+        page = tif.pages[0]
+        assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+        assert page.tags["XResolution"].value == (40000, 1)  # pixels per cm: 0.25 µm
+        assert page.tags["YResolution"].value == (20000, 1)
