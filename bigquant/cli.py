@@ -148,6 +148,12 @@ def compress(src, dst, **kwargs):
     is_flag=True,
     help="Write an indexed-colour TIFF: labels as pixels, the codebook as colour map.",
 )
+@click.option(
+    "--overviews/--no-overviews",
+    default=True,
+    show_default=True,
+    help="Internal overviews in a TIFF output, for GIS tools (costs time: see README).",
+)
 @options.overwrite
 @_command
 def decompress(store, out, **kwargs):

@@ -6,6 +6,7 @@ of the image, never all of it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import posixpath
 import tempfile
@@ -14,6 +15,7 @@ import numpy as np
 
 from . import location
 from .errors import BigquantError, ParameterError
+from .kernels.color import in_dtype
 from .kernels.nearest import check_labels
 from .progress import compute, progress
 from .store import SourceInfo, Store, atomic_output, open_store
@@ -32,6 +34,7 @@ def decompress(
     out,
     *,
     palette: bool = False,
+    overviews: bool = True,
     overwrite: bool = False,
     show_progress: bool = False,
 ) -> str:
@@ -49,10 +52,16 @@ def decompress(
         up to 256 colours, else 16-bit) with the codebook as its colour map.
         Usually the smallest file to share; needs an RGB codebook of uint8 or
         uint16 values.
+    overviews : bool
+        Give a TIFF internal overviews (see `overview_levels`), so GIS tools
+        draw it zoomed out without reading every tile. Measured on the 105 MP
+        benchmark mosaic: 1.35x the time of a palette TIFF without them and
+        2.7x for an RGB one (whose averaged levels also compress less).
     overwrite : bool
         Replace an existing ``out`` once the new file is complete.
 
-    Reads every label once; greyscale images come out 2-D.
+    Reads every label once, and once more per overview level; greyscale images
+    come out 2-D.
     """
     if not isinstance(store, Store):
         store = open_store(store)
@@ -74,6 +83,7 @@ def decompress(
         if image.shape[2] == 1:
             image = image[:, :, 0]
     source = store.meta.source
+    levels = overview_levels(store, palette) if overviews and suffix != ".zarr" else []
     with atomic_output(out, overwrite=overwrite) as tmp, progress("writing", show_progress):
         if suffix == ".zarr":
             _write_zarr(image, tmp)
@@ -81,11 +91,34 @@ def decompress(
             # TIFF writing seeks back to patch offsets, which object-store files cannot:
             # write it locally, then upload.
             with tempfile.TemporaryDirectory() as local:
-                _write_tiff(image, f"{local}/out.tif", colormap, source)
+                _write_tiff(image, f"{local}/out.tif", colormap, source, levels)
                 location.upload(f"{local}/out.tif", tmp)
         else:
-            _write_tiff(image, tmp, colormap, source)
+            _write_tiff(image, tmp, colormap, source, levels)
     return out
+
+
+def overview_levels(store: Store, palette: bool) -> list:
+    """Reduced-resolution levels of the image, each halving the one before until one fits a tile.
+
+    Lazy dask arrays, each computed from the labels (read once more per level):
+    the labels of every 2^n-th pixel for a palette TIFF (an average of indices
+    would invent colours), the mean colour of each 2^n x 2^n block otherwise.
+    """
+    from .render import block_means
+
+    height, width = store.labels.shape
+    labels, codebook = store.labels_dask(), store.codebook
+    levels, f = [], 2
+    while max(-(-height // (f // 2)), -(-width // (f // 2))) > TIFF_TILE:
+        if palette:
+            levels.append(labels[::f, ::f].map_blocks(check_labels, len(codebook)))
+        else:
+            convert = functools.partial(in_dtype, dtype=codebook.dtype)
+            level = block_means(labels, codebook, f, codebook.dtype, convert)
+            levels.append(level[:, :, 0] if level.shape[2] == 1 else level)
+        f *= 2
+    return levels
 
 
 def palette_colormap(store: Store) -> np.ndarray:
@@ -118,56 +151,66 @@ def _write_zarr(image, path: str) -> None:
 
 
 def _write_tiff(
-    image, path: str, colormap: np.ndarray | None = None, source: SourceInfo | None = None
+    image,
+    path: str,
+    colormap: np.ndarray | None = None,
+    source: SourceInfo | None = None,
+    levels: list | None = None,
 ) -> None:
-    """A tiled TIFF of ``image``, with what locates the ``source`` image: its GeoTIFF tags
-    as they were, and its physical pixel size as the TIFF resolution."""
+    """A tiled TIFF of ``image``, its overview ``levels`` (reduced-resolution pages, which
+    GDAL and QGIS draw zoomed-out views from), and what locates the ``source`` image: its
+    GeoTIFF tags as they were, and its physical pixel size as the TIFF resolution."""
     import tifffile
 
-    height, width = image.shape[:2]
-    tile = TIFF_TILE
     if colormap is not None:
         photometric = "palette"
     elif image.ndim == 3 and image.shape[2] == 3:
         photometric = "rgb"
     else:
         photometric = "minisblack"
-    # Bands of whole label chunks decode each label chunk once; fall back to one row of
-    # tiles when a chunk band would be large or does not split into whole tiles.
+    options = {
+        "tile": (TIFF_TILE, TIFF_TILE),
+        "photometric": photometric,
+        "colormap": colormap,
+        "compression": "zlib",
+        "compressionargs": {"level": 6},
+        # Differences of palette indices say nothing: predict only colour values.
+        "predictor": colormap is None,
+        "planarconfig": "contig" if image.ndim == 3 else None,
+        "metadata": None,
+    }
+    nbytes = image.dtype.itemsize * int(np.prod(image.shape))
+    with tifffile.TiffWriter(path, bigtiff=nbytes > _BIGTIFF_BYTES) as tif:
+        tif.write(
+            _tiles(image),
+            shape=image.shape,
+            dtype=image.dtype,
+            extratags=[
+                (int(code), tag["type"], tag["count"], tag["value"], True)
+                for code, tag in ((source and source.geotiff) or {}).items()
+            ],
+            **_resolution(source and source.pixel_size),
+            **options,
+        )
+        for level in levels or ():
+            tif.write(_tiles(level), shape=level.shape, dtype=level.dtype, subfiletype=1, **options)
+
+
+def _tiles(image):
+    """The TIFF tiles of a dask array in file order, computed a band of rows at a time."""
+    height, width = image.shape[:2]
+    tile = TIFF_TILE
+    # Bands of whole chunks decode each chunk once; fall back to one row of tiles when a
+    # chunk band would be large or does not split into whole tiles.
     band_rows = image.chunks[0][0]
     row_bytes = image.dtype.itemsize * int(np.prod(image.shape[1:]))
     if band_rows % tile or band_rows * row_bytes > _BAND_BYTES:
         band_rows = tile
-
-    def tiles():
-        for y0 in range(0, height, band_rows):
-            (band,) = compute(image[y0 : y0 + band_rows])
-            for ty in range(0, band.shape[0], tile):
-                for x in range(0, width, tile):
-                    yield np.ascontiguousarray(band[ty : ty + tile, x : x + tile])
-
-    nbytes = image.dtype.itemsize * int(np.prod(image.shape))
-    tifffile.imwrite(
-        path,
-        tiles(),
-        shape=image.shape,
-        dtype=image.dtype,
-        tile=(tile, tile),
-        photometric=photometric,
-        colormap=colormap,
-        compression="zlib",
-        compressionargs={"level": 6},
-        # Differences of palette indices say nothing: predict only colour values.
-        predictor=colormap is None,
-        bigtiff=nbytes > _BIGTIFF_BYTES,
-        planarconfig="contig" if image.ndim == 3 else None,
-        metadata=None,
-        extratags=[
-            (int(code), tag["type"], tag["count"], tag["value"], True)
-            for code, tag in ((source and source.geotiff) or {}).items()
-        ],
-        **_resolution(source and source.pixel_size),
-    )
+    for y0 in range(0, height, band_rows):
+        (band,) = compute(image[y0 : y0 + band_rows])
+        for ty in range(0, band.shape[0], tile):
+            for x in range(0, width, tile):
+                yield np.ascontiguousarray(band[ty : ty + tile, x : x + tile])
 
 
 #: Centimetres in a unit of OME-NGFF (TIFF resolution is per centimetre at best).

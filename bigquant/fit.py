@@ -28,7 +28,7 @@ import numpy as np
 
 from . import defaults
 from .errors import BigquantError, ParameterError
-from .kernels.color import check_space, from_space, lightness, to_space
+from .kernels.color import check_space, from_space, in_dtype, lightness, to_space
 from .kernels.nearest import nearest, sq_errors, table_lookup, table_pays
 from .progress import compute
 from .sample import sample_pixels
@@ -179,7 +179,7 @@ def fit_sample(
     else:
         centers, n_iter = _lloyd(x32, _initial_centers(x, n_colors, rng), seed, max_iter, abs_tol)
     for repair in range(_REPAIR_ROUNDS + 1):
-        colors = _in_dtype(from_space(centers, space, sample.dtype), sample.dtype)
+        colors = in_dtype(from_space(centers, space, sample.dtype), sample.dtype)
         # Labels of the sample with the colour table when the label pass will use it too.
         labels, sq_dist = _label_sample(sample, colors, space, use_table)
         used = np.bincount(labels, minlength=n_colors) > 0
@@ -213,13 +213,6 @@ def _count_distinct(sample: np.ndarray) -> int:
         padded[:, :row_bytes] = np.ascontiguousarray(sample).view(np.uint8).reshape(-1, row_bytes)
         return len(np.unique(padded.view(np.uint64)))
     return len(np.unique(sample, axis=0))
-
-
-def _in_dtype(centers: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(centers), info.min, info.max).astype(dtype)
-    return centers.astype(dtype)
 
 
 def _label_sample(sample: np.ndarray, colors: np.ndarray, space: str, use_table: bool):

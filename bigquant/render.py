@@ -7,6 +7,7 @@ divided by 257, float ones clipped to [0, 1] and scaled by 255, all rounded.
 
 from __future__ import annotations
 
+import functools
 import math
 import posixpath
 
@@ -68,27 +69,39 @@ def preview(
     store, out = _open(store, out)
     height, width = store.labels.shape
     f = max(1, math.ceil(max(height, width) / max_size))
-    labels = store.labels_dask()
-    # Chunk sides that are multiples of f near the store's: no block straddles two chunks.
-    labels = labels.rechunk(tuple(max(1, round(c / f)) * f for c in labels.chunksize))
-    image = labels.map_blocks(
-        _block_means,
-        store.codebook,
-        f,
-        dtype=np.uint8,
-        new_axis=2,
-        chunks=(*(tuple(-(-c // f) for c in cs) for cs in labels.chunks), (_channels(store),)),
-    )
+    to_8bits = functools.partial(to_8bit, dtype=store.codebook.dtype)
+    image = block_means(store.labels_dask(), store.codebook, f, np.uint8, to_8bits)
     with atomic_output(out, overwrite=overwrite) as tmp, progress("preview", show_progress):
         (small,) = compute(image)
         _save_png(small, tmp)
     return small.shape[0], small.shape[1]
 
 
-def _block_means(labels: np.ndarray, codebook: np.ndarray, f: int) -> np.ndarray:
-    """8-bit mean colours of the ``f × f`` blocks of one chunk (partial ones at its end)."""
-    if f == 1:  # the full image: rounding the codebook first gives the same values, faster
-        return lookup(labels, to_8bit(codebook, codebook.dtype))
+def block_means(labels, codebook: np.ndarray, f: int, dtype, convert) -> object:
+    """The mean colour of every ``f × f`` block of ``codebook[labels]``, as ``convert`` makes it.
+
+    A lazy ``(ceil(Y / f), ceil(X / f), C)`` dask array of ``dtype``, computed
+    chunk by chunk from the ``labels`` dask array (partial blocks at the bottom
+    and right edges are averaged over the pixels they have). ``convert`` turns
+    float colour values into ``dtype``.
+    """
+    # Chunk sides that are multiples of f near the labels': no block straddles two chunks.
+    labels = labels.rechunk(tuple(max(1, round(c / f)) * f for c in labels.chunksize))
+    return labels.map_blocks(
+        _block_means,
+        codebook,
+        f,
+        convert,
+        dtype=dtype,
+        new_axis=2,
+        chunks=(*(tuple(-(-c // f) for c in cs) for cs in labels.chunks), (codebook.shape[1],)),
+    )
+
+
+def _block_means(labels: np.ndarray, codebook: np.ndarray, f: int, convert) -> np.ndarray:
+    """Mean colours of the ``f × f`` blocks of one chunk (partial ones at its end)."""
+    if f == 1:  # every block one pixel: converting the codebook first is the same, and faster
+        return lookup(labels, convert(codebook))
     rows, cols = labels.shape
     col_starts = np.arange(0, cols, f)
     sums = np.zeros((-(-rows // f), len(col_starts), codebook.shape[1]))
@@ -100,7 +113,7 @@ def _block_means(labels: np.ndarray, codebook: np.ndarray, f: int) -> np.ndarray
         part = np.add.reduceat(lookup(labels[y0:y1], codebook), col_starts, axis=1, dtype=float)
         sums[starts // f] += np.add.reduceat(part, starts - y0, axis=0)
     area = np.outer(np.minimum(f, rows - np.arange(0, rows, f)), np.minimum(f, cols - col_starts))
-    return to_8bit(sums / area[:, :, None], codebook.dtype)
+    return convert(sums / area[:, :, None])
 
 
 def to_8bit(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

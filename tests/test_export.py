@@ -88,3 +88,34 @@ def test_geotiff_georeferencing_reaches_every_tiff_output(tmp_path, china):
     for name, extra in [("q.tif", []), ("p.tif", ["--palette"])]:
         assert cli("decompress", tmp_path / "s.zarr", tmp_path / name, *extra).returncode == 0
         assert gdal(tmp_path / name) == gdal(src), name
+
+
+@pytest.mark.parametrize("palette", [False, True])
+def test_tiff_outputs_carry_overviews(tmp_path, china, palette):
+    bigquant.compress(china, tmp_path / "s.zarr", 16, sample_size=20_000)
+    out = tmp_path / "q.tif"
+    bigquant.decompress(tmp_path / "s.zarr", out, palette=palette)
+    with tifffile.TiffFile(out) as tif:
+        pages = list(tif.pages)
+        full = pages[0].asarray()
+        # Halved until a level fits one 512-pixel tile.
+        assert [p.shape[:2] for p in pages] == [(427, 640), (214, 320)]
+        assert pages[1].subfiletype == tifffile.FILETYPE.REDUCEDIMAGE
+        if palette:  # indices are sampled, never averaged: every value is a label
+            np.testing.assert_array_equal(pages[1].asarray(), full[::2, ::2])
+        else:  # 2 x 2 means, the odd last row averaged with itself
+            even = np.concatenate([full, full[-1:]]).astype(np.float64)
+            means = even.reshape(214, 2, 320, 2, 3).mean(axis=(1, 3))
+            assert np.abs(pages[1].asarray() - means).max() <= 0.5
+    if shutil.which("gdalinfo"):
+        info = subprocess.run(["gdalinfo", str(out)], capture_output=True, text=True).stdout
+        assert "Overviews: 320x214" in info
+
+
+def test_no_overviews_on_request(tmp_path, china):
+    bigquant.compress(china, tmp_path / "s.zarr", 8, sample_size=20_000)
+    assert (
+        cli("decompress", tmp_path / "s.zarr", tmp_path / "q.tif", "--no-overviews").returncode == 0
+    )
+    with tifffile.TiffFile(tmp_path / "q.tif") as tif:
+        assert len(tif.pages) == 1

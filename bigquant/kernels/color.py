@@ -97,6 +97,14 @@ def _oklab_of_linear(lin: np.ndarray) -> np.ndarray:
     return np.cbrt(lin @ _RGB_TO_LMS.T) @ _LMS_TO_OKLAB.T
 
 
+def in_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float colour values as ``dtype``: rounded and clipped to its range for integers."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
 def lightness(colors: np.ndarray) -> np.ndarray:
     """OKLab lightness L in [0, 1] of ``(n, C)`` colours, taken as sRGB (grey for 1 or 2 channels).
 
