@@ -70,6 +70,7 @@ def test_store_contract(tmp_path, china):
         "dtype": "uint8",
         "photometric": "rgb",
         "geotiff": None,
+        "pixel_size": None,
     }
     assert (stored["n_colors_requested"], stored["n_colors"], stored["seed"]) == (32, 32, 0)
     assert stored["sample_size"] == 50_000 and stored["n_iter"] >= 1
