@@ -60,8 +60,8 @@ class Image:
 
 
 #: OME-XML length units and their OME-NGFF (UDUNITS-2) names.
-_UNITS = {"Å": "angstrom", "nm": "nanometer", "µm": "micrometer", "um": "micrometer",
-          "mm": "millimeter", "cm": "centimeter", "m": "meter"}  # fmt: skip
+_UNITS = {"Å": "angstrom", "nm": "nanometer", "µm": "micrometer", "\u03bcm": "micrometer",
+          "um": "micrometer", "mm": "millimeter", "cm": "centimeter", "m": "meter"}  # fmt: skip
 
 
 def ome_pixel_size(ome_xml: str | None) -> dict | None:
