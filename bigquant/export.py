@@ -107,17 +107,17 @@ def overview_levels(store: Store, palette: bool) -> list:
     """
     from .render import block_means
 
-    height, width = store.labels.shape
     labels, codebook = store.labels_dask(), store.codebook
-    levels, f = [], 2
-    while max(-(-height // (f // 2)), -(-width // (f // 2))) > TIFF_TILE:
+    convert = functools.partial(in_dtype, dtype=codebook.dtype)
+    levels, f = [], 1
+    # The labels were checked against the codebook when the full image was written.
+    while max(-(-n // f) for n in labels.shape) > TIFF_TILE:  # the last level exceeds a tile
+        f *= 2
         if palette:
-            levels.append(labels[::f, ::f].map_blocks(check_labels, len(codebook)))
+            levels.append(labels[::f, ::f])
         else:
-            convert = functools.partial(in_dtype, dtype=codebook.dtype)
             level = block_means(labels, codebook, f, codebook.dtype, convert)
             levels.append(level[:, :, 0] if level.shape[2] == 1 else level)
-        f *= 2
     return levels
 
 

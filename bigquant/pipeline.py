@@ -22,7 +22,6 @@ from .pyramid import write_pyramid
 from .read import Image, as_image, open_image
 from .sample import SAMPLE_BLOCK
 from .store import (
-    ROOT_METADATA,
     PartialStore,
     SourceInfo,
     Store,
@@ -32,6 +31,7 @@ from .store import (
     check_zarr_format,
     create_store,
     finish_store,
+    left_by_a_cut_move,
     open_partial,
     open_store,
     partial_path,
@@ -171,12 +171,8 @@ def compress(
     partial = _resumable(dst, run) if resume else None
     if isinstance(partial, Store):
         log.info("resuming: %s is complete, only moving it into place was cut short", partial.path)
-        # What a cut-short copy left at `dst` (objects of the finished store, but not its root
-        # metadata, which goes last) is no one's store: replace it as `overwrite` would.
-        ours = location.copied_from(partial.path, dst) and not any(
-            location.exists(f"{dst}/{name}") for name in ROOT_METADATA
-        )
-        with atomic_output(dst, overwrite=overwrite or ours, resumable=True):
+        replace = overwrite or left_by_a_cut_move(partial.path, dst)
+        with atomic_output(dst, overwrite=replace, resumable=True):
             pass  # leaving the block moves the finished store into place
         return partial.meta
     with (

@@ -249,28 +249,28 @@ class HandleCache:
         self._open: OrderedDict[tuple, list] = OrderedDict()
 
     @contextlib.contextmanager
-    def borrow(self, key: tuple, opener: Callable[[], contextlib.ExitStack]) -> Iterator[object]:
+    def borrow(
+        self, key: tuple, opener: Callable[[], tuple[object, Callable[[], None]]]
+    ) -> Iterator[object]:
         """The handle for ``key``, kept open while in use.
 
-        ``opener`` opens it: it returns an `ExitStack` whose ``handle``
-        attribute is the handle and whose closing closes it.
+        ``opener`` opens it, returning the handle and what closes it.
         """
         with self._lock:
             entry = self._open.get(key)
             if entry is not None:
                 entry[2] += 1
+                self._open.move_to_end(key)
         if entry is None:
             # Opened outside the lock: on an object store that takes requests, which must not
             # hold up the threads reading other files.
-            stack = opener()
+            handle, close = opener()
             with self._lock:
-                entry = self._open.setdefault(key, [stack.handle, stack, 0])
+                entry = self._open.setdefault(key, [handle, close, 0])
                 entry[2] += 1
-            if entry[1] is not stack:  # another thread opened it meanwhile
-                stack.close()
-        with self._lock:
-            self._open.move_to_end(key)
-            self._evict()
+                self._evict()
+            if entry[1] is not close:  # another thread opened it meanwhile
+                close()
         try:
             yield entry[0]
         finally:
@@ -282,7 +282,7 @@ class HandleCache:
         for key in [k for k, (_, _, users) in self._open.items() if not users]:
             if len(self._open) <= self.size:
                 break
-            self._open.pop(key)[1].close()
+            self._open.pop(key)[1]()
 
     def __len__(self) -> int:
         return len(self._open)
@@ -311,15 +311,15 @@ class TiffSource:
         self.ndim = 3
         self.stamp = stamp
 
-    def _open(self) -> contextlib.ExitStack:
+    def _open(self) -> tuple[object, Callable[[], None]]:
         import tifffile
 
         stack = contextlib.ExitStack()
         # Both: TiffFile.close() leaves a file object it was given open.
         fh = stack.enter_context(location.open_input(self.path))
-        stack.handle = stack.enter_context(tifffile.TiffFile(fh))
-        stack.handle.filehandle.set_lock(True)  # threads share the handle: serialize seek+read
-        return stack
+        tif = stack.enter_context(tifffile.TiffFile(fh))
+        tif.filehandle.set_lock(True)  # threads share the handle: serialize seek+read
+        return tif, stack.close
 
     def __getitem__(self, index) -> np.ndarray:
         (y0, y1, _), (x0, x1, _) = (

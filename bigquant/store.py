@@ -140,6 +140,17 @@ def partial_path(dst) -> str:
     return location.sibling(dst, f".{location.name(dst)}.partial")
 
 
+def left_by_a_cut_move(tmp: str, dst: str) -> bool:
+    """Whether all there is at ``dst`` is what a move of ``tmp`` cut short left there.
+
+    Objects of the store at ``tmp``, and not its root metadata, which goes last
+    (`atomic_output`): no one's store, which a resumed run may replace.
+    """
+    return location.copied_from(tmp, dst) and not any(
+        location.exists(f"{dst}/{name}") for name in ROOT_METADATA
+    )
+
+
 def check_absent(dst: str, overwrite: bool) -> None:
     """Refuse an existing ``dst`` unless ``overwrite``."""
     if not overwrite and location.exists(dst):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 
 import dask
@@ -173,13 +172,7 @@ def test_handle_cache_is_bounded_and_closes_what_it_evicts(tmp_path):
     closed = []
 
     def opener(name):
-        def open_():
-            stack = contextlib.ExitStack()
-            stack.handle = name
-            stack.callback(closed.append, name)
-            return stack
-
-        return open_
+        return lambda: (name, lambda: closed.append(name))
 
     cache = HandleCache(size=2)
     with cache.borrow(("a",), opener("a")) as a:
