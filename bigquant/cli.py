@@ -25,20 +25,55 @@ from .errors import BigquantError, ParameterError
 log = logging.getLogger("bigquant")
 
 
+class _Once(logging.Filter):
+    """Let each distinct message through once (a file's notice, repeated by every tile read)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
 @contextlib.contextmanager
 def _logging(verbose: int, quiet: int):
-    """Log to stderr at the chosen level while a command runs; put things back afterwards."""
-    saved = log.handlers[:], log.level, log.propagate
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bigquant: %(message)s"))
-    log.handlers[:] = [handler]
+    """Log to stderr at the chosen level while a command runs; put things back afterwards.
+
+    The libraries' own notices (tifffile's logger, Python warnings) reach
+    stderr only with ``-v``, prefixed with where they come from; every notice once.
+    """
+    import warnings
+
+    once = _Once()
+    ours = logging.StreamHandler(sys.stderr)
+    ours.setFormatter(logging.Formatter("bigquant: %(message)s"))
+    theirs = logging.StreamHandler(sys.stderr)
+    theirs.setFormatter(logging.Formatter("bigquant: %(name)s: %(message)s"))
+    loggers = {
+        log: ours,
+        logging.getLogger("tifffile"): theirs,
+        logging.getLogger("py.warnings"): theirs,
+    }
+    saved = {lg: (lg.handlers[:], lg.level, lg.propagate) for lg in loggers}
+    for lg, handler in loggers.items():
+        handler.filters[:] = [once]
+        lg.handlers[:] = [handler] if lg is log or verbose > 0 else [logging.NullHandler()]
+        lg.propagate = False
     log.setLevel(max(logging.DEBUG, logging.INFO + 10 * (quiet - verbose)))
-    log.propagate = False
-    try:
-        yield
-    finally:
-        log.handlers[:], _, log.propagate = saved
-        log.setLevel(saved[1])
+    with warnings.catch_warnings():
+        logging.captureWarnings(True)
+        try:
+            yield
+        finally:
+            logging.captureWarnings(False)
+            for lg, (handlers, level, propagate) in saved.items():
+                lg.handlers[:], lg.propagate = handlers, propagate
+                lg.setLevel(level)
 
 
 def _command(func):
@@ -168,6 +203,7 @@ def decompress(store, out, **kwargs):
 def store_summary(store) -> dict:
     """What ``bigquant info`` reports: the store's metadata and sizes (no label is read)."""
     from .read import georeference
+    from .store import codebook_json
 
     meta = store.meta
     crs, transform = georeference(meta.source.geotiff)
@@ -179,8 +215,14 @@ def store_summary(store) -> dict:
         "shape": [height, width, channels],
         "dtype": str(store.codebook.dtype),
         "photometric": meta.source.photometric,
+        "extrasamples": meta.source.extrasamples,
+        "bits": meta.source.bits,
+        "converted": meta.source.converted,
+        "orientation": meta.source.orientation,
         "source": meta.source.path,
-        "n_colors": len(store.codebook),
+        "n_colors": meta.n_colors,
+        "nodata": meta.source.nodata,
+        "nodata_label": meta.nodata_label,
         "n_colors_requested": meta.n_colors_requested,
         "seed": meta.seed,
         "sample_size": meta.sample_size,
@@ -195,7 +237,7 @@ def store_summary(store) -> dict:
         "stored_bytes": stored,
         "raw_bytes": raw,
         "compression_ratio": raw / stored if stored else None,
-        "codebook": store.codebook.tolist(),
+        "codebook": codebook_json(store.codebook),
         "counts": meta.counts,
     }
 
@@ -221,7 +263,6 @@ def check_labels(store, show_progress: bool) -> None:
 @_command
 def info(store, as_json, check, show_progress):
     """Describe the bigquant store STORE (from its metadata, unless --check)."""
-    import numpy as np
     from dask.utils import format_bytes
 
     from .render import terminal_swatches
@@ -232,7 +273,7 @@ def info(store, as_json, check, show_progress):
         check_labels(opened, show_progress)
     s = store_summary(opened)
     if as_json:
-        click.echo(json.dumps(s, indent=2))
+        click.echo(json.dumps(s, indent=2, allow_nan=False))
         return
     psnr = "inf" if s["psnr"] is None else f"{s['psnr']:.2f} dB"
     h, w, c = s["shape"]
@@ -240,7 +281,14 @@ def info(store, as_json, check, show_progress):
         f"store        {s['path']}",
         f"image        {h} x {w} pixels ({h * w / 1e6:.1f} MP), {c} channel(s), {s['dtype']}, "
         f"{s['photometric']}",
-        f"source       {s['source']}",
+        f"source       {s['source']}"
+        + (f" (read as {s['converted']})" if s["converted"] else "")
+        + ("" if s["orientation"] == 1 else f", TIFF orientation {s['orientation']}"),
+        *(
+            [f"nodata       {s['nodata']}, label {s['nodata_label']} (left out of the fit)"]
+            if s["nodata_label"] is not None
+            else []
+        ),
         f"colours      {s['n_colors']} ({s['n_colors_requested']} requested), fitted on "
         f"{s['sample_size']} sampled pixels in {s['n_iter']} iterations, seed {s['seed']}",
         f"quality      MSE {s['mse']:.4g}, PSNR {psnr}"
@@ -256,14 +304,20 @@ def info(store, as_json, check, show_progress):
         *([_georef_line(s["crs"], s["geotransform"])] if s["geotransform"] or s["crs"] else []),
         *(["checked      every label is a codebook colour"] if check else []),
         "palette      most frequent colours first (share of pixels)",
-        terminal_swatches(np.asarray(s["codebook"], s["dtype"]), s["counts"]),
+        terminal_swatches(
+            opened.codebook[: s["n_colors"]], s["counts"] and s["counts"][: s["n_colors"]]
+        ),
         "codebook     index: value per channel (pixels)",
     ]
-    counts = s["counts"] or [None] * s["n_colors"]
-    width = len(str(s["n_colors"] - 1))
+    counts = s["counts"] or [None] * len(s["codebook"])
+    width = len(str(len(s["codebook"]) - 1))
     for i, (row, n) in enumerate(zip(s["codebook"], counts, strict=True)):
         values = " ".join(_format_value(v) for v in row)
-        lines.append(f"  {i:>{width}}: {values}" + (f"  ({n})" if n is not None else ""))
+        lines.append(
+            f"  {i:>{width}}: {values}"
+            + (f"  ({n})" if n is not None else "")
+            + ("  nodata" if i == s["nodata_label"] else "")
+        )
     click.echo("\n".join(lines))
 
 
@@ -310,6 +364,8 @@ def _georef_line(crs: str | None, transform: list[float] | None) -> str:
 
 
 def _format_value(v) -> str:
+    if v is None:  # NaN in the codebook's JSON
+        return "nan"
     return str(v) if isinstance(v, int) else f"{v:.6g}"
 
 

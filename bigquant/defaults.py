@@ -29,3 +29,7 @@ ZARR_FORMATS = (3, 2)
 PREVIEW_SIZE = 2048
 #: Orders of the palette swatches; the first is the default.
 PALETTE_SORTS = ("lightness", "count")
+#: Most memory one decoded TIFF tile or strip may take (damaged headers claim absurd sizes).
+SEGMENT_BYTES = 1 << 30
+#: Most memory one chunk of an image may take: images of many channels get smaller chunks.
+CHUNK_BYTES = 256 << 20

@@ -18,7 +18,7 @@ from .errors import BigquantError, ParameterError
 from .kernels.color import in_dtype
 from .kernels.nearest import check_labels
 from .progress import compute, progress
-from .store import SourceInfo, Store, atomic_output, open_store
+from .store import Store, StoreMeta, atomic_output, open_store
 
 log = logging.getLogger("bigquant")
 
@@ -82,19 +82,18 @@ def decompress(
         image = store.quantized()
         if image.shape[2] == 1:
             image = image[:, :, 0]
-    source = store.meta.source
     levels = overview_levels(store, palette) if overviews and suffix != ".zarr" else []
     with atomic_output(out, overwrite=overwrite) as tmp, progress("writing", show_progress):
         if suffix == ".zarr":
-            _write_zarr(image, tmp)
+            _write_zarr(image, tmp, None if palette else store.meta.source.nodata_value)
         elif location.is_url(tmp):
             # TIFF writing seeks back to patch offsets, which object-store files cannot:
             # write it locally, then upload.
             with tempfile.TemporaryDirectory() as local:
-                _write_tiff(image, f"{local}/out.tif", colormap, source, levels)
+                _write_tiff(image, f"{local}/out.tif", colormap, store.meta, levels)
                 location.upload(f"{local}/out.tif", tmp)
         else:
-            _write_tiff(image, tmp, colormap, source, levels)
+            _write_tiff(image, tmp, colormap, store.meta, levels)
     return out
 
 
@@ -107,7 +106,7 @@ def overview_levels(store: Store, palette: bool) -> list:
     """
     from .render import block_means
 
-    labels, codebook = store.labels_dask(), store.codebook
+    labels, codebook, nodata = store.labels_dask(), store.codebook, store.meta.nodata_label
     convert = functools.partial(in_dtype, dtype=codebook.dtype)
     levels, f = [], 1
     # The labels were checked against the codebook when the full image was written.
@@ -116,27 +115,34 @@ def overview_levels(store: Store, palette: bool) -> list:
         if palette:
             levels.append(labels[::f, ::f])
         else:
-            level = block_means(labels, codebook, f, codebook.dtype, convert)
+            level = block_means(labels, codebook, f, codebook.dtype, convert, skip=nodata)
             levels.append(level[:, :, 0] if level.shape[2] == 1 else level)
     return levels
 
 
 def palette_colormap(store: Store) -> np.ndarray:
     """The codebook as a TIFF colour map: ``(3, 2**bits)`` uint16, unused entries black."""
-    codebook = store.codebook
+    codebook, source = store.codebook, store.meta.source
+    if any(code in (1, 2) for code in source.extrasamples):
+        raise BigquantError(
+            f"{store.path}: a palette TIFF cannot carry the image's alpha (TIFF colour maps "
+            "have none); write an RGB TIFF to keep it"
+        )
+    if codebook.shape[1] == 1:  # grey: entries with R = G = B
+        codebook = np.repeat(codebook, 3, axis=1)
     if codebook.shape[1] != 3 or codebook.dtype not in (np.uint8, np.uint16):
         raise BigquantError(
-            f"{store.path}: a palette TIFF needs an RGB codebook of uint8 or uint16 values, "
+            f"{store.path}: a palette TIFF needs a grey or RGB codebook of uint8 or uint16 values, "
             f"not {codebook.shape[1]} channel(s) of {codebook.dtype}"
         )
-    # TIFF colour maps are 16-bit: 8-bit values v become v * 257 (255 -> 65535).
-    scale = 257 if codebook.dtype == np.uint8 else 1
+    # TIFF colour maps are 16-bit: values scale from the source's range (8-bit v becomes
+    # v * 257, 255 -> 65535; 12-bit values scale by 65535 / 4095).
     colormap = np.zeros((3, 1 << (8 * store.labels.dtype.itemsize)), np.uint16)
-    colormap[:, : len(codebook)] = codebook.T.astype(np.uint16) * scale
+    colormap[:, : len(codebook)] = np.rint(codebook.T * (65535 / source.peak)).astype(np.uint16)
     return colormap
 
 
-def _write_zarr(image, path: str) -> None:
+def _write_zarr(image, path: str, nodata: float | None) -> None:
     import zarr
     from zarr.codecs import BloscCodec
 
@@ -146,6 +152,8 @@ def _write_zarr(image, path: str) -> None:
         chunks=tuple(c[0] for c in image.chunks),
         dtype=image.dtype,
         compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
+        # The source's nodata, which GDAL reports as NoData; else a value no pixel holds.
+        fill_value=nodata if nodata is not None else None,
     )
     compute(image.store(arr, lock=False, compute=False))
 
@@ -154,20 +162,20 @@ def _write_tiff(
     image,
     path: str,
     colormap: np.ndarray | None = None,
-    source: SourceInfo | None = None,
+    meta: StoreMeta | None = None,
     levels: list | None = None,
 ) -> None:
-    """A tiled TIFF of ``image``, its overview ``levels`` (reduced-resolution pages, which
-    GDAL and QGIS draw zoomed-out views from), and what locates the ``source`` image: its
-    GeoTIFF tags as they were, and its physical pixel size as the TIFF resolution."""
+    """A tiled TIFF of ``image`` and its overview ``levels`` (reduced-resolution pages, which
+    GDAL and QGIS draw zoomed-out views from), written as its source was (`_source_tags`)."""
     import tifffile
 
+    source = meta.source if meta else None
     if colormap is not None:
         photometric = "palette"
-    elif image.ndim == 3 and image.shape[2] == 3:
-        photometric = "rgb"
+    elif source is not None and source.photometric in ("rgb", "minisblack"):
+        photometric = source.photometric
     else:
-        photometric = "minisblack"
+        photometric = "rgb" if image.ndim == 3 and image.shape[2] == 3 else "minisblack"
     options = {
         "tile": (TIFF_TILE, TIFF_TILE),
         "photometric": photometric,
@@ -177,6 +185,7 @@ def _write_tiff(
         # Differences of palette indices say nothing: predict only colour values.
         "predictor": colormap is None,
         "planarconfig": "contig" if image.ndim == 3 else None,
+        "extrasamples": (source.extrasamples or None) if source and colormap is None else None,
         "metadata": None,
     }
     nbytes = image.dtype.itemsize * int(np.prod(image.shape))
@@ -185,15 +194,30 @@ def _write_tiff(
             _tiles(image),
             shape=image.shape,
             dtype=image.dtype,
-            extratags=[
-                (int(code), tag["type"], tag["count"], tag["value"], True)
-                for code, tag in ((source and source.geotiff) or {}).items()
-            ],
+            extratags=_source_tags(meta, palette=colormap is not None),
             **_resolution(source and source.pixel_size),
             **options,
         )
         for level in levels or ():
             tif.write(_tiles(level), shape=level.shape, dtype=level.dtype, subfiletype=1, **options)
+
+
+def _source_tags(meta: StoreMeta | None, palette: bool) -> list[tuple]:
+    """tifffile ``extratags`` that say what the source's TIFF said: its GeoTIFF tags as they
+    were, its Orientation, and its nodata as GDAL_NODATA (the reserved label in a palette TIFF)."""
+    if meta is None:
+        return []
+    source = meta.source
+    tags = [
+        (int(code), tag["type"], tag["count"], tag["value"], True)
+        for code, tag in (source.geotiff or {}).items()
+    ]
+    if source.orientation != 1:
+        tags.append((274, "H", 1, source.orientation, True))
+    if meta.nodata_label is not None:
+        value = meta.nodata_label if palette else source.nodata
+        tags.append((42113, "s", 0, str(value), True))
+    return tags
 
 
 def _tiles(image):

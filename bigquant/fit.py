@@ -97,6 +97,7 @@ def fit_codebook(
     max_iter: int = defaults.MAX_ITER,
     tol: float = DEFAULT_TOL,
     space: str = defaults.SPACES[0],
+    nodata: float | None = None,
 ) -> FitResult:
     """Fit a ``n_colors`` codebook to a ``(Y, X, C)`` dask array.
 
@@ -119,15 +120,20 @@ def fit_codebook(
     space : {"rgb", "oklab", "lab"}
         Where k-means measures distances (see `bigquant.kernels.color`); the codebook
         is returned in the image's own values either way.
+    nodata : float, optional
+        Pixels with every channel equal to it are left out of the sample
+        (as NaN and infinite ones always are).
     """
     check_fit(n_colors, sample_size, max_iter)
     if data.ndim == 2:
         data = data[:, :, None]
-    check_space(space, data.shape[2])
+    check_space(space, data.shape[2], data.dtype)
     if n_colors > COARSE_COLORS and sample_size < PIXELS_PER_COLOR * n_colors:
         sample_size = PIXELS_PER_COLOR * n_colors
         log.info("sampling %d pixels: %d per colour", sample_size, PIXELS_PER_COLOR)
     sample = sample_pixels(data, sample_size, seed)
+    if nodata is not None and not np.isnan(nodata):
+        sample = sample[~(sample == nodata).all(axis=1)]
     use_table = table_pays(data.shape[0] * data.shape[1], n_colors, data.shape[2], data.dtype)
     return fit_sample(
         sample, n_colors, seed=seed, max_iter=max_iter, tol=tol, space=space, use_table=use_table
@@ -153,10 +159,10 @@ def fit_sample(
     if not np.issubdtype(sample.dtype, np.integer):
         bad = ~np.isfinite(sample).all(axis=1)
         if bad.any():
-            log.warning("ignoring %d sampled pixels with NaN or infinite values", int(bad.sum()))
+            log.info("leaving %d sampled pixels with NaN or infinite values out", int(bad.sum()))
             sample = sample[~bad]
     if len(sample) == 0:
-        raise BigquantError("the image has no finite pixel values to fit colours to")
+        raise BigquantError("the image has no pixels with data (all nodata, NaN or infinite)")
     n_distinct = _count_distinct(sample)
     if n_distinct <= n_colors:
         if n_distinct < n_colors:

@@ -34,24 +34,37 @@ class Labelling:
         See `bigquant.kernels.dither`.
     amplitude : float
         Range of the ordered threshold (see `bigquant.kernels.dither.spread`).
+    nodata : float or None
+        Pixels whose channels all hold this value, or any NaN, get the
+        codebook's last row, reserved for them; None: no pixel is nodata and
+        every row is a colour.
     """
 
     space: str = "rgb"
     use_table: bool = False
     dither: str | None = None
     amplitude: float = 0.0
+    nodata: float | None = None
 
     @classmethod
     def for_image(
-        cls, data: da.Array, codebook: np.ndarray, space: str, dither: str | None
+        cls,
+        data: da.Array,
+        codebook: np.ndarray,
+        space: str,
+        dither: str | None,
+        nodata: float | None = None,
     ) -> Labelling:
-        """The labelling of a ``(Y, X, C)`` image with ``codebook``."""
+        """The labelling of a ``(Y, X, C)`` image with ``codebook`` (its last row for
+        ``nodata``, if given)."""
         n_pixels = data.shape[0] * data.shape[1]
+        colors = codebook if nodata is None else codebook[:-1]
         return cls(
             space=space,
-            use_table=table_pays(n_pixels, *codebook.shape, data.dtype),
+            use_table=table_pays(n_pixels, *colors.shape, data.dtype),
             dither=dither,
-            amplitude=spread(codebook) if dither == "ordered" else 0.0,
+            amplitude=spread(colors) if dither == "ordered" else 0.0,
+            nodata=nodata,
         )
 
     @property
@@ -101,8 +114,38 @@ def label_chunk(
     """Label one chunk as ``how`` says.
 
     ``block``, ``own`` and ``origin`` are as in `Window`. Returns the chunk's
-    own pixels, their labels, squared error sum and colour counts.
+    own pixels, their labels, squared error sum and colour counts; nodata
+    pixels get the reserved label, and count in no error.
     """
+    if how.nodata is None:
+        return _label_colors(block, codebook, own, origin, how)
+    # Nodata pixels are labelled as the first colour, exactly (no error), then relabelled.
+    colors = codebook[:-1]
+    mask = nodata_mask(block, how.nodata)
+    if mask.any():
+        block = np.where(mask[:, :, None], colors[0], block)
+    pixels, labels, sse, counts = _label_colors(block, colors, own, origin, how)
+    mask = mask[own]
+    n_nodata = int(np.count_nonzero(mask))
+    if n_nodata:  # dithering may have moved them off colour 0: take out what they added
+        sse_nodata, counts_nodata = score(pixels[mask], colors, labels[mask])
+        sse, counts = sse - sse_nodata, counts - counts_nodata
+        labels[mask] = len(colors)
+    return pixels, labels, sse, np.append(counts, n_nodata)
+
+
+def nodata_mask(block: np.ndarray, nodata: float) -> np.ndarray:
+    """``(y, x)`` True where a ``(y, x, C)`` block holds no data: every channel ``nodata``,
+    or (floats) any NaN."""
+    if block.dtype.kind != "f":
+        return (block == nodata).all(axis=2)
+    mask = np.isnan(block).any(axis=2)
+    if not np.isnan(nodata):
+        mask |= (block == nodata).all(axis=2)
+    return mask
+
+
+def _label_colors(block, codebook, own, origin, how: Labelling):
     if how.dither is None:
         return block, *label_block(block, codebook, space=how.space, use_table=how.use_table)
     pixels = block[own]
@@ -124,7 +167,12 @@ def _chunk_labels(block, codebook, own, origin, how: Labelling) -> np.ndarray:
 
 
 def assign(
-    data: da.Array, codebook: np.ndarray, *, space: str = "rgb", dither: str | None = None
+    data: da.Array,
+    codebook: np.ndarray,
+    *,
+    space: str = "rgb",
+    dither: str | None = None,
+    nodata: float | None = None,
 ) -> da.Array:
     """Lazily label every pixel of a ``(Y, X, C)`` dask array with its nearest colour.
 
@@ -136,6 +184,9 @@ def assign(
         Where "nearest" is measured (see `bigquant.kernels.color`).
     dither : {None, "ordered", "floyd-steinberg"}
         See `bigquant.kernels.dither`.
+    nodata : float, optional
+        Pixels with every channel equal to it, or any NaN, get the last
+        codebook row, reserved for them (see `Labelling`).
 
     Returns
     -------
@@ -153,7 +204,7 @@ def assign(
     check_space(space, data.shape[2])
     check_dither(dither, data.shape[2], data.dtype, space, len(codebook))
     data = data.rechunk({2: -1})
-    how = Labelling.for_image(data, codebook, space, dither)
+    how = Labelling.for_image(data, codebook, space, dither, nodata)
     dtype = label_dtype(len(codebook))
     grid = [[None] * len(data.chunks[1]) for _ in data.chunks[0]]
     for w in windows(data, how.margin):

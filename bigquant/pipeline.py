@@ -11,11 +11,13 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import defaults, location
 from .cluster import scheduler
 from .errors import BigquantError, ParameterError
 from .fit import check_fit, fit_codebook
-from .kernels.color import check_space, peak_value
+from .kernels.color import check_space
 from .kernels.dither import check_dither
 from .progress import progress
 from .pyramid import write_pyramid
@@ -59,10 +61,15 @@ class Settings:
         check_fit(self.n_colors, self.sample_size, self.max_iter)
         check_zarr_format(self.zarr_format)
 
-    def check_image(self, data) -> None:
+    def check_image(self, data, nodata: float | None) -> None:
         """Refuse what this image cannot have."""
-        check_space(self.space, data.shape[2])
+        check_space(self.space, data.shape[2], data.dtype)
         check_dither(self.dither, data.shape[2], data.dtype, self.space, self.n_colors)
+        if nodata is not None and self.n_colors == defaults.MAX_COLORS:
+            raise ParameterError(
+                f"`n_colors` can be at most {defaults.MAX_COLORS - 1} for an image with nodata "
+                "(one more label is reserved for it)"
+            )
 
     def identity(self, image: Image, data) -> dict:
         """What a resumed run must share with the run it finishes."""
@@ -158,7 +165,8 @@ def compress(
         check_absent(dst, overwrite)
     image, sampling = _open_source(src, dst, chunks=chunks, resume=resume)
     data = regular_chunks(image.data)
-    settings.check_image(data)
+    nodata = _nodata(image)
+    settings.check_image(data, nodata)
     log.info(
         "%s: %d x %d pixels, %d channel(s) of %s, chunks of %d x %d",
         image.path or "array",
@@ -181,14 +189,14 @@ def compress(
     ):
         done = None
         if partial is None:
-            partial = _start(tmp, image, data, sampling, settings, run, show_progress)
+            partial = _start(tmp, image, data, sampling, settings, run, nodata, show_progress)
         else:
             done = partial.finished_chunks()
             log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
         with progress("labelling", show_progress):
             write_labels(
                 data, partial.codebook, partial.labels, partial.stats,
-                space=space, dither=dither, skip=done,
+                space=space, dither=dither, nodata=nodata, skip=done,
             )  # fmt: skip
         meta = _with_quality(partial.meta, partial.stats, data)
         if pyramid:
@@ -197,6 +205,8 @@ def compress(
                 partial.group,
                 partial.codebook,
                 pixel_size=partial.meta.source.pixel_size,
+                nodata_label=partial.meta.nodata_label,
+                peak=partial.meta.source.peak,
                 show_progress=show_progress,
             )
             meta = dataclasses.replace(meta, pyramid=levels)
@@ -215,7 +225,21 @@ def _open_source(src, dst: str, *, chunks: int | None, resume: bool) -> tuple[Im
         raise BigquantError(f"{dst}: the output would replace its own source")
     # The sample comes from a few hundred small blocks: read them through small chunks,
     # so that only their tiles are decoded.
-    return open_image(src, chunks=chunks), open_image(src, chunks=SAMPLE_BLOCK).data
+    image = open_image(src, chunks=chunks)
+    return image, image.with_chunks(SAMPLE_BLOCK)
+
+
+def _nodata(image: Image) -> float | None:
+    """The image's nodata value, where its pixels can hold it."""
+    value = image.nodata
+    dtype = image.data.dtype
+    if value is None or dtype.kind == "f":
+        return value
+    info = np.iinfo(dtype)
+    if math.isnan(value) or value != int(value) or not info.min <= value <= info.max:
+        log.warning("ignoring nodata %s: no %s pixel can hold it", value, dtype)
+        return None
+    return value
 
 
 def _preload_fit_modules() -> None:
@@ -229,7 +253,14 @@ def _preload_fit_modules() -> None:
 
 
 def _start(
-    tmp: str, image: Image, data, sampling, settings: Settings, run: dict, show_progress: bool
+    tmp: str,
+    image: Image,
+    data,
+    sampling,
+    settings: Settings,
+    run: dict,
+    nodata: float | None,
+    show_progress: bool,
 ) -> PartialStore:
     """A fresh run: fit the codebook on a sample, and create the unfinished store."""
     started = time.perf_counter()
@@ -242,6 +273,7 @@ def _start(
             seed=settings.seed,
             max_iter=settings.max_iter,
             space=settings.space,
+            nodata=nodata,
         )
     log.info(
         "fitted %d colours on %d pixels in %d iterations (%.1f s)",
@@ -250,6 +282,9 @@ def _start(
         fit.n_iter,
         time.perf_counter() - started,
     )
+    codebook = fit.codebook
+    if nodata is not None:  # one more row, reserved for pixels without data
+        codebook = np.vstack([codebook, np.full((1, codebook.shape[1]), nodata, codebook.dtype)])
     meta = StoreMeta(
         source=SourceInfo(
             image.path,
@@ -258,9 +293,15 @@ def _start(
             image.photometric,
             image.geotiff,
             image.pixel_size,
+            extrasamples=list(image.extrasamples),
+            bits=image.bits,
+            orientation=image.orientation,
+            nodata=_json_number(nodata),
+            converted=image.converted,
         ),
         n_colors_requested=settings.n_colors,
         n_colors=len(fit.codebook),
+        nodata_label=None if nodata is None else len(fit.codebook),
         seed=settings.seed,
         sample_size=fit.n_samples,
         max_iter=settings.max_iter,
@@ -270,19 +311,30 @@ def _start(
         run=run,
     )
     location.remove(tmp)  # a stale unfinished run, not resumed
-    return create_store(tmp, run["chunks"], fit.codebook, meta, zarr_format=settings.zarr_format)
+    return create_store(tmp, run["chunks"], codebook, meta, zarr_format=settings.zarr_format)
+
+
+def _json_number(value: float | None) -> float | int | str | None:
+    """A value as strict JSON holds it: NaN as ``"nan"``, integral floats as integers."""
+    if value is None or math.isnan(value):
+        return None if value is None else "nan"
+    return int(value) if value == int(value) else value
 
 
 def _with_quality(meta: StoreMeta, stats, data) -> StoreMeta:
-    """``meta`` with the errors and colour counts summed from the chunks' stats."""
+    """``meta`` with the errors and colour counts summed from the chunks' stats.
+
+    Pixels without data count in neither the errors nor PSNR.
+    """
     height, width, n_channels = data.shape
-    sse, delta_e, counts = total_stats(stats, (height, width))
-    mse = sse / (height * width * n_channels)
+    sse, delta_e, counts = total_stats(stats)
+    n_data = height * width - (0 if meta.nodata_label is None else int(counts[meta.nodata_label]))
+    mse = sse / (n_data * n_channels) if n_data else 0.0
     return dataclasses.replace(
         meta,
         mse=mse,
         # JSON has no infinity: a lossless result (MSE 0) records PSNR as null.
-        psnr=None if mse == 0 else psnr(mse, peak_value(data.dtype)),
+        psnr=None if mse == 0 else psnr(mse, meta.source.peak),
         # Mean ΔE_OK (see bigquant.kernels.color), for RGB images only.
         delta_e=None if math.isnan(delta_e) else delta_e,
         counts=counts.tolist(),

@@ -60,15 +60,16 @@ def _mode_write(block: np.ndarray, out, row: int, col: int) -> None:
     out[row * cy : row * cy + halved.shape[0], col * cx : col * cx + halved.shape[1]] = halved
 
 
-def _halve(group, source: str, target: str) -> tuple[int, int]:
-    """Write ``target`` as the 2x2 mode of array ``source``, one Zarr chunk per task."""
+def _halve(group, source: str, target: str, nodata: int | None) -> tuple[int, int]:
+    """Write ``target`` as the 2x2 mode of array ``source``, one Zarr chunk per task
+    (``nodata``: the nodata label, its fill value as level 0's)."""
     src = group[source]
     cy, cx = src.chunks
     shape = (-(-src.shape[0] // 2), -(-src.shape[1] // 2))
     # Dimensions of their own: xarray opens the group as one dataset, and a level's y is not
     # level 0's.
     dims = (f"y_{target.rsplit('_', 1)[1]}", f"x_{target.rsplit('_', 1)[1]}")
-    dst = create_label_array(group, target, shape, (cy, cx), src.dtype, dims)
+    dst = create_label_array(group, target, shape, (cy, cx), src.dtype, dims, nodata=nodata)
     # Each dask block of 2cy x 2cx source pixels makes exactly one cy x cx chunk of the target,
     # so no two tasks write the same Zarr chunk. One task per chunk (as in `write_labels`) also
     # gives the progress bar one step per chunk on a distributed client.
@@ -83,22 +84,37 @@ def _halve(group, source: str, target: str) -> tuple[int, int]:
     return shape
 
 
-def _colors(codebook: np.ndarray) -> list[dict] | None:
-    """``image-label`` colours of a grey or RGB codebook (8-bit, 16-bit or float), else None.
+def _colors(
+    codebook: np.ndarray, peak: float | None = None, nodata_label: int | None = None
+) -> list[dict] | None:
+    """``image-label`` colours of a grey or RGB codebook (with or without alpha), else None.
 
-    Grey values become grey colours; other channel counts have no colour a viewer would show.
+    Grey values become grey colours, alpha the colours' opacity; the nodata
+    label is transparent. Other channel counts have no colour a viewer would show.
     """
     codebook = np.asarray(codebook)
-    if codebook.ndim != 2 or codebook.shape[1] not in (1, 3):
+    if codebook.ndim != 2 or codebook.shape[1] not in (1, 2, 3, 4):
         return None
-    rgb = to_8bit(codebook, codebook.dtype)
-    if rgb.shape[1] == 1:
-        rgb = np.repeat(rgb, 3, axis=1)
-    return [{"label-value": i, "rgba": [*map(int, c), 255]} for i, c in enumerate(rgb)]
+    values = to_8bit(codebook, codebook.dtype, peak)
+    grey = codebook.shape[1] <= 2
+    rgb = np.repeat(values[:, :1], 3, axis=1) if grey else values[:, :3]
+    alpha = values[:, -1] if codebook.shape[1] in (2, 4) else np.full(len(values), 255)
+    if nodata_label is not None:
+        alpha[nodata_label] = 0
+    return [
+        {"label-value": i, "rgba": [*map(int, c), int(a)]}
+        for i, (c, a) in enumerate(zip(rgb, alpha, strict=True))
+    ]
 
 
 def write_pyramid(
-    group, codebook: np.ndarray, *, pixel_size: dict | None = None, show_progress: bool = False
+    group,
+    codebook: np.ndarray,
+    *,
+    pixel_size: dict | None = None,
+    nodata_label: int | None = None,
+    peak: float | None = None,
+    show_progress: bool = False,
 ) -> list[str]:
     """Write halved label levels beside ``labels`` and the OME-Zarr metadata describing them.
 
@@ -111,6 +127,10 @@ def write_pyramid(
     pixel_size : dict, optional
         ``{"y", "x", "unit"}``: level 0's physical pixel size, which scales every
         level and gives the axes their unit; without it the scales count pixels.
+    nodata_label : int, optional
+        The label of pixels without data: transparent in ``image-label``.
+    peak : float, optional
+        The largest value of integer pixels, for the colours (12-bit data: 4095).
     show_progress : bool
         Draw a progress bar for each level.
 
@@ -131,7 +151,7 @@ def write_pyramid(
     while h > cy or w > cx:
         name = level_name(len(paths))
         with progress(f"pyramid level {len(paths)}", show_progress):
-            h, w = _halve(group, paths[-1], name)
+            h, w = _halve(group, paths[-1], name, nodata_label)
         paths.append(name)
 
     size = pixel_size or {"y": 1, "x": 1}
@@ -151,7 +171,7 @@ def write_pyramid(
         "type": "mode",
         "metadata": {"description": "2x2 mode of the level before: every value is a label"},
     }
-    colors = _colors(codebook)
+    colors = _colors(codebook, peak, nodata_label)
     if group.metadata.zarr_format == 3:
         ome = {**group.attrs.get("ome", {}), "version": "0.5", "multiscales": [multiscale]}
         if colors is not None:

@@ -10,7 +10,10 @@ no tile is ever decoded twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -22,10 +25,14 @@ from dask.base import tokenize
 
 from . import defaults, location
 from .errors import BigquantError, ParameterError
+from .kernels import convert
 
 log = logging.getLogger("bigquant")
 
-SUPPORTED_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+#: Pixel types bigquant quantizes as they are (codebook and outputs in the same type).
+SUPPORTED_DTYPES = tuple(
+    np.dtype(t) for t in ("uint8", "uint16", "int8", "int16", "float32", "float64")
+)
 
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -39,17 +46,32 @@ class Image:
     Attributes
     ----------
     data : dask.array.Array
-        Pixels as ``(rows, columns, channels)``; greyscale has one channel.
+        Pixels as ``(rows, columns, channels)``, as viewers show them (see
+        `Decoding`); greyscale has one channel. Colour channels come first,
+        then any extra ones (alpha, or others: see ``extrasamples``).
     path : str | None
         Where it was read from, or None for an in-memory or user array.
     photometric : str
-        TIFF photometric interpretation (``"rgb"``, ``"minisblack"``, …) or a
-        best guess for other sources.
+        ``"rgb"`` or ``"minisblack"``: how the values of ``data`` are to be shown.
     geotiff : dict or None
         The GeoTIFF tags of a georeferenced TIFF, verbatim (see `geotiff_tags`).
     pixel_size : dict or None
         Physical size of a pixel, ``{"y": …, "x": …, "unit": "micrometer"}``
         (OME-NGFF unit names), from an OME-TIFF's ``PhysicalSizeY/X``.
+    extrasamples : tuple of int
+        TIFF ExtraSamples codes of the channels after the colour ones: 0
+        unspecified, 1 associated (premultiplied) alpha, 2 unassociated alpha.
+    bits : int or None
+        Significant bits of integer values (12 for 12-bit data in uint16), the
+        peak of PSNR being ``2**bits - 1``; None for floats.
+    orientation : int
+        TIFF Orientation (1, the default, is rows top to bottom, columns left
+        to right). ``data`` is in stored order: outputs carry the tag.
+    nodata : float or None
+        The value of pixels that hold no data (all channels equal to it; NaN
+        pixels of float images always count), or None.
+    converted : str or None
+        How stored values were turned into ``data`` (``"CIELab to sRGB"``, …).
     """
 
     data: da.Array
@@ -57,6 +79,21 @@ class Image:
     photometric: str = "minisblack"
     geotiff: dict | None = None
     pixel_size: dict | None = None
+    extrasamples: tuple[int, ...] = ()
+    bits: int | None = None
+    orientation: int = 1
+    nodata: float | None = None
+    converted: str | None = None
+    #: The same pixels in chunks of another side, without opening the source again.
+    rechunked: Callable[[int], da.Array] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+
+    def with_chunks(self, side: int) -> da.Array:
+        """``data`` in chunks of about ``side`` (whole tiles of a TIFF), read lazily too."""
+        if self.rechunked is None:
+            return self.data.rechunk((side, side, -1))
+        return self.rechunked(side)
 
 
 #: OME-XML length units and their OME-NGFF (UDUNITS-2) names.
@@ -135,18 +172,13 @@ def georeference(tags: dict | None) -> tuple[str | None, list[float] | None]:
     return crs, transform
 
 
-def as_image(
-    data,
-    *,
-    path: str | None = None,
-    photometric: str | None = None,
-    geotiff: dict | None = None,
-    pixel_size: dict | None = None,
-) -> Image:
+def as_image(data, *, path: str | None = None, photometric: str | None = None, **fields) -> Image:
     """Check an array-like is a supported image and give it the (Y, X, C) layout.
 
     Accepts numpy or dask arrays of shape ``(rows, columns)`` or
-    ``(rows, columns, channels)`` and dtype uint8, uint16 or float32.
+    ``(rows, columns, channels)`` of a dtype in `SUPPORTED_DTYPES`; float16
+    becomes float32 and bool 0 / 255 (uint8), as they are shown. Other
+    ``fields`` are those of `Image`; floats get ``nodata`` NaN by default.
     """
     arr = data if isinstance(data, da.Array) else da.asarray(data)
     where = f"{path}: " if path else ""
@@ -157,16 +189,63 @@ def as_image(
             f"{where}unsupported image shape {tuple(arr.shape)}: expected (rows, columns) "
             "or (rows, columns, channels)"
         )
+    if arr.dtype in _WIDENED:
+        fields.setdefault("converted", f"{arr.dtype} to {_WIDENED[arr.dtype]}")
+        if fields.get("rechunked") is not None:
+            fields["rechunked"] = _widened(fields["rechunked"])
+        arr = _widened(lambda _: arr)(None)
     if arr.dtype not in SUPPORTED_DTYPES:
+        names = ", ".join(str(d) for d in SUPPORTED_DTYPES)
         raise BigquantError(
-            f"{where}unsupported pixel type {arr.dtype}: bigquant reads uint8, uint16 and "
-            "float32 images"
+            f"{where}unsupported pixel type {arr.dtype}: bigquant reads {names} "
+            "(and float16, and 1-bit, as they are shown)"
         )
     if min(arr.shape) < 1:
         raise BigquantError(f"{where}empty image of shape {tuple(arr.shape)}")
     if photometric is None:
         photometric = "rgb" if arr.shape[2] in (3, 4) else "minisblack"
-    return Image(arr, path, photometric, geotiff, pixel_size)
+    if photometric == "rgb" and arr.shape[2] < 3:
+        raise BigquantError(f"{where}an RGB image needs 3 channels, not {arr.shape[2]}")
+    colour = 3 if photometric == "rgb" else 1
+    fields.setdefault("extrasamples", _default_extras(arr.shape[2], colour))
+    if len(fields["extrasamples"]) != arr.shape[2] - colour:
+        raise BigquantError(
+            f"{where}{len(fields['extrasamples'])} extra sample(s) declared for "
+            f"{arr.shape[2] - colour} channel(s) past the colour ones"
+        )
+    if np.issubdtype(arr.dtype, np.integer):
+        fields.setdefault("bits", 8 * arr.dtype.itemsize)
+    elif fields.get("nodata") is None:
+        fields["nodata"] = math.nan
+    return Image(arr, path, photometric, **fields)
+
+
+def _default_extras(n_channels: int, colour: int) -> tuple[int, ...]:
+    """ExtraSamples of an array's channels past the colour ones: RGBA's fourth is
+    unassociated alpha (as in PNG), others unspecified."""
+    extras = n_channels - colour
+    return (2,) if colour == 3 and extras == 1 else (0,) * max(extras, 0)
+
+
+#: Types read as a wider one that holds every value exactly (bool as 8-bit black and white).
+_WIDENED = {np.dtype(bool): np.dtype(np.uint8), np.dtype(np.float16): np.dtype(np.float32)}
+
+
+def _widened(array: Callable) -> Callable:
+    """``array`` (a function returning a dask array), widened as `_WIDENED` says."""
+
+    @functools.wraps(array)
+    def widened(side):
+        arr = array(side)
+        return arr.map_blocks(_widen, dtype=_WIDENED[arr.dtype])
+
+    return widened
+
+
+def _widen(block: np.ndarray) -> np.ndarray:
+    if block.dtype == bool:
+        return block.astype(np.uint8) * np.uint8(255)
+    return block.astype(_WIDENED[block.dtype])
 
 
 def open_image(source, *, chunks: int | None = None) -> Image:
@@ -303,11 +382,12 @@ class TiffSource:
     store would funnel every decode through zarr's single event-loop thread).
     """
 
-    def __init__(self, path: str, planes: _TiffPlanes, stamp: str):
+    def __init__(self, path: str, planes: _TiffPlanes, stamp: str, decoding: Decoding | None):
         self.path = path
         self.planes = planes
-        self.shape = planes.shape
-        self.dtype = planes.dtype
+        self.decoding = decoding
+        self.shape = planes.shape if decoding is None else decoding.shape(planes.shape)
+        self.dtype = planes.dtype if decoding is None else decoding.dtype(planes.dtype)
         self.ndim = 3
         self.stamp = stamp
 
@@ -337,7 +417,79 @@ class TiffSource:
                 f"{self.path}: cannot decode pixels [{y0}:{y1}, {x0}:{x1}]: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
-        return np.concatenate(planes, axis=2)[:, :, index[2]]
+        pixels = np.concatenate(planes, axis=2)
+        if self.decoding is not None:
+            pixels = self.decoding.apply(pixels)
+        return pixels[:, :, index[2]]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the samples a TIFF stores become the values viewers show (`bigquant.kernels.convert`).
+
+    ``stored`` is the file's photometric interpretation, ``bits`` its bits per
+    sample; ``lut`` the 8-bit RGB colours of a palette; ``white`` the xy
+    chromaticity of a Lab image's white.
+    """
+
+    stored: str
+    bits: int
+    lut: np.ndarray | None = dataclasses.field(default=None, compare=False)
+    white: tuple[float, float] = convert.D50
+    half: bool = False
+
+    @classmethod
+    def needed(cls, stored: str, bits: int, dtype: np.dtype, **more) -> Decoding | None:
+        """The decoding of these samples, or None where they are shown as stored."""
+        if stored in ("minisblack", "rgb") and bits >= 8 and dtype != np.float16:
+            return None
+        return cls(stored, bits, half=dtype == np.float16, **more)
+
+    def shape(self, stored_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        height, width, samples = stored_shape
+        if self.stored == "palette":
+            return height, width, 3
+        if self.stored == "separated":
+            return height, width, samples - 1
+        return stored_shape
+
+    def dtype(self, stored: np.dtype) -> np.dtype:
+        if self.stored == "palette" or self.bits < 8:
+            return np.dtype(np.uint8)
+        return np.dtype(np.float32) if stored == np.float16 else stored
+
+    def describe(self) -> str:
+        """What the conversion is, for the store's metadata."""
+        if self.stored == "palette":
+            return f"{self.bits}-bit palette to 8-bit RGB (colour map)"
+        steps = []
+        if self.bits < 8:
+            steps.append(f"{self.bits}-bit to 8-bit")
+        if self.stored == "miniswhite":
+            steps.append("MinIsWhite to MinIsBlack (inverted)")
+        elif self.stored == "separated":
+            steps.append("CMYK to RGB")
+        elif self.stored in ("cielab", "icclab"):
+            steps.append(f"{'CIELab' if self.stored == 'cielab' else 'ICCLab'} to sRGB")
+        if self.half:
+            steps.append("float16 to float32")
+        return ", ".join(steps)
+
+    def apply(self, block: np.ndarray) -> np.ndarray:
+        """The shown values of a decoded ``(y, x, samples)`` block."""
+        if self.stored == "palette":
+            return convert.apply_colormap(block, self.lut)
+        if self.bits < 8:
+            block = convert.stretch_bits(block, self.bits)
+        elif block.dtype == np.float16:
+            block = block.astype(np.float32)
+        if self.stored == "miniswhite":
+            return convert.invert(block)
+        if self.stored == "separated":
+            return convert.cmyk_to_rgb(block)
+        if self.stored in ("cielab", "icclab"):
+            return convert.lab_to_rgb(block, self.stored, self.white)
+        return block
 
 
 def _read_window(page, keyframe, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -403,6 +555,13 @@ def _tiff_planes(path: str, series) -> _TiffPlanes:
     return _TiffPlanes(pages, (height, width, n_pages * separate * contig), dtype)
 
 
+#: Colour samples per pixel of the photometric interpretations bigquant reads.
+_COLOUR_SAMPLES = {"minisblack": 1, "miniswhite": 1, "palette": 1, "rgb": 3, "ycbcr": 3,
+                   "separated": 4, "cielab": 3, "icclab": 3}  # fmt: skip
+#: TIFF tags read here: Orientation, InkSet, WhitePoint, GDAL_NODATA.
+_ORIENTATION, _INKSET, _WHITEPOINT, _GDAL_NODATA = 274, 332, 318, 42113
+
+
 def _open_tiff(path: str, chunks: int | None) -> Image:
     import tifffile
 
@@ -419,19 +578,32 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
                     tif.series[0].kind,
                 )
             page = tif.series[0].levels[0].keyframe
-            # JPEG-in-TIFF is stored as YCbCr but decoded to RGB.
-            photometric = page.photometric.name.lower().replace("ycbcr", "rgb")
+            if page.imagedepth > 1:
+                raise BigquantError(f"{path}: volumetric (3-D) TIFFs are not supported")
+            planes = _tiff_planes(path, tif.series[0])
+            stored = _photometric(path, page, planes.shape[2])
+            decoding = Decoding.needed(
+                stored,
+                page.bitspersample,
+                planes.dtype,
+                lut=convert.colormap_lut(page.colormap) if stored == "palette" else None,
+                white=_white_point(page),
+            )
+            _check_budget(path, page, planes)
             tiled = page.is_tiled
             unit = (
                 (page.tilelength, page.tilewidth) if tiled else (page.rowsperstrip, page.imagewidth)
             )
-            if page.imagedepth > 1:
-                raise BigquantError(f"{path}: volumetric (3-D) TIFFs are not supported")
-            if photometric == "palette":
-                raise BigquantError(f"{path}: palette (indexed) TIFFs are already quantized")
-            planes = _tiff_planes(path, tif.series[0])
-            geotiff = geotiff_tags(page)
-            pixel_size = ome_pixel_size(tif.ome_metadata) if tif.is_ome else None
+            fields = {
+                "geotiff": geotiff_tags(page),
+                "pixel_size": ome_pixel_size(tif.ome_metadata) if tif.is_ome else None,
+                "extrasamples": _extrasamples(page, planes.shape[2] - _COLOUR_SAMPLES[stored]),
+                "orientation": int(_tag(page, _ORIENTATION, 1)),
+                "nodata": _gdal_nodata(page),
+                "converted": decoding and decoding.describe(),
+            }
+            if 8 < page.bitspersample < 16 and planes.dtype.kind == "u":
+                fields["bits"] = page.bitspersample
             # Check every tile offset now so a truncated file fails before any work is done.
             for p in planes.pages:
                 _check_segments(path, ident["size"], tif.series[0].levels[0].pages[p])
@@ -440,19 +612,100 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
     except Exception as exc:
         raise BigquantError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
 
-    cy, cx = _plane_chunks(planes.shape[:2], unit, not tiled, chunks or defaults.CHUNK)
-    source = TiffSource(path, planes, f"{ident['size']}-{ident['mtime']}")
-    arr = da.from_array(
+    source = TiffSource(path, planes, f"{ident['size']}-{ident['mtime']}", decoding)
+    array = functools.partial(_tiff_array, source, ident, unit, tiled)
+    photometric = "minisblack" if _COLOUR_SAMPLES[stored] == 1 and stored != "palette" else "rgb"
+    return as_image(
+        array(chunks or defaults.CHUNK),
+        path=path,
+        photometric=photometric,
+        rechunked=array,
+        **fields,
+    )
+
+
+def _tiff_array(source: TiffSource, ident: dict, unit, tiled: bool, side: int) -> da.Array:
+    """``source`` as a dask array in chunks of whole tiles or strips, about ``side`` a side."""
+    # Many samples per pixel make big chunks: keep one within `defaults.CHUNK_BYTES`.
+    per_pixel = source.shape[2] * source.dtype.itemsize
+    side = max(1, min(side, math.isqrt(defaults.CHUNK_BYTES // per_pixel)))
+    cy, cx = _plane_chunks(source.shape[:2], unit, not tiled, side)
+    return da.from_array(
         source,
-        chunks=(cy, cx, planes.shape[2]),
+        chunks=(cy, cx, source.shape[2]),
         asarray=False,
         lock=False,
         fancy=False,
-        meta=np.empty((0, 0, 0), planes.dtype),
+        meta=np.empty((0, 0, 0), source.dtype),
         # Keys change with the file, so dask never mixes up two versions of it.
         name=f"bigquant-read-{tokenize(ident)}-{cy}x{cx}",
     )
-    return as_image(arr, path=path, photometric=photometric, geotiff=geotiff, pixel_size=pixel_size)
+
+
+def _tag(page, code: int, default=None):
+    tag = page.tags.get(code)
+    return default if tag is None else tag.value
+
+
+def _photometric(path: str, page, n_samples: int) -> str:
+    """The stored photometric interpretation, checked to be one bigquant reads."""
+    import tifffile
+
+    try:
+        name = tifffile.PHOTOMETRIC(page.photometric).name.lower()
+    except ValueError:
+        name = None
+    if name is None and 283 not in page.tags and page.tags.get(262) is None:
+        # No PhotometricInterpretation tag: what most readers assume.
+        name = "rgb" if n_samples >= 3 else "minisblack"
+    if name not in _COLOUR_SAMPLES:
+        raise BigquantError(
+            f"{path}: photometric interpretation {name or page.photometric} is not supported "
+            "(bigquant reads grey, RGB, palette, CMYK and Lab images)"
+        )
+    if name == "separated" and _tag(page, _INKSET, 1) != 1:
+        raise BigquantError(f"{path}: multi-ink (non-CMYK) separated images are not supported")
+    if name in ("cielab", "icclab") and page.dtype.kind == "f":
+        raise BigquantError(f"{path}: floating-point Lab images are not supported")
+    if n_samples < _COLOUR_SAMPLES[name]:
+        raise BigquantError(f"{path}: {name} image with only {n_samples} sample(s) per pixel")
+    # JPEG-in-TIFF is stored as YCbCr but decoded to RGB.
+    return "rgb" if name == "ycbcr" else name
+
+
+def _white_point(page) -> tuple[float, float]:
+    white = _tag(page, _WHITEPOINT)
+    return convert.D50 if white is None or len(white) != 2 else (float(white[0]), float(white[1]))
+
+
+def _extrasamples(page, n_extra: int) -> tuple[int, ...]:
+    """ExtraSamples codes of the ``n_extra`` samples past the colour ones (0 where undeclared)."""
+    codes = tuple(int(e) for e in (page.extrasamples or ()))[-n_extra:] if n_extra else ()
+    return (0,) * (n_extra - len(codes)) + codes
+
+
+def _gdal_nodata(page) -> float | None:
+    text = _tag(page, _GDAL_NODATA)
+    try:
+        return None if text is None else float(str(text).strip().rstrip("\x00"))
+    except ValueError:
+        log.warning("ignoring GDAL_NODATA %r: not a number", text)
+        return None
+
+
+def _check_budget(path: str, page, planes: _TiffPlanes) -> None:
+    """Refuse a file whose one tile or strip would not fit `defaults.SEGMENT_BYTES` of memory
+    (damaged headers claim absurd sizes; better a clear error than a failed allocation)."""
+    rows = page.tilelength if page.is_tiled else page.rowsperstrip
+    cols = page.tilewidth if page.is_tiled else page.imagewidth
+    nbytes = min(rows, planes.shape[0]) * cols * planes.shape[2] * planes.dtype.itemsize
+    if nbytes > defaults.SEGMENT_BYTES:
+        from dask.utils import format_bytes
+
+        raise BigquantError(
+            f"{path}: one tile or strip would take {format_bytes(nbytes)} of memory "
+            f"({planes.shape[2]} samples per pixel): a damaged file?"
+        )
 
 
 def _check_segments(path: str, file_size: int, page) -> None:
@@ -484,12 +737,14 @@ def _open_zarr(path: str, chunks: int | None) -> Image:
         raise BigquantError(
             f"{path}: unsupported image shape {node.shape}: expected (rows, columns[, channels])"
         )
-    zc = node.chunks
-    target = chunks or defaults.CHUNK
-    cy = _chunk_side(target, zc[0], node.shape[0])
-    cx = _chunk_side(target, zc[1], node.shape[1])
-    arr = da.from_zarr(node, chunks=(cy, cx, *node.shape[2:]))
-    return as_image(arr, path=path)
+    array = functools.partial(_zarr_array, node)
+    return as_image(array(chunks or defaults.CHUNK), path=path, rechunked=array)
+
+
+def _zarr_array(node, side: int) -> da.Array:
+    cy = _chunk_side(side, node.chunks[0], node.shape[0])
+    cx = _chunk_side(side, node.chunks[1], node.shape[1])
+    return da.from_zarr(node, chunks=(cy, cx, *node.shape[2:]))
 
 
 def _open_small(path: str, chunks: int | None) -> Image:
@@ -500,6 +755,10 @@ def _open_small(path: str, chunks: int | None) -> Image:
             pixels = imagecodecs.imread(fh.read())
     except Exception as exc:
         raise BigquantError(f"{path}: cannot decode image ({exc})") from None
-    target = chunks or defaults.CHUNK
-    arr = da.from_array(pixels, chunks=(target, target, *pixels.shape[2:]))
-    return as_image(arr, path=path)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+
+    def array(side: int) -> da.Array:
+        return da.from_array(pixels, chunks=(side, side, -1))
+
+    return as_image(array(chunks or defaults.CHUNK), path=path, rechunked=array)

@@ -69,21 +69,55 @@ def preview(
     store, out = _open(store, out)
     height, width = store.labels.shape
     f = max(1, math.ceil(max(height, width) / max_size))
-    to_8bits = functools.partial(to_8bit, dtype=store.codebook.dtype)
-    image = block_means(store.labels_dask(), store.codebook, f, np.uint8, to_8bits)
+    source = store.meta.source
+    to_8bits = functools.partial(to_8bit, dtype=store.codebook.dtype, peak=source.peak)
+    labels, nodata = store.labels_dask(), store.meta.nodata_label
+    parts = [block_means(labels, store.codebook, f, np.uint8, to_8bits, skip=nodata)]
+    counts = store.meta.counts
+    if nodata is not None and counts and counts[nodata]:  # how much of a block has data: opacity
+        weights = np.full((len(store.codebook), 1), 255.0)
+        weights[nodata] = 0
+        parts.append(block_means(labels, weights, f, np.uint8, to_8bits_plain))
     with atomic_output(out, overwrite=overwrite) as tmp, progress("preview", show_progress):
-        (small,) = compute(image)
-        _save_png(small, tmp)
+        small, *coverage = compute(*parts)
+        if coverage:
+            small = _with_opacity(small, coverage[0], source.extrasamples)
+        _save_png(oriented(small, source.orientation), tmp)
     return small.shape[0], small.shape[1]
 
 
-def block_means(labels, codebook: np.ndarray, f: int, dtype, convert) -> object:
+def to_8bits_plain(values: np.ndarray) -> np.ndarray:
+    return np.rint(values).astype(np.uint8)
+
+
+def _with_opacity(pixels: np.ndarray, opacity: np.ndarray, extrasamples) -> np.ndarray:
+    """An 8-bit picture made as transparent as ``opacity`` (0 to 255) says."""
+    if len(extrasamples) == 1 and extrasamples[0] in (1, 2):  # an alpha channel of its own
+        alpha = pixels[:, :, -1:].astype(np.uint16) * opacity // 255
+        return np.concatenate([pixels[:, :, :-1], alpha.astype(np.uint8)], axis=2)
+    return np.concatenate([pixels, opacity], axis=2)
+
+
+def oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """A ``(y, x, …)`` picture in stored order turned to display order, as TIFF Orientation
+    ``orientation`` says (1 top-left, 2 top-right, …, 8 left-bottom)."""
+    if orientation in (5, 6, 7, 8):  # stored rows are displayed as columns
+        pixels = np.swapaxes(pixels, 0, 1)
+    flip_rows = orientation in (3, 4, 6, 7)
+    flip_cols = orientation in (2, 3, 7, 8)
+    return pixels[:: -1 if flip_rows else 1, :: -1 if flip_cols else 1]
+
+
+def block_means(
+    labels, codebook: np.ndarray, f: int, dtype, convert, *, skip: int | None = None
+) -> object:
     """The mean colour of every ``f × f`` block of ``codebook[labels]``, as ``convert`` makes it.
 
     A lazy ``(ceil(Y / f), ceil(X / f), C)`` dask array of ``dtype``, computed
     chunk by chunk from the ``labels`` dask array (partial blocks at the bottom
     and right edges are averaged over the pixels they have). ``convert`` turns
-    float colour values into ``dtype``.
+    float colour values into ``dtype``. Pixels labelled ``skip`` (nodata) are
+    left out of the means; a block of nothing else is ``codebook[skip]``.
     """
     # Chunk sides that are multiples of f near the labels': no block straddles two chunks.
     labels = labels.rechunk(tuple(max(1, round(c / f)) * f for c in labels.chunksize))
@@ -92,16 +126,32 @@ def block_means(labels, codebook: np.ndarray, f: int, dtype, convert) -> object:
         codebook,
         f,
         convert,
+        skip,
         dtype=dtype,
         new_axis=2,
         chunks=(*(tuple(-(-c // f) for c in cs) for cs in labels.chunks), (codebook.shape[1],)),
     )
 
 
-def _block_means(labels: np.ndarray, codebook: np.ndarray, f: int, convert) -> np.ndarray:
+def _block_means(
+    labels: np.ndarray, codebook: np.ndarray, f: int, convert, skip: int | None
+) -> np.ndarray:
     """Mean colours of the ``f × f`` blocks of one chunk (partial ones at its end)."""
     if f == 1:  # every block one pixel: converting the codebook first is the same, and faster
         return lookup(labels, convert(codebook))
+    if skip is None:
+        return convert(_means(labels, codebook, f))
+    # Weighted: colours of the pixels with data, and a last column counting them.
+    weights = np.ones((len(codebook), 1))
+    weights[skip] = 0
+    means = _means(labels, np.hstack([np.where(weights > 0, codebook, 0), weights]), f)
+    share = means[:, :, -1:]
+    colors = np.where(share > 0, means[:, :, :-1] / np.maximum(share, 1e-12), codebook[skip])
+    return convert(colors)
+
+
+def _means(labels: np.ndarray, codebook: np.ndarray, f: int) -> np.ndarray:
+    """Float means of ``codebook[labels]`` over the ``f × f`` blocks of one chunk."""
     rows, cols = labels.shape
     col_starts = np.arange(0, cols, f)
     sums = np.zeros((-(-rows // f), len(col_starts), codebook.shape[1]))
@@ -113,16 +163,24 @@ def _block_means(labels: np.ndarray, codebook: np.ndarray, f: int, convert) -> n
         part = np.add.reduceat(lookup(labels[y0:y1], codebook), col_starts, axis=1, dtype=float)
         sums[starts // f] += np.add.reduceat(part, starts - y0, axis=0)
     area = np.outer(np.minimum(f, rows - np.arange(0, rows, f)), np.minimum(f, cols - col_starts))
-    return convert(sums / area[:, :, None])
+    return sums / area[:, :, None]
 
 
-def to_8bit(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Values of an image of ``dtype`` as rounded 8-bit ones (floats clipped to [0, 1])."""
+def to_8bit(values: np.ndarray, dtype: np.dtype, peak: float | None = None) -> np.ndarray:
+    """Values of an image of ``dtype`` as rounded 8-bit ones.
+
+    Unsigned integers scale from ``[0, peak]`` (the dtype's largest value by
+    default; ``2**bits - 1`` for 12-bit data), signed ones from the dtype's
+    range, floats from [0, 1] (clipped; NaN is 0).
+    """
     values = np.asarray(values, dtype=np.float64)
-    if np.issubdtype(dtype, np.integer):
-        values = values * 255 / np.iinfo(dtype).max  # uint8 stays exact, uint16 is v / 257
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        low, high = (0, peak or info.max) if dtype.kind == "u" else (info.min, info.max)
+        values = np.clip((values - low) * 255 / (high - low), 0, 255)  # uint8 stays exact
     else:
-        values = np.clip(values, 0, 1) * 255
+        values = np.clip(np.nan_to_num(values), 0, 1) * 255
     return np.rint(values).astype(np.uint8)
 
 
@@ -161,7 +219,8 @@ def palette_image(
             f"`sort` must be one of {', '.join(defaults.PALETTE_SORTS)}, not {sort!r}"
         )
     store, out = _open(store, out)
-    codebook, counts = store.codebook, _counts(store)
+    # The colours: not the row reserved for nodata, which is none.
+    codebook, counts = store.codebook[: store.meta.n_colors], _counts(store)
     if sort == "count" and counts is None:
         raise BigquantError(f"{store.path}: the store records no pixel counts to sort by")
     light = lightness(codebook)
@@ -251,7 +310,9 @@ def _channels(store: Store) -> int:
 def _counts(store: Store) -> list[int] | None:
     """The store's per-colour pixel counts, or None when it has none (or not one per colour)."""
     counts = store.meta.counts
-    return counts if counts is not None and len(counts) == len(store.codebook) else None
+    if counts is None or len(counts) != len(store.codebook):
+        return None
+    return counts[: store.meta.n_colors]
 
 
 def _short(n: int) -> str:

@@ -36,6 +36,8 @@ CODEBOOK_KEY = "codebook"
 LABELS_KEY = "labels"
 #: Per-chunk squared errors and colour counts, present only while a store is unfinished.
 STATS_KEY = "chunk_stats"
+#: Per chunk: squared error sum, ΔE_OK sum and the pixels it is summed over; then the counts.
+STATS_HEAD = 3
 #: A Zarr node's own metadata files (format 3, and 2). At the root of an output they are what
 #: makes it readable (and a store complete): copied last, deleted first (see `atomic_output`).
 ROOT_METADATA = ("zarr.json", ".zattrs", ".zarray", ".zgroup")
@@ -63,6 +65,19 @@ class SourceInfo:
     pixel_size : dict or None
         Physical pixel size ``{"y", "x", "unit"}`` of an OME-TIFF source
         (`bigquant.read.Image`): the pyramid's scales, the TIFF outputs' resolution.
+    extrasamples : list of int
+        TIFF ExtraSamples of the channels past the colour ones (1 associated,
+        2 unassociated alpha, 0 other), written again into TIFF outputs.
+    bits : int or None
+        Significant bits of integer values (PSNR's peak is ``2**bits - 1``).
+    orientation : int
+        The source's TIFF Orientation; labels are in stored order, TIFF
+        outputs carry the tag and previews are drawn turned as it says.
+    nodata : float, "nan" or None
+        The value of pixels without data (JSON has no NaN: ``"nan"``), which
+        the codebook's last row holds (see `StoreMeta.nodata_label`).
+    converted : str or None
+        How the stored values were turned into the codebook's (``"CMYK to RGB"``, …).
     """
 
     path: str | None
@@ -71,6 +86,24 @@ class SourceInfo:
     photometric: str | None = None
     geotiff: dict | None = None
     pixel_size: dict | None = None
+    extrasamples: list[int] = dataclasses.field(default_factory=list)
+    bits: int | None = None
+    orientation: int = 1
+    nodata: float | str | None = None
+    converted: str | None = None
+
+    @property
+    def nodata_value(self) -> float | None:
+        """``nodata`` as a number (NaN for ``"nan"``)."""
+        return float(self.nodata) if self.nodata is not None else None
+
+    @property
+    def peak(self) -> float:
+        """The largest value a pixel can hold: ``2**bits - 1``, or 1.0 for floats."""
+        if self.bits:
+            return float(2**self.bits - 1)
+        dtype = np.dtype(self.dtype)
+        return float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +114,9 @@ class StoreMeta:
     The quality fields (``mse``, ``psnr``, ``delta_e``, ``counts``) are None
     until the labels are written; ``psnr`` stays None for a lossless result
     and ``delta_e`` (mean ΔE_OK) for images that are not RGB. ``pyramid``
-    lists the label levels of a ``--pyramid`` store. Fields later versions
+    lists the label levels of a ``--pyramid`` store. ``nodata_label`` is the
+    codebook row reserved for pixels without data (the last; None when the
+    source has none). Fields later versions
     added have defaults, so stores of earlier ones (same ``format_version``)
     still read.
     """
@@ -92,6 +127,7 @@ class StoreMeta:
     seed: int
     sample_size: int
     n_iter: int
+    nodata_label: int | None = None
     max_iter: int | None = None
     space: str = "rgb"
     dither: str | None = None
@@ -107,7 +143,8 @@ class StoreMeta:
 
     #: Attribute order: the identity first, quality and completion last.
     _ORDER = (
-        "format_version", "bigquant_version", "source", "n_colors_requested", "n_colors", "seed",
+        "format_version", "bigquant_version", "source", "n_colors_requested", "n_colors",
+        "nodata_label", "seed",
         "sample_size", "max_iter", "space", "dither", "n_iter", "run", "complete", "mse", "psnr",
         "delta_e", "counts", "pyramid",
     )  # fmt: skip
@@ -211,7 +248,9 @@ def labels_compressor(zarr_format: int):
     return ZstdCodec(level=3)
 
 
-def create_label_array(group, name: str, shape, chunks, dtype, dims: tuple[str, str]):
+def create_label_array(
+    group, name: str, shape, chunks, dtype, dims: tuple[str, str], nodata: int | None = None
+):
     """A 2-D label array in ``group``, as every tool should read it.
 
     Zstandard (`labels_compressor`); every chunk written, even all-zero ones,
@@ -219,7 +258,9 @@ def create_label_array(group, name: str, shape, chunks, dtype, dims: tuple[str, 
     dimension names for xarray (``dimension_names`` in format 3, the
     ``_ARRAY_DIMENSIONS`` attribute in format 2); and, in format 2, no fill
     value, which GDAL would report as NoData, hiding every pixel of colour 0.
-    Format 3 requires a fill value: 0 (GDAL 3.6 does not read format 3).
+    Format 3 requires a fill value: 0 (GDAL 3.6 does not read format 3). Where
+    the source has nodata, its label ``nodata`` is the fill value in both:
+    GDAL then reports it as NoData, as it should.
     """
     zarr_format = group.metadata.zarr_format
     array = group.create_array(
@@ -228,7 +269,7 @@ def create_label_array(group, name: str, shape, chunks, dtype, dims: tuple[str, 
         chunks=tuple(chunks),
         dtype=dtype,
         compressors=labels_compressor(zarr_format),
-        fill_value=None if zarr_format == 2 else 0,
+        fill_value=nodata if nodata is not None else None if zarr_format == 2 else 0,
         config={"write_empty_chunks": True},
         dimension_names=dims if zarr_format == 3 else None,
         overwrite=True,
@@ -249,8 +290,8 @@ def check_zarr_format(zarr_format: int) -> None:
 class PartialStore:
     """An unfinished store being written: its group, label array and per-chunk stats.
 
-    ``stats[row, col]`` holds a chunk's squared error sum, ΔE_OK sum and
-    colour counts once its labels are written (NaN before): it is how an
+    ``stats[row, col]`` holds a chunk's squared error sum, ΔE_OK sum (and the
+    pixels it sums over) and colour counts once its labels are written (NaN before): it is how an
     interrupted run knows what is done. `finish_store` removes it.
     """
 
@@ -282,18 +323,33 @@ def create_store(
         location.zarr_store(path, read_only=False), mode="w", zarr_format=zarr_format
     )
     labels = create_label_array(
-        group, LABELS_KEY, shape, chunks, label_dtype(len(codebook)), ("y", "x")
+        group,
+        LABELS_KEY,
+        shape,
+        chunks,
+        label_dtype(len(codebook)),
+        ("y", "x"),
+        nodata=meta.nodata_label,
     )
     grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
     stats = group.create_array(
         STATS_KEY,
-        shape=(*grid, 2 + len(codebook)),
-        chunks=(1, 1, 2 + len(codebook)),
+        shape=(*grid, STATS_HEAD + len(codebook)),
+        chunks=(1, 1, STATS_HEAD + len(codebook)),
         dtype=np.float64,
         fill_value=np.nan,
     )
-    group.attrs.update({CODEBOOK_KEY: codebook.tolist(), ATTR_KEY: meta.to_attrs()})
+    group.attrs.update({CODEBOOK_KEY: codebook_json(codebook), ATTR_KEY: meta.to_attrs()})
     return PartialStore(group, labels, stats, codebook, meta)
+
+
+def codebook_json(codebook: np.ndarray) -> list:
+    """The codebook as strict JSON: NaN (a float image's nodata row) becomes null, which
+    ``np.asarray(codebook, dtype=float)`` reads back as NaN."""
+    rows = codebook.tolist()
+    if codebook.dtype.kind == "f" and np.isnan(codebook).any():
+        rows = [[None if v != v else v for v in row] for row in rows]
+    return rows
 
 
 def open_partial(path: str) -> PartialStore | None:

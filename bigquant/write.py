@@ -17,6 +17,7 @@ from dask.base import tokenize
 from .kernels.color import delta_e_stride, delta_e_sum
 from .label import Labelling, label_chunk, windows
 from .progress import compute
+from .store import STATS_HEAD
 
 
 def regular_chunks(data: da.Array) -> da.Array:
@@ -41,12 +42,19 @@ def _assign_write(
 ) -> None:
     own, (y0, x0), (row, col) = where
     pixels, labels, sse, counts = label_chunk(block, codebook, own, (y0, x0), how)
-    de = math.nan
+    de, n_de = math.nan, 0
     if pixels.shape[2] == 3:
-        de = delta_e_sum(pixels, labels, codebook, (y0, x0), delta_e_stride(*out.shape))
+        de, n_de = delta_e_sum(
+            pixels,
+            labels,
+            codebook,
+            (y0, x0),
+            delta_e_stride(*out.shape),
+            skip=None if how.nodata is None else len(codebook) - 1,
+        )
     out[y0 : y0 + labels.shape[0], x0 : x0 + labels.shape[1]] = labels
     # Written after the labels: a chunk with stats is finished, and a resumed run skips it.
-    stats[row, col] = np.concatenate(([sse, de], counts))
+    stats[row, col] = np.concatenate(([sse, de, n_de], counts))
 
 
 def write_labels(
@@ -57,19 +65,21 @@ def write_labels(
     *,
     space: str = "rgb",
     dither: str | None = None,
+    nodata: float | None = None,
     skip: np.ndarray | None = None,
 ) -> None:
     """Label every pixel of ``data`` with ``codebook`` and write the labels into ``out``.
 
     Reads the whole image once (but the chunks marked in ``skip``). ``data``
     must be chunked like ``out`` (see `regular_chunks`). Each chunk's squared
-    error sum, ΔE_OK sum (over its pixels on the lattice of `delta_e_stride`;
-    NaN unless RGB) and colour counts go to ``stats[row, col]``, an array of
-    shape ``(chunk rows, chunk columns, 2 + K)``, once its labels are written.
-    ``space`` and ``dither`` are as in `bigquant.label.assign`;
+    error sum, ΔE_OK sum (over its pixels with data on the lattice of
+    `delta_e_stride`; NaN unless RGB), the number of those pixels and its
+    colour counts go to ``stats[row, col]``, an array of shape ``(chunk rows,
+    chunk columns, 3 + K)``, once its labels are written.
+    ``space``, ``dither`` and ``nodata`` are as in `bigquant.label.assign`;
     Floyd–Steinberg also reads a margin of each chunk's neighbours.
     """
-    how = Labelling.for_image(data, codebook, space, dither)
+    how = Labelling.for_image(data, codebook, space, dither, nodata)
     token = tokenize(data, codebook, how, str(out.store_path))
     tasks = [
         dask.delayed(_assign_write, pure=True)(
@@ -87,17 +97,17 @@ def write_labels(
     compute(*tasks)
 
 
-def total_stats(stats, shape: tuple[int, int]) -> tuple[float, float, np.ndarray]:
+def total_stats(stats) -> tuple[float, float, np.ndarray]:
     """Squared error sum, mean ΔE_OK (NaN unless RGB) and per-colour pixel counts.
 
-    Summed over all chunks in chunk order, for an image of ``(rows, columns)`` ``shape``.
+    Summed over all chunks in chunk order.
     """
-    step = delta_e_stride(*shape)
-    lattice = -(-shape[0] // step) * -(-shape[1] // step)
-    sse, de, counts = 0.0, 0.0, np.zeros(stats.shape[2] - 2, np.int64)
+    sse, de, n_de = 0.0, 0.0, 0
+    counts = np.zeros(stats.shape[2] - STATS_HEAD, np.int64)
     for row in range(stats.shape[0]):  # a row of chunks at a time: K can be 65536
         values = stats[row]
         sse += float(values[:, 0].sum())
         de += float(values[:, 1].sum())
-        counts += values[:, 2:].sum(axis=0).astype(np.int64)
-    return sse, de / lattice, counts
+        n_de += int(values[:, 2].sum())
+        counts += values[:, STATS_HEAD:].sum(axis=0).astype(np.int64)
+    return sse, de / n_de if n_de else math.nan, counts

@@ -213,8 +213,8 @@ def test_existing_destination_is_left_untouched(tmp_path, src):
 @pytest.mark.parametrize(
     ("array", "message"),
     [
-        (np.zeros((20, 20), np.int16), "unsupported pixel type int16"),
-        (np.zeros((20, 20, 3), np.float64), "unsupported pixel type float64"),
+        (np.zeros((20, 20), np.int32), "unsupported pixel type int32"),
+        (np.zeros((20, 20, 3), np.complex64), "unsupported pixel type complex64"),
     ],
 )
 def test_unsupported_dtype(tmp_path, array, message):

@@ -47,7 +47,7 @@ def test_palette_tiff_shows_the_quantized_image(tmp_path, name, k, bits):
 @pytest.mark.parametrize(
     ("image", "message"),
     [
-        (lambda p: p[:, :, 0], "needs an RGB codebook of uint8 or uint16 values, not 1 channel(s)"),
+        (lambda p: p[:, :, :2], "needs a grey or RGB codebook of uint8 or uint16 values, not 2"),
         (lambda p: p.astype(np.float32) / 255, "not 3 channel(s) of float32"),
     ],
 )

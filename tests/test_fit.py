@@ -67,6 +67,7 @@ def test_uint16_and_float32_codebooks_stay_in_range():
 
 
 def test_nan_pixels_are_ignored(caplog):
+    caplog.set_level(logging.INFO, "bigquant")
     data = np.random.default_rng(0).random((1000, 3)).astype(np.float32)
     data[::10] = np.nan
     result = fit_sample(data, 4)

@@ -71,7 +71,13 @@ def test_store_contract(tmp_path, china):
         "photometric": "rgb",
         "geotiff": None,
         "pixel_size": None,
+        "extrasamples": [],
+        "bits": 8,
+        "orientation": 1,
+        "nodata": None,
+        "converted": None,
     }
+    assert stored["nodata_label"] is None
     assert (stored["n_colors_requested"], stored["n_colors"], stored["seed"]) == (32, 32, 0)
     assert stored["sample_size"] == 50_000 and stored["n_iter"] >= 1
     # The MSE in the store is the real full-image error of codebook[labels].

@@ -211,17 +211,20 @@ def test_v05_group_validator_and_the_labels_array(tmp_path, china):
     Image.from_zarr(group)
 
 
-def test_codebook_colours_in_any_depth_grey_too_and_others_skipped(tmp_path, china):
+def test_codebook_colours_in_any_depth_grey_alpha_too_and_others_skipped(tmp_path, china):
     labels, codebook = photo_labels(china[:100, :100], 4)
     expected = [[*map(int, rgb), 255] for rgb in codebook]
-    for name, other, colours in [
-        ("uint16", codebook.astype(np.uint16) * 257, expected),
-        ("float", codebook / 255.0, expected),
-        ("grey", codebook[:, :1], [[int(v)] * 3 + [255] for v in codebook[:, 0]]),
-        ("two", codebook[:, :2], None),
+    transparent_last = [*expected[:-1], [*expected[-1][:3], 0]]
+    for name, other, colours, nodata in [
+        ("uint16", codebook.astype(np.uint16) * 257, expected, None),
+        ("float", codebook / 255.0, expected, None),
+        ("grey", codebook[:, :1], [[int(v)] * 3 + [255] for v in codebook[:, 0]], None),
+        ("grey+alpha", codebook[:, :2], [[int(g)] * 3 + [int(a)] for g, a in codebook[:, :2]], None),
+        ("nodata", codebook, transparent_last, len(codebook) - 1),
+        ("five", np.hstack([codebook, codebook[:, :2]]), None, None),
     ]:
         group = make_store(tmp_path / f"{name}.zarr", labels, other, (32, 32), 3)
-        write_pyramid(group, other)
+        write_pyramid(group, other, nodata_label=nodata)
         found = group.attrs["ome"].get("image-label", {}).get("colors")
         assert (found and [c["rgba"] for c in found]) == colours, name
 

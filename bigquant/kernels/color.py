@@ -52,12 +52,15 @@ _LAB_EPS = (6 / 29) ** 3
 DELTA_E_PIXELS = 1 << 20
 
 
-def check_space(space: str, n_channels: int) -> None:
-    """Refuse an unknown space, or a perceptual one for an image that is not RGB."""
+def check_space(space: str, n_channels: int, dtype=np.uint8) -> None:
+    """Refuse an unknown space, or a perceptual one for an image that is not sRGB
+    (three channels of unsigned or float values)."""
     if space not in SPACES:
         raise ParameterError(f"`space` must be one of {', '.join(SPACES)}, not {space!r}")
     if space != "rgb" and n_channels != 3:
         raise ParameterError(f"`space` {space} needs an RGB image, not {n_channels} channel(s)")
+    if space != "rgb" and np.dtype(dtype).kind == "i":
+        raise ParameterError(f"`space` {space} needs an sRGB image, not signed {np.dtype(dtype)}")
 
 
 def peak_value(dtype: np.dtype) -> float:
@@ -139,9 +142,15 @@ def from_space(coords: np.ndarray, space: str, dtype: np.dtype) -> np.ndarray:
     else:
         fy = (coords[:, 0] + 16) / 116
         f = np.stack([fy + coords[:, 1] / 500, fy, fy - coords[:, 2] / 200], axis=1)
-        xyz = np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE
-        lin = xyz @ np.linalg.inv(_RGB_TO_XYZ).T
+        return from_linear_xyz(
+            np.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE
+        ) * peak_value(dtype)
     return _encode(lin) * peak_value(dtype)
+
+
+def from_linear_xyz(xyz: np.ndarray) -> np.ndarray:
+    """Encoded sRGB in [0, 1] of ``(n, 3)`` CIE XYZ (D65, white Y = 1), clipped to the gamut."""
+    return _encode(xyz @ np.linalg.inv(_RGB_TO_XYZ).T)
 
 
 def delta_e_stride(height: int, width: int) -> int:
@@ -157,9 +166,15 @@ def delta_e_stride(height: int, width: int) -> int:
 
 
 def delta_e_sum(
-    block: np.ndarray, labels: np.ndarray, codebook: np.ndarray, origin, stride: int
-) -> float:
-    """Sum of ΔE_OK over the lattice pixels of an RGB ``(y, x, 3)`` chunk and their colours.
+    block: np.ndarray,
+    labels: np.ndarray,
+    codebook: np.ndarray,
+    origin,
+    stride: int,
+    skip: int | None = None,
+) -> tuple[float, int]:
+    """Sum of ΔE_OK over the lattice pixels of an RGB ``(y, x, 3)`` chunk and their colours,
+    and how many pixels it sums over (those labelled ``skip`` left out).
 
     ``origin`` is the chunk's first (row, column) in the image: the lattice of
     every ``stride``-th row and column is fixed in image coordinates, so the
@@ -168,5 +183,8 @@ def delta_e_sum(
     rows = slice(-origin[0] % stride, None, stride)
     cols = slice(-origin[1] % stride, None, stride)
     pixels = block[rows, cols].reshape(-1, 3)
-    colors = oklab(codebook)[labels[rows, cols].ravel()]
-    return 100 * float(np.sqrt(((oklab(pixels) - colors) ** 2).sum(axis=1)).sum())
+    picked = labels[rows, cols].ravel()
+    if skip is not None:
+        pixels, picked = pixels[picked != skip], picked[picked != skip]
+    colors = oklab(codebook)[picked]
+    return 100 * float(np.sqrt(((oklab(pixels) - colors) ** 2).sum(axis=1)).sum()), len(picked)

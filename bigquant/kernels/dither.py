@@ -57,6 +57,11 @@ def check_dither(
         return
     if dither not in DITHERS:
         raise ParameterError(f"`dither` must be one of {', '.join(DITHERS)}, not {dither!r}")
+    if dither == "floyd-steinberg" and np.dtype(dtype).kind == "i":
+        # The diffused values are clipped to [0, peak], which signed values do not fill.
+        raise ParameterError(
+            f"`dither` floyd-steinberg needs unsigned or float values, not {dtype}"
+        )
     if dither == "floyd-steinberg" and not has_table(n_channels, dtype):
         if space != "rgb":
             raise ParameterError(
