@@ -103,8 +103,8 @@ def oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
     ``orientation`` says (1 top-left, 2 top-right, …, 8 left-bottom)."""
     if orientation in (5, 6, 7, 8):  # stored rows are displayed as columns
         pixels = np.swapaxes(pixels, 0, 1)
-    flip_rows = orientation in (3, 4, 6, 7)
-    flip_cols = orientation in (2, 3, 7, 8)
+    flip_rows = orientation in (3, 4, 7, 8)
+    flip_cols = orientation in (2, 3, 6, 7)
     return pixels[:: -1 if flip_rows else 1, :: -1 if flip_cols else 1]
 
 

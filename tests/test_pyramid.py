@@ -219,7 +219,12 @@ def test_codebook_colours_in_any_depth_grey_alpha_too_and_others_skipped(tmp_pat
         ("uint16", codebook.astype(np.uint16) * 257, expected, None),
         ("float", codebook / 255.0, expected, None),
         ("grey", codebook[:, :1], [[int(v)] * 3 + [255] for v in codebook[:, 0]], None),
-        ("grey+alpha", codebook[:, :2], [[int(g)] * 3 + [int(a)] for g, a in codebook[:, :2]], None),
+        (
+            "grey+alpha",
+            codebook[:, :2],
+            [[int(g)] * 3 + [int(a)] for g, a in codebook[:, :2]],
+            None,
+        ),
         ("nodata", codebook, transparent_last, len(codebook) - 1),
         ("five", np.hstack([codebook, codebook[:, :2]]), None, None),
     ]:
