@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 _API = {
     "compress": "bigquant.pipeline",
+    "compress_many": "bigquant.pipeline",
+    "load_codebook": "bigquant.palettes",
     "decompress": "bigquant.export",
     "preview": "bigquant.render",
     "palette_image": "bigquant.render",
@@ -20,6 +22,7 @@ _API = {
     "StoreMeta": "bigquant.store",
     "open_image": "bigquant.read",
     "fit_codebook": "bigquant.fit",
+    "fit_collection": "bigquant.fit",
     "FitResult": "bigquant.fit",
     "sample_pixels": "bigquant.sample",
     "assign": "bigquant.label",

@@ -128,8 +128,18 @@ def main():
 
 
 @main.command()
-@click.argument("src")
-@click.argument("dst")
+@click.argument("paths", metavar="SRC... DST", nargs=-1, required=True)
+@click.option(
+    "--into",
+    metavar="OUTDIR",
+    help="Fit one codebook to all the SRCs and write OUTDIR/NAME.zarr for each, sharing it.",
+)
+@click.option(
+    "--codebook",
+    metavar="FROM",
+    help="Apply this codebook instead of fitting one: a bigquant store, a palette TIFF, "
+    "or a .gpl, .hex, .csv or .json palette.",
+)
 @options.n_colors
 @options.sample_size
 @options.seed
@@ -152,26 +162,35 @@ def main():
 @options.scheduler
 @options.workers
 @_command
-def compress(src, dst, **kwargs):
+def compress(paths, into, **kwargs):
     """Quantize image SRC to K colours and write the store DST.
 
     SRC and DST are local paths or fsspec URLs (s3://… with s3fs installed).
     SRC is a TIFF (tiled or striped, BigTIFF, OME/pyramidal: full resolution),
-    a Zarr array, or a small PNG/JPEG.
+    a Zarr array, or a small PNG/JPEG. With --into, every path is a SRC.
     """
     from .pipeline import compress as run
+    from .pipeline import compress_many
 
     started = time.perf_counter()
-    meta = run(src, dst, **kwargs)
-    delta_e = "" if meta.delta_e is None else f", mean ΔE_OK {meta.delta_e:.2f}"
-    log.info(
-        "wrote %s: %d colours, PSNR %s%s, %.1f s",
-        dst,
-        meta.n_colors,
-        "inf" if meta.psnr is None else f"{meta.psnr:.2f} dB",
-        delta_e,
-        time.perf_counter() - started,
-    )
+    if into is None:
+        if len(paths) != 2:
+            raise click.UsageError("give one SRC and one DST (or several SRCs with --into)")
+        written = {paths[1]: run(*paths, **kwargs)}
+    else:
+        if kwargs.pop("resume"):
+            raise click.UsageError("--resume works on one store: resume each SRC DST on its own")
+        metas = compress_many(paths, into, **kwargs)
+        written = {f"{into}/{Path(src).stem}.zarr": m for src, m in zip(paths, metas, strict=True)}
+    for dst, meta in written.items():
+        log.info(
+            "wrote %s: %d colours, PSNR %s%s, %.1f s",
+            dst,
+            meta.n_colors,
+            "inf" if meta.psnr is None else f"{meta.psnr:.2f} dB",
+            "" if meta.delta_e is None else f", mean ΔE_OK {meta.delta_e:.2f}",
+            time.perf_counter() - started,
+        )
 
 
 @main.command()
@@ -223,6 +242,7 @@ def store_summary(store) -> dict:
         "n_colors": meta.n_colors,
         "nodata": meta.source.nodata,
         "nodata_label": meta.nodata_label,
+        "codebook_from": meta.codebook_from,
         "n_colors_requested": meta.n_colors_requested,
         "seed": meta.seed,
         "sample_size": meta.sample_size,
@@ -240,6 +260,24 @@ def store_summary(store) -> dict:
         "codebook": codebook_json(store.codebook),
         "counts": meta.counts,
     }
+
+
+def codebook_origin(meta) -> str:
+    """Where a store's codebook came from, in words."""
+    origin = meta.codebook_from
+    if origin is None:
+        return (
+            f"({meta.n_colors_requested} requested), fitted on {meta.sample_size} sampled "
+            f"pixels in {meta.n_iter} iterations, seed {meta.seed}"
+        )
+    if origin.get("kind") == "collection":
+        return (
+            f"({origin['n_colors_requested']} requested), fitted to a collection of "
+            f"{len(origin['paths'])} images ({', '.join(origin['paths'])}) on "
+            f"{origin['sample_size']} sampled pixels in {origin['n_iter']} iterations, "
+            f"seed {meta.seed}"
+        )
+    return f"applied from {origin['kind']} {origin.get('path', '')}".rstrip()
 
 
 def check_labels(store, show_progress: bool) -> None:
@@ -289,8 +327,7 @@ def info(store, as_json, check, show_progress):
             if s["nodata_label"] is not None
             else []
         ),
-        f"colours      {s['n_colors']} ({s['n_colors_requested']} requested), fitted on "
-        f"{s['sample_size']} sampled pixels in {s['n_iter']} iterations, seed {s['seed']}",
+        f"colours      {s['n_colors']} " + codebook_origin(opened.meta),
         f"quality      MSE {s['mse']:.4g}, PSNR {psnr}"
         + ("" if s["delta_e"] is None else f", mean ΔE_OK {s['delta_e']:.2f}")
         + f" (fitted in {s['space']})",
@@ -348,9 +385,11 @@ def preview(store, out, **kwargs):
 def palette(store, out, sort, overwrite, show_progress):
     """Draw the codebook of STORE as a swatch image OUT (.png), with each colour's share."""
     from .render import palette_image
+    from .store import open_store
 
-    n = palette_image(store, out, sort=sort, overwrite=overwrite)
-    log.info("wrote %s (%d colours)", out, n)
+    opened = open_store(store)
+    n = palette_image(opened, out, sort=sort, overwrite=overwrite)
+    log.info("wrote %s (%d colours %s)", out, n, codebook_origin(opened.meta))
 
 
 def _georef_line(crs: str | None, transform: list[float] | None) -> str:

@@ -31,7 +31,7 @@ from .errors import BigquantError, ParameterError
 from .kernels.color import check_space, from_space, in_dtype, lightness, to_space
 from .kernels.nearest import nearest, sq_errors, table_lookup, table_pays
 from .progress import compute
-from .sample import sample_pixels
+from .sample import sample_many
 
 log = logging.getLogger("bigquant")
 
@@ -124,20 +124,85 @@ def fit_codebook(
         Pixels with every channel equal to it are left out of the sample
         (as NaN and infinite ones always are).
     """
+    return fit_collection(
+        [data],
+        n_colors,
+        sample_size=sample_size,
+        seed=seed,
+        max_iter=max_iter,
+        tol=tol,
+        space=space,
+        nodata=[nodata],
+    )
+
+
+def fit_collection(
+    images: list,
+    n_colors: int,
+    *,
+    sample_size: int = defaults.SAMPLE,
+    seed: int = defaults.SEED,
+    max_iter: int = defaults.MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    space: str = defaults.SPACES[0],
+    nodata: list | None = None,
+) -> FitResult:
+    """Fit one codebook to several ``(Y, X, C)`` dask arrays, as if they were one image.
+
+    The sample is drawn from each image in proportion to its pixels (largest
+    remainders; each image's draw seeded from ``seed`` and its position), reading
+    each image's sample blocks once, all in one computation. ``nodata`` gives
+    each image's nodata value (or None). Same images, order and seed: same codebook.
+    Parameters otherwise as in `fit_codebook` (which is this, for one image).
+    """
     check_fit(n_colors, sample_size, max_iter)
-    if data.ndim == 2:
-        data = data[:, :, None]
-    check_space(space, data.shape[2], data.dtype)
+    images = [d[:, :, None] if d.ndim == 2 else d for d in images]
+    nodata = nodata or [None] * len(images)
+    first = images[0]
+    for data in images:
+        check_space(space, data.shape[2], data.dtype)
+        if (data.shape[2], data.dtype) != (first.shape[2], first.dtype):
+            raise BigquantError(
+                f"images of {first.shape[2]} channel(s) of {first.dtype} and of "
+                f"{data.shape[2]} of {data.dtype} cannot share a codebook"
+            )
     if n_colors > COARSE_COLORS and sample_size < PIXELS_PER_COLOR * n_colors:
         sample_size = PIXELS_PER_COLOR * n_colors
         log.info("sampling %d pixels: %d per colour", sample_size, PIXELS_PER_COLOR)
-    sample = sample_pixels(data, sample_size, seed)
-    if nodata is not None and not np.isnan(nodata):
-        sample = sample[~(sample == nodata).all(axis=1)]
-    use_table = table_pays(data.shape[0] * data.shape[1], n_colors, data.shape[2], data.dtype)
-    return fit_sample(
-        sample, n_colors, seed=seed, max_iter=max_iter, tol=tol, space=space, use_table=use_table
+    sizes = [d.shape[0] * d.shape[1] for d in images]
+    shares = proportional(min(sample_size, sum(sizes)), sizes)
+    # One image keeps `seed` itself: a collection of one is the single-image fit, bit for bit.
+    seeds = (
+        [seed]
+        if len(images) == 1
+        else [np.random.SeedSequence((seed, i)) for i in range(len(images))]
     )
+    samples = sample_many([(d, n, s) for d, n, s in zip(images, shares, seeds, strict=True) if n])
+    kept = [
+        _with_data(x, v)
+        for x, v in zip(samples, [v for v, n in zip(nodata, shares, strict=True) if n], strict=True)
+    ]
+    use_table = table_pays(sum(sizes), n_colors, first.shape[2], first.dtype)
+    return fit_sample(
+        np.concatenate(kept), n_colors, seed=seed, max_iter=max_iter, tol=tol, space=space,
+        use_table=use_table,
+    )  # fmt: skip
+
+
+def proportional(total: int, sizes: list[int]) -> list[int]:
+    """``total`` split in proportion to ``sizes``, in whole numbers (largest remainders)."""
+    exact = np.asarray(sizes, dtype=np.float64) * total / max(sum(sizes), 1)
+    shares = np.floor(exact).astype(np.int64)
+    short = total - int(shares.sum())
+    shares[np.argsort(-(exact - shares), kind="stable")[:short]] += 1
+    return shares.tolist()
+
+
+def _with_data(sample: np.ndarray, nodata: float | None) -> np.ndarray:
+    """The sampled pixels that are not nodata (NaN ones are dropped by `fit_sample`)."""
+    if nodata is None or np.isnan(nodata):
+        return sample
+    return sample[~(sample == nodata).all(axis=1)]
 
 
 def fit_sample(

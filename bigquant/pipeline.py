@@ -7,18 +7,21 @@ import dataclasses
 import logging
 import math
 import os
+import posixpath
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
+from dask.base import tokenize
 
 from . import defaults, location
 from .cluster import scheduler
 from .errors import BigquantError, ParameterError
-from .fit import check_fit, fit_codebook
+from .fit import FitResult, check_fit, fit_codebook, fit_collection
 from .kernels.color import check_space
 from .kernels.dither import check_dither
+from .palettes import GivenCodebook, check_codebook, load_codebook
 from .progress import progress
 from .pyramid import write_pyramid
 from .read import Image, as_image, open_image
@@ -71,9 +74,10 @@ class Settings:
                 "(one more label is reserved for it)"
             )
 
-    def identity(self, image: Image, data) -> dict:
-        """What a resumed run must share with the run it finishes."""
+    def identity(self, image: Image, data, colors=None) -> dict:
+        """What a resumed run must share with the run it finishes (``colors``: a given codebook)."""
         return {
+            "codebook": None if colors is None else tokenize(colors),
             "source": None if image.path is None else location.identity(image.path),
             "n_colors_requested": self.n_colors,
             "seed": self.seed,
@@ -105,6 +109,7 @@ def compress(
     dither: str | None = None,
     pyramid: bool = False,
     zarr_format: int = defaults.ZARR_FORMATS[0],
+    codebook=None,
     overwrite: bool = False,
     resume: bool = False,
     client=None,
@@ -134,6 +139,12 @@ def compress(
     chunks : int, optional
         Target chunk side when ``src`` is a path (see `open_image`).
     zarr_format : {3, 2}
+    codebook : path-like, array or GivenCodebook, optional
+        Apply this codebook instead of fitting one (``n_colors``, ``sample_size``,
+        ``max_iter`` then do nothing): a bigquant store, a palette TIFF or a
+        palette file (`bigquant.palettes`), or a ``(K, C)`` array in the image's
+        values. Labels are the exact nearest colours (in ``space``), in the
+        codebook's order.
     overwrite : bool
         Replace an existing ``dst`` (only once the new store is complete).
     resume : bool
@@ -163,10 +174,12 @@ def compress(
     dst = location.normalize(dst)
     if not resume:  # a resume may finish a move that left part of `dst` (checked below)
         check_absent(dst, overwrite)
+    given = None if codebook is None else _given(codebook)
     image, sampling = _open_source(src, dst, chunks=chunks, resume=resume)
     data = regular_chunks(image.data)
     nodata = _nodata(image)
     settings.check_image(data, nodata)
+    colors = None if given is None else check_codebook(given, data.dtype, data.shape[2], nodata)
     log.info(
         "%s: %d x %d pixels, %d channel(s) of %s, chunks of %d x %d",
         image.path or "array",
@@ -175,7 +188,7 @@ def compress(
         data.chunks[0][0],
         data.chunks[1][0],
     )
-    run = settings.identity(image, data)
+    run = settings.identity(image, data, colors)
     partial = _resumable(dst, run) if resume else None
     if isinstance(partial, Store):
         log.info("resuming: %s is complete, only moving it into place was cut short", partial.path)
@@ -189,7 +202,10 @@ def compress(
     ):
         done = None
         if partial is None:
-            partial = _start(tmp, image, data, sampling, settings, run, nodata, show_progress)
+            fitted = None if given is None else (colors, given.origin)
+            partial = _start(
+                tmp, image, data, sampling, settings, run, nodata, fitted, show_progress
+            )
         else:
             done = partial.finished_chunks()
             log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
@@ -229,6 +245,111 @@ def _open_source(src, dst: str, *, chunks: int | None, resume: bool) -> tuple[Im
     return image, image.with_chunks(SAMPLE_BLOCK)
 
 
+def compress_many(
+    srcs,
+    outdir,
+    n_colors: int = defaults.COLORS,
+    *,
+    sample_size: int = defaults.SAMPLE,
+    seed: int = defaults.SEED,
+    chunks: int | None = None,
+    max_iter: int = defaults.MAX_ITER,
+    space: str = defaults.SPACES[0],
+    dither: str | None = None,
+    pyramid: bool = False,
+    zarr_format: int = defaults.ZARR_FORMATS[0],
+    codebook=None,
+    overwrite: bool = False,
+    client=None,
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> list[StoreMeta]:
+    """Fit one codebook to a collection of images and write a store of each, all sharing it.
+
+    ``OUTDIR/NAME.zarr`` for each source ``NAME.EXT``. The codebook is fitted
+    on a sample drawn across all images in proportion to their pixels
+    (`bigquant.fit.fit_collection`: the sample blocks of each image are read
+    once), then each image is labelled with it as `compress` does with a
+    given ``codebook``; every store records the collection
+    (``codebook_from``). With ``codebook``, that one is applied to every image
+    and nothing is fitted. Parameters as in `compress`; reads each image once
+    to label it, plus its sample blocks.
+    """
+    settings = Settings(n_colors, sample_size, seed, max_iter, space, dither, pyramid, zarr_format)
+    settings.check()
+    srcs = [location.normalize(s) for s in srcs]
+    if not srcs:
+        raise ParameterError("`srcs` names no image")
+    outdir = location.normalize(outdir)
+    names = [posixpath.splitext(location.name(s))[0] + ".zarr" for s in srcs]
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise BigquantError(f"two sources would both be written to {outdir}/{twice[0]}")
+    dsts = [f"{outdir}/{name}" for name in names]
+    for src, dst in zip(srcs, dsts, strict=True):
+        if src == dst:
+            raise BigquantError(f"{dst}: the output would replace its own source")
+        check_absent(dst, overwrite)
+    images = [open_image(src, chunks=chunks) for src in srcs]
+    nodata = [_nodata(image) for image in images]
+    first = images[0].data
+    for image, value in zip(images, nodata, strict=True):
+        settings.check_image(image.data, value)
+        if (image.data.shape[2], image.data.dtype) != (first.shape[2], first.dtype):
+            raise BigquantError(
+                f"{image.path} has {image.data.shape[2]} channel(s) of {image.data.dtype}, "
+                f"{images[0].path} {first.shape[2]} of {first.dtype}: images sharing a codebook "
+                "need the same"
+            )
+    if not location.is_url(outdir):
+        os.makedirs(outdir, exist_ok=True)
+    with scheduler(client, workers=workers) as active:
+        if codebook is not None:
+            shared = _given(codebook)
+        else:
+            shared = _fit_collection(images, nodata, settings, show_progress)
+        same = {"codebook": shared, "seed": seed, "space": space, "dither": dither,
+                "pyramid": pyramid, "zarr_format": zarr_format, "overwrite": overwrite}  # fmt: skip
+        return [
+            compress(image, dst, client=active, show_progress=show_progress, **same)
+            for image, dst in zip(images, dsts, strict=True)
+        ]
+
+
+def _fit_collection(images, nodata, settings: Settings, show_progress: bool) -> GivenCodebook:
+    """One codebook fitted to all ``images``, recorded as the collection's."""
+    started = time.perf_counter()
+    _preload_fit_modules()
+    with progress("sampling", show_progress):
+        fit = fit_collection(
+            [image.with_chunks(SAMPLE_BLOCK) for image in images],
+            settings.n_colors,
+            sample_size=settings.sample_size,
+            seed=settings.seed,
+            max_iter=settings.max_iter,
+            space=settings.space,
+            nodata=nodata,
+        )
+    log.info(
+        "fitted %d colours to %d images on %d pixels in %d iterations (%.1f s)",
+        len(fit.codebook), len(images), fit.n_samples, fit.n_iter, time.perf_counter() - started,
+    )  # fmt: skip
+    origin = {"kind": "collection", "paths": [image.path for image in images],
+              "n_colors_requested": settings.n_colors, "sample_size": fit.n_samples,
+              "n_iter": fit.n_iter}  # fmt: skip
+    return GivenCodebook(fit.codebook, origin)
+
+
+def _given(codebook) -> GivenCodebook:
+    """A codebook given as a path or URL, an array, or already read."""
+    if isinstance(codebook, GivenCodebook):
+        return codebook
+    if isinstance(codebook, (str, os.PathLike)):
+        return load_codebook(codebook)
+    colors = np.asarray(codebook)
+    return GivenCodebook(colors[:, None] if colors.ndim == 1 else colors, {"kind": "array"})
+
+
 def _nodata(image: Image) -> float | None:
     """The image's nodata value, where its pixels can hold it."""
     value = image.nodata
@@ -260,9 +381,50 @@ def _start(
     settings: Settings,
     run: dict,
     nodata: float | None,
+    given: tuple | None,
     show_progress: bool,
 ) -> PartialStore:
-    """A fresh run: fit the codebook on a sample, and create the unfinished store."""
+    """A fresh run: fit the codebook on a sample (unless ``given``: colours and their origin),
+    and create the unfinished store."""
+    if given is None:
+        fit, origin = _fit(image, data, sampling, settings, nodata, show_progress), None
+    else:
+        fit, origin = FitResult(given[0], 0, 0), given[1]
+        log.info("applying the %d colours of %s", len(fit.codebook), _origin_text(origin))
+    codebook = fit.codebook
+    if nodata is not None:  # one more row, reserved for pixels without data
+        codebook = np.vstack([codebook, np.full((1, codebook.shape[1]), nodata, codebook.dtype)])
+    meta = StoreMeta(
+        source=SourceInfo(
+            image.path,
+            list(data.shape),
+            str(data.dtype),
+            image.photometric,
+            image.geotiff,
+            image.pixel_size,
+            extrasamples=list(image.extrasamples),
+            bits=image.bits,
+            orientation=image.orientation,
+            nodata=_json_number(nodata),
+            converted=image.converted,
+        ),
+        n_colors_requested=settings.n_colors if given is None else len(fit.codebook),
+        n_colors=len(fit.codebook),
+        nodata_label=None if nodata is None else len(fit.codebook),
+        codebook_from=origin,
+        seed=settings.seed,
+        sample_size=fit.n_samples,
+        max_iter=settings.max_iter,
+        space=settings.space,
+        dither=settings.dither,
+        n_iter=fit.n_iter,
+        run=run,
+    )
+    location.remove(tmp)  # a stale unfinished run, not resumed
+    return create_store(tmp, run["chunks"], codebook, meta, zarr_format=settings.zarr_format)
+
+
+def _fit(image, data, sampling, settings: Settings, nodata, show_progress: bool) -> FitResult:
     started = time.perf_counter()
     _preload_fit_modules()
     with progress("sampling", show_progress):
@@ -282,36 +444,14 @@ def _start(
         fit.n_iter,
         time.perf_counter() - started,
     )
-    codebook = fit.codebook
-    if nodata is not None:  # one more row, reserved for pixels without data
-        codebook = np.vstack([codebook, np.full((1, codebook.shape[1]), nodata, codebook.dtype)])
-    meta = StoreMeta(
-        source=SourceInfo(
-            image.path,
-            list(data.shape),
-            str(data.dtype),
-            image.photometric,
-            image.geotiff,
-            image.pixel_size,
-            extrasamples=list(image.extrasamples),
-            bits=image.bits,
-            orientation=image.orientation,
-            nodata=_json_number(nodata),
-            converted=image.converted,
-        ),
-        n_colors_requested=settings.n_colors,
-        n_colors=len(fit.codebook),
-        nodata_label=None if nodata is None else len(fit.codebook),
-        seed=settings.seed,
-        sample_size=fit.n_samples,
-        max_iter=settings.max_iter,
-        space=settings.space,
-        dither=settings.dither,
-        n_iter=fit.n_iter,
-        run=run,
-    )
-    location.remove(tmp)  # a stale unfinished run, not resumed
-    return create_store(tmp, run["chunks"], codebook, meta, zarr_format=settings.zarr_format)
+    return fit
+
+
+def _origin_text(origin: dict) -> str:
+    """Where a codebook came from, in words (`StoreMeta.codebook_from`)."""
+    if origin.get("kind") == "collection":
+        return f"a codebook fitted to {len(origin['paths'])} images"
+    return f"{origin.get('kind', 'a codebook')} {origin.get('path', '')}".strip()
 
 
 def _json_number(value: float | None) -> float | int | str | None:
@@ -376,4 +516,5 @@ _RUN_NAMES = {
     "sample_size_requested": "`sample_size`",
     **{k: f"`{k}`" for k in ("seed", "max_iter", "space", "dither", "pyramid", "chunks")},
     "zarr_format": "`zarr_format`",
+    "codebook": "`codebook`",
 }

@@ -116,7 +116,10 @@ class StoreMeta:
     and ``delta_e`` (mean ΔE_OK) for images that are not RGB. ``pyramid``
     lists the label levels of a ``--pyramid`` store. ``nodata_label`` is the
     codebook row reserved for pixels without data (the last; None when the
-    source has none). Fields later versions
+    source has none). ``codebook_from`` says where a codebook that was not
+    fitted to this image came from (``{"kind": "store" | "palette TIFF" |
+    "GIMP palette" | "hex list" | "csv" | "json" | "array", "path": …}``, or
+    ``{"kind": "collection", "paths": […]}`` for one fitted to several images). Fields later versions
     added have defaults, so stores of earlier ones (same ``format_version``)
     still read.
     """
@@ -128,6 +131,7 @@ class StoreMeta:
     sample_size: int
     n_iter: int
     nodata_label: int | None = None
+    codebook_from: dict | None = None
     max_iter: int | None = None
     space: str = "rgb"
     dither: str | None = None
@@ -144,7 +148,7 @@ class StoreMeta:
     #: Attribute order: the identity first, quality and completion last.
     _ORDER = (
         "format_version", "bigquant_version", "source", "n_colors_requested", "n_colors",
-        "nodata_label", "seed",
+        "nodata_label", "codebook_from", "seed",
         "sample_size", "max_iter", "space", "dither", "n_iter", "run", "complete", "mse", "psnr",
         "delta_e", "counts", "pyramid",
     )  # fmt: skip

@@ -258,3 +258,15 @@ def test_object_store_urls(photo_tif, local_store):
             bigquant.compress("memory://bq/in.tif", "memory://bq/out.zarr", 32)
     finally:
         memory.rm("/bq", recursive=True)
+
+
+def test_collection_gives_the_same_bytes_on_worker_processes(cluster, photo_tif, tmp_path):
+    from conftest import photo
+
+    other = write_tiff(tmp_path / "coffee.tif", photo("coffee")[::2, ::2], tile=(64, 64))
+    for where, client in (("threads", None), ("cluster", cluster)):
+        bigquant.compress_many(
+            [photo_tif, other], tmp_path / where, 16, sample_size=30_000, chunks=128, client=client
+        )
+    for name in ("chelsea.zarr", "coffee.zarr"):
+        assert_same_store(tmp_path / "threads" / name, tmp_path / "cluster" / name)

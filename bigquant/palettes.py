@@ -1,0 +1,171 @@
+"""Codebooks a user already has: another store's, a palette TIFF's colour map, or a palette file.
+
+Instead of fitting one (`bigquant.fit`), a run can be given its codebook
+(``compress(..., codebook=FROM)``, ``--codebook FROM``). `load_codebook` reads
+it, `check_codebook` refuses one that does not fit the image. Formats:
+
+* a bigquant store: its colours, in its order (not its nodata row), with its dtype;
+* a palette (indexed) TIFF: its colour map's entries as 8-bit RGB (``>> 8``, as
+  the image is read), duplicates dropped;
+* a GIMP palette (``.gpl``): ``R G B name`` lines, 8-bit;
+* a hex list (``.hex``, ``.txt``): one ``#rrggbb`` (or ``rrggbb``) per line, 8-bit, as
+  Lospec and many palette sites export;
+* CSV (``.csv``): one colour per row, values in the image's own units (a header
+  row is skipped);
+* JSON (``.json``): a list of colours, each a list of values in the image's own
+  units or a ``"#rrggbb"`` string.
+
+Reading one reads only that file (a store's metadata, a TIFF's header).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import defaults, location
+from .errors import BigquantError
+
+
+@dataclass(frozen=True)
+class GivenCodebook:
+    """A codebook and where it came from.
+
+    ``eight_bit`` marks a format whose values are 8-bit by definition (GIMP,
+    hex, palette TIFF): they fit only 8-bit images.
+    """
+
+    colors: np.ndarray
+    origin: dict
+    eight_bit: bool = False
+
+
+def load_codebook(source) -> GivenCodebook:
+    """Read the codebook at ``source`` (a path or URL; see the module for the formats)."""
+    path = location.normalize(source)
+    if not location.exists(path):
+        raise BigquantError(f"{source}: no such file or directory")
+    suffix = posixpath.splitext(location.name(path))[1].lower()
+    if location.isdir(path):
+        return _from_store(path)
+    with location.open_input(path) as fh:
+        head = fh.read(4)
+    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        return _from_palette_tiff(path)
+    readers = {".gpl": _gimp, ".hex": _hex, ".txt": _hex, ".csv": _csv, ".json": _json}
+    if suffix not in readers:
+        raise BigquantError(
+            f"{source}: not a codebook bigquant reads (a bigquant store, a palette TIFF, "
+            ".gpl, .hex/.txt, .csv or .json)"
+        )
+    with location.open_input(path) as fh:
+        text = fh.read().decode("utf-8", errors="replace")
+    try:
+        colors, eight_bit = readers[suffix](text)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise BigquantError(f"{source}: not a readable {suffix[1:]} palette ({exc})") from None
+    if colors.size == 0:
+        raise BigquantError(f"{source}: the palette holds no colour")
+    kind = {".gpl": "GIMP palette", ".hex": "hex list", ".txt": "hex list"}.get(suffix, suffix[1:])
+    return GivenCodebook(colors, {"kind": kind, "path": path}, eight_bit)
+
+
+def check_codebook(given: GivenCodebook, dtype: np.dtype, n_channels: int, nodata) -> np.ndarray:
+    """The colours as ``dtype`` values, or a `BigquantError` if they do not fit the image."""
+    colors, where = given.colors, given.origin.get("path", "the codebook")
+    if colors.ndim != 2 or colors.shape[1] != n_channels:
+        raise BigquantError(
+            f"{where}: a codebook of {colors.shape[-1]} channel(s) does not fit an image of "
+            f"{n_channels}"
+        )
+    limit = defaults.MAX_COLORS - (nodata is not None)
+    if not 1 <= len(colors) <= limit:
+        raise BigquantError(f"{where}: {len(colors)} colours; a codebook holds 1 to {limit}")
+    dtype = np.dtype(dtype)
+    if given.eight_bit and dtype != np.uint8:
+        raise BigquantError(f"{where}: an 8-bit palette does not fit an image of {dtype} values")
+    values = colors.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise BigquantError(f"{where}: the codebook holds NaN or infinite values")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if (values != np.rint(values)).any() or values.min() < info.min or values.max() > info.max:
+            raise BigquantError(
+                f"{where}: codebook values from {values.min():g} to {values.max():g} do not fit "
+                f"an image of {dtype} values ({info.min} to {info.max})"
+            )
+    return values.astype(dtype)
+
+
+def _from_store(path: str) -> GivenCodebook:
+    from .store import open_store
+
+    store = open_store(path)
+    colors = store.codebook[: store.meta.n_colors]
+    return GivenCodebook(colors, {"kind": "store", "path": path})
+
+
+def _from_palette_tiff(path: str) -> GivenCodebook:
+    import tifffile
+
+    from .kernels.convert import colormap_lut
+
+    try:
+        with location.open_input(path) as fh, tifffile.TiffFile(fh) as tif:
+            page = tif.pages[0]
+            colormap = page.colormap if page.photometric == tifffile.PHOTOMETRIC.PALETTE else None
+    except Exception as exc:
+        raise BigquantError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
+    if colormap is None:
+        raise BigquantError(f"{path}: not a palette (indexed) TIFF: it has no colour map")
+    lut = colormap_lut(colormap)
+    _, first = np.unique(lut, axis=0, return_index=True)
+    return GivenCodebook(lut[np.sort(first)], {"kind": "palette TIFF", "path": path}, True)
+
+
+def _gimp(text: str) -> tuple[np.ndarray, bool]:
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "GIMP Palette":
+        raise ValueError("no 'GIMP Palette' header")
+    rows = [
+        line.split()[:3]
+        for line in lines[1:]
+        if line.strip() and not line.lstrip().startswith("#") and ":" not in line.split()[0]
+    ]
+    return np.array(rows, dtype=np.int64).reshape(-1, 3), True
+
+
+def _hex(text: str) -> tuple[np.ndarray, bool]:
+    codes = [line.strip().lstrip("#") for line in text.splitlines() if line.strip()]
+    if any(len(c) != 6 for c in codes):
+        raise ValueError("each line must be one #rrggbb colour")
+    return np.array([[int(c[i : i + 2], 16) for i in (0, 2, 4)] for c in codes]), True
+
+
+def _csv(text: str) -> tuple[np.ndarray, bool]:
+    import csv
+
+    rows = [r for r in csv.reader(text.splitlines()) if r and any(v.strip() for v in r)]
+    if rows and not _numeric(rows[0]):
+        rows = rows[1:]  # a header
+    return np.array([[float(v) for v in r] for r in rows]), False
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(v) for v in row]
+    except ValueError:
+        return False
+    return True
+
+
+def _json(text: str) -> tuple[np.ndarray, bool]:
+    entries = json.loads(text)
+    if not isinstance(entries, list):
+        raise ValueError("expected a list of colours")
+    if all(isinstance(e, str) for e in entries):
+        return _hex("\n".join(entries))
+    return np.array(entries, dtype=np.float64).reshape(len(entries), -1), False
