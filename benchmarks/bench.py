@@ -189,6 +189,7 @@ def _megapixels(src: Path) -> float:
 def bench_bigquant(src: Path, work: Path, colors: int, variants: bool = False) -> list[dict]:
     """bigquant at defaults and decompress; with ``variants``, the options of issue 5 too."""
     rows = [_bigquant_row(src, work, ["-c", str(colors)])]
+    rows.append(_bigquant_row(src, work, ["-c", str(colors), "--workers", "2"]))
     store = work / f"{src.stem}.zarr"
     for flags, suffix in [([], ".bq.tif"), (["--palette"], ".palette.tif")][: 1 + variants]:
         out = work / f"{src.stem}{suffix}"
@@ -222,9 +223,17 @@ def _bigquant_row(src: Path, work: Path, flags: list[str]) -> dict:
 
 
 def bench_floor(src: Path, work: Path) -> list[dict]:
-    """One bare decode pass, and tifffile writing the decoded array with decompress's settings."""
+    """Bare decode passes (tifffile's, and bigquant's own reader), and tifffile writing the
+    decoded array with decompress's settings."""
     decode = measure(
         [sys.executable, "-c", f"import tifffile; tifffile.imread({str(src)!r}, maxworkers=2)"]
+    )
+    reader = measure(
+        [
+            sys.executable,
+            "-c",
+            f"from bigquant.read import open_image; open_image({str(src)!r}).data.max().compute()",
+        ]
     )
     out = work / "tifffile-write.tif"
     write = measure(
@@ -243,7 +252,8 @@ def bench_floor(src: Path, work: Path) -> list[dict]:
         ]
     )
     return [
-        row("tifffile decode (floor)", src, decode),
+        row("tifffile decode", src, decode, note="`tifffile.imread(maxworkers=2)`"),
+        row("bigquant reader decode", src, reader, note="`open_image(…).data.max()`"),
         row(
             "tifffile decode + write",
             src,
@@ -370,10 +380,47 @@ def bench_daskml(src: Path, colors: int, cap: float) -> list[dict]:
     ]
 
 
+#: The targets of issue 11: bigquant compress (K = 256) against the decode floor, its
+#: --workers 2 run against threads, and against GDAL's rgb2pct.py.
+TARGETS = {"floor": 1.6, "threads": 1.15, "gdal": 2.0}
+
+
+def ratios(rows: list[dict], colors: int) -> None:
+    """Add each input's side-by-side ratios to its rows: ``x_floor`` (wall time over the
+    fastest bare decode pass), ``x_threads`` and ``x_gdal`` for bigquant's compress rows."""
+    for mp in {r["input_mp"] for r in rows if r.get("input_mp")}:
+        same = [r for r in rows if r.get("input_mp") == mp and r.get("seconds")]
+        floor = min(r["seconds"] for r in same if r["tool"].endswith("decode"))
+        threads = next(r for r in same if r["tool"] == f"bigquant compress -c {colors}")
+        gdal = next((r for r in same if r["tool"].startswith("GDAL")), None)
+        for r in same:
+            if r["tool"].startswith("bigquant compress"):
+                r["x_floor"] = round(r["seconds"] / floor, 2)
+                r["x_gdal"] = round(r["seconds"] / gdal["seconds"], 2) if gdal else None
+            if r["tool"].endswith("--workers 2"):
+                r["x_threads"] = round(r["seconds"] / threads["seconds"], 2)
+
+
+def summary(rows: list[dict], colors: int) -> str:
+    """One line per input: the ratios against their targets."""
+    lines = []
+    for mp in sorted({r["input_mp"] for r in rows if r.get("x_floor")}):
+        main = next(r for r in rows if r.get("input_mp") == mp
+                    and r["tool"] == f"bigquant compress -c {colors}")  # fmt: skip
+        workers = next((r for r in rows if r.get("input_mp") == mp and r.get("x_threads")), {})
+        lines.append(
+            f"{mp} MP: compress {main['seconds']} s = {main['x_floor']}x the decode floor "
+            f"(target {TARGETS['floor']}), {main.get('x_gdal')}x GDAL (target "
+            f"{TARGETS['gdal']}); --workers 2 {workers.get('x_threads')}x threads "
+            f"(target {TARGETS['threads']})"
+        )
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
-    head = ["tool", "input MP", "wall s", "MP/s", "peak MiB", "PSNR dB", "ΔE_OK"]
+    head = ["tool", "input MP", "wall s", "× floor", "MP/s", "peak MiB", "PSNR dB", "ΔE_OK"]
     head += ["blurred PSNR dB", "output MiB", "note"]
-    keys = ["tool", "input_mp", "seconds", "mp_per_s", "peak_mib", "psnr", "delta_e"]
+    keys = ["tool", "input_mp", "seconds", "x_floor", "mp_per_s", "peak_mib", "psnr", "delta_e"]
     keys += ["blurred", "output_mib", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -419,6 +466,7 @@ def main() -> None:
             runs.append(bench_sklearn(src))
         for new in runs:
             rows += new
+    ratios(rows, args.colors)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     (RESULTS / f"bench-{stamp}.json").write_text(
@@ -426,6 +474,8 @@ def main() -> None:
     )
     print(f"machine: {machine}\n")
     print(table(rows))
+    print()
+    print(summary(rows, args.colors))
 
 
 if __name__ == "__main__":

@@ -248,26 +248,37 @@ def table_lookup(pixels: np.ndarray, codebook: np.ndarray, space: str = "rgb") -
 
 @functools.cache
 def _lookup_pass():
-    """One compiled pass over 8-bit pixels: label, squared error and count together.
+    """Compiled passes over 8-bit pixels: label, squared error and count.
 
-    numba, compiled on first use and cached on disk. In numpy the same took
-    four passes (pack, gather from the label table, gather from a 64 MiB
-    error table, bincount) and their temporaries.
+    numba, compiled on first use and cached on disk. Two loops, not one: the
+    first only gathers labels from the 16 MiB table, and since each of those
+    loads is independent of the one before, the CPU keeps several cache misses
+    in flight; the second sums errors and counts from the small codebook. On
+    a 2048² chunk of the benchmark mosaic that is 5.5 ns a pixel against 22.8
+    for the same work in one loop, where each miss waited for the last pixel's
+    count and error (in numpy: four passes and their temporaries).
     """
     import numba
 
     @numba.njit(cache=True, nogil=True)
     def lookup_pass(pixels, table, codebook, labels, counts):
+        n, n_channels = pixels.shape
+        if n_channels == 3:  # spelled out: a loop over channels here costs 3x (measured)
+            for i in range(n):
+                r, g, b = np.int64(pixels[i, 0]), np.int64(pixels[i, 1]), np.int64(pixels[i, 2])
+                labels[i] = table[(r << 16) | (g << 8) | b]
+        else:
+            for i in range(n):
+                index = np.int64(0)
+                for k in range(n_channels):
+                    index = (index << 8) | np.int64(pixels[i, k])
+                labels[i] = table[index]
         sse = 0
-        for i in range(pixels.shape[0]):
-            index = 0
-            for k in range(pixels.shape[1]):
-                index = (index << 8) | pixels[i, k]
-            label = table[index]
-            labels[i] = label
+        for i in range(n):
+            label = labels[i]
             counts[label] += 1
-            for k in range(pixels.shape[1]):
-                d = pixels[i, k] - codebook[label, k]
+            for k in range(n_channels):
+                d = np.int64(pixels[i, k]) - codebook[label, k]
                 sse += d * d
         return sse
 
