@@ -193,7 +193,7 @@ def as_image(data, *, path: str | None = None, photometric: str | None = None, *
         fields.setdefault("converted", f"{arr.dtype} to {_WIDENED[arr.dtype]}")
         if fields.get("rechunked") is not None:
             fields["rechunked"] = _widened(fields["rechunked"])
-        arr = _widened(lambda _: arr)(None)
+        arr = arr.map_blocks(_widen, dtype=_WIDENED[arr.dtype])
     if arr.dtype not in SUPPORTED_DTYPES:
         names = ", ".join(str(d) for d in SUPPORTED_DTYPES)
         raise BigquantError(

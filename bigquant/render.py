@@ -15,15 +15,14 @@ import numpy as np
 
 from . import defaults, location
 from .errors import BigquantError, ParameterError
+from .kernels.blocks import block_sums
 from .kernels.color import lightness
-from .kernels.nearest import lookup
+from .kernels.nearest import check_labels, lookup
 from .progress import compute, progress
 from .store import Store, atomic_output, open_store
 
 #: Pillow mode of an 8-bit image with this many channels.
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-#: Pixels of one strip of a preview chunk expanded to float colours at a time (24 MiB for RGB).
-_STRIP_PIXELS = 1 << 20
 #: OKLab lightness above which black text reads better than white (sRGB grey 128 is ~0.6).
 _LIGHT = 0.6
 
@@ -153,17 +152,12 @@ def _block_means(
 def _means(labels: np.ndarray, codebook: np.ndarray, f: int) -> np.ndarray:
     """Float means of ``codebook[labels]`` over the ``f × f`` blocks of one chunk."""
     rows, cols = labels.shape
-    col_starts = np.arange(0, cols, f)
-    sums = np.zeros((-(-rows // f), len(col_starts), codebook.shape[1]))
-    step = max(1, _STRIP_PIXELS // cols)
-    for y0 in range(0, rows, step):
-        y1 = min(y0 + step, rows)
-        # The strip's first row and every block's first row inside it, each in its own block row.
-        starts = np.unique(np.r_[y0, np.arange(-(-y0 // f) * f, y1, f)])
-        part = np.add.reduceat(lookup(labels[y0:y1], codebook), col_starts, axis=1, dtype=float)
-        sums[starts // f] += np.add.reduceat(part, starts - y0, axis=0)
-    area = np.outer(np.minimum(f, rows - np.arange(0, rows, f)), np.minimum(f, cols - col_starts))
-    return sums / area[:, :, None]
+    rows_in = np.minimum(f, rows - np.arange(0, rows, f))
+    cols_in = np.minimum(f, cols - np.arange(0, cols, f))
+    return (
+        block_sums(check_labels(labels, len(codebook)), codebook, f)
+        / np.outer(rows_in, cols_in)[:, :, None]
+    )
 
 
 def to_8bit(values: np.ndarray, dtype: np.dtype, peak: float | None = None) -> np.ndarray:
