@@ -70,23 +70,16 @@ def preview(
     f = max(1, math.ceil(max(height, width) / max_size))
     source = store.meta.source
     to_8bits = functools.partial(to_8bit, dtype=store.codebook.dtype, peak=source.peak)
-    labels, nodata = store.labels_dask(), store.meta.nodata_label
-    parts = [block_means(labels, store.codebook, f, np.uint8, to_8bits, skip=nodata)]
-    counts = store.meta.counts
-    if nodata is not None and counts and counts[nodata]:  # how much of a block has data: opacity
-        weights = np.full((len(store.codebook), 1), 255.0)
-        weights[nodata] = 0
-        parts.append(block_means(labels, weights, f, np.uint8, to_8bits_plain))
+    labels, nodata, counts = store.labels_dask(), store.meta.nodata_label, store.meta.counts
+    # Where the image has pixels without data, each block is as opaque as its share of data.
+    opacity = nodata is not None and bool(counts) and counts[nodata] > 0
+    image = block_means(labels, store.codebook, f, np.uint8, to_8bits, skip=nodata, opacity=opacity)
     with atomic_output(out, overwrite=overwrite) as tmp, progress("preview", show_progress):
-        small, *coverage = compute(*parts)
-        if coverage:
-            small = _with_opacity(small, coverage[0], source.extrasamples)
+        (small,) = compute(image)
+        if opacity:
+            small = _with_opacity(small[:, :, :-1], small[:, :, -1:], source.extrasamples)
         _save_png(oriented(small, source.orientation), tmp)
     return small.shape[0], small.shape[1]
-
-
-def to_8bits_plain(values: np.ndarray) -> np.ndarray:
-    return np.rint(values).astype(np.uint8)
 
 
 def _with_opacity(pixels: np.ndarray, opacity: np.ndarray, extrasamples) -> np.ndarray:
@@ -108,7 +101,14 @@ def oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def block_means(
-    labels, codebook: np.ndarray, f: int, dtype, convert, *, skip: int | None = None
+    labels,
+    codebook: np.ndarray,
+    f: int,
+    dtype,
+    convert,
+    *,
+    skip: int | None = None,
+    opacity: bool = False,
 ) -> object:
     """The mean colour of every ``f × f`` block of ``codebook[labels]``, as ``convert`` makes it.
 
@@ -116,7 +116,9 @@ def block_means(
     chunk by chunk from the ``labels`` dask array (partial blocks at the bottom
     and right edges are averaged over the pixels they have). ``convert`` turns
     float colour values into ``dtype``. Pixels labelled ``skip`` (nodata) are
-    left out of the means; a block of nothing else is ``codebook[skip]``.
+    left out of the means; a block of nothing else is ``codebook[skip]``. With
+    ``opacity`` (and ``skip``), a last channel holds each block's share of
+    pixels with data, from 0 to the largest value of ``dtype`` (an integer type).
     """
     # Chunk sides that are multiples of f near the labels': no block straddles two chunks.
     labels = labels.rechunk(tuple(max(1, round(c / f)) * f for c in labels.chunksize))
@@ -126,27 +128,36 @@ def block_means(
         f,
         convert,
         skip,
+        opacity,
         dtype=dtype,
         new_axis=2,
-        chunks=(*(tuple(-(-c // f) for c in cs) for cs in labels.chunks), (codebook.shape[1],)),
+        chunks=(
+            *(tuple(-(-c // f) for c in cs) for cs in labels.chunks),
+            (codebook.shape[1] + opacity,),
+        ),
     )
 
 
 def _block_means(
-    labels: np.ndarray, codebook: np.ndarray, f: int, convert, skip: int | None
+    labels: np.ndarray, codebook: np.ndarray, f: int, convert, skip: int | None, opacity: bool
 ) -> np.ndarray:
     """Mean colours of the ``f × f`` blocks of one chunk (partial ones at its end)."""
-    if f == 1:  # every block one pixel: converting the codebook first is the same, and faster
-        return lookup(labels, convert(codebook))
     if skip is None:
+        if f == 1:  # every block one pixel: converting the codebook first is the same, faster
+            return lookup(labels, convert(codebook))
         return convert(_means(labels, codebook, f))
     # Weighted: colours of the pixels with data, and a last column counting them.
     weights = np.ones((len(codebook), 1))
     weights[skip] = 0
     means = _means(labels, np.hstack([np.where(weights > 0, codebook, 0), weights]), f)
     share = means[:, :, -1:]
-    colors = np.where(share > 0, means[:, :, :-1] / np.maximum(share, 1e-12), codebook[skip])
-    return convert(colors)
+    colors = convert(
+        np.where(share > 0, means[:, :, :-1] / np.maximum(share, 1e-12), codebook[skip])
+    )
+    if not opacity:
+        return colors
+    top = np.iinfo(colors.dtype).max
+    return np.concatenate([colors, np.rint(share * top).astype(colors.dtype)], axis=2)
 
 
 def _means(labels: np.ndarray, codebook: np.ndarray, f: int) -> np.ndarray:

@@ -238,6 +238,12 @@ def test_gdal_nodata_is_kept_out_of_the_fit_and_written_back(tmp_path, china):
     for path, value in ((rgb, "0"), (palette, "15")):
         with tifffile.TiffFile(path) as tif:
             assert tif.pages[0].tags[42113].value == value
+    # Previews are transparent where there is no data, and as opaque as a block's share of it.
+    bigquant.preview(store, tmp_path / "full.png")
+    np.testing.assert_array_equal(shown(tmp_path / "full.png")[:, :, 3] == 0, nodata)
+    bigquant.preview(store, tmp_path / "small.png", max_size=80)  # 3 x 3 blocks
+    alpha = shown(tmp_path / "small.png")[:, :, 3]
+    assert (alpha[19, 25], alpha[19, 26], alpha[19, 27], alpha[20, 0]) == (0, 85, 255, 255)
     if shutil.which("gdalinfo"):  # GDAL sees the same NoData, in the store too
         for path, value in ((rgb, 0), (palette, 15), (f'ZARR:"{tmp_path / "s.zarr"}":/labels', 15)):
             text = subprocess.run(["gdalinfo", str(path)], capture_output=True, text=True).stdout
