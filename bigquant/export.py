@@ -152,8 +152,8 @@ def _write_zarr(image, path: str, nodata: float | None) -> None:
         chunks=tuple(c[0] for c in image.chunks),
         dtype=image.dtype,
         compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
-        # The source's nodata, which GDAL reports as NoData; else a value no pixel holds.
-        fill_value=nodata if nodata is not None else None,
+        # The source's nodata, which GDAL reports as NoData; else none.
+        fill_value=nodata,
     )
     compute(image.store(arr, lock=False, compute=False))
 

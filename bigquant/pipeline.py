@@ -202,9 +202,9 @@ def compress(
     ):
         done = None
         if partial is None:
-            fitted = None if given is None else (colors, given.origin)
+            applied = None if given is None else (colors, given.origin)
             partial = _start(
-                tmp, image, data, sampling, settings, run, nodata, fitted, show_progress
+                tmp, image, data, sampling, settings, run, nodata, applied, show_progress
             )
         else:
             done = partial.finished_chunks()
@@ -381,15 +381,15 @@ def _start(
     settings: Settings,
     run: dict,
     nodata: float | None,
-    given: tuple | None,
+    applied: tuple | None,
     show_progress: bool,
 ) -> PartialStore:
-    """A fresh run: fit the codebook on a sample (unless ``given``: colours and their origin),
-    and create the unfinished store."""
-    if given is None:
+    """A fresh run: fit the codebook on a sample (unless ``applied``: the colours of a given
+    codebook and their origin), and create the unfinished store."""
+    if applied is None:
         fit, origin = _fit(image, data, sampling, settings, nodata, show_progress), None
     else:
-        fit, origin = FitResult(given[0], 0, 0), given[1]
+        fit, origin = FitResult(applied[0], 0, 0), applied[1]
         log.info("applying the %d colours of %s", len(fit.codebook), _origin_text(origin))
     codebook = fit.codebook
     if nodata is not None:  # one more row, reserved for pixels without data
@@ -408,7 +408,7 @@ def _start(
             nodata=_json_number(nodata),
             converted=image.converted,
         ),
-        n_colors_requested=settings.n_colors if given is None else len(fit.codebook),
+        n_colors_requested=settings.n_colors if applied is None else len(fit.codebook),
         n_colors=len(fit.codebook),
         nodata_label=None if nodata is None else len(fit.codebook),
         codebook_from=origin,
