@@ -45,13 +45,15 @@ def decompress(
     store : path-like, URL or Store
     out : path-like or URL
         ``*.tif`` / ``*.tiff``: a tiled, zlib-compressed TIFF (BigTIFF when
-        large; photometric RGB for 3 channels, minisblack otherwise).
-        ``*.zarr``: a Zarr array chunked like the labels.
+        large) written as the source was shown: photometric RGB or minisblack,
+        its ExtraSamples, Orientation, GeoTIFF tags and nodata (GDAL_NODATA).
+        ``*.zarr``: a Zarr array chunked like the labels, its fill value the
+        source's nodata.
     palette : bool
         Write an indexed-colour TIFF instead: the labels as pixels (8-bit for
         up to 256 colours, else 16-bit) with the codebook as its colour map.
-        Usually the smallest file to share; needs an RGB codebook of uint8 or
-        uint16 values.
+        Usually the smallest file to share; needs a grey or RGB codebook of
+        uint8 or uint16 values and no alpha; the nodata label is its GDAL_NODATA.
     overviews : bool
         Give a TIFF internal overviews (see `overview_levels`), so GIS tools
         draw it zoomed out without reading every tile. Measured on the 105 MP
