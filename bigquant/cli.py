@@ -263,7 +263,9 @@ def store_summary(store) -> dict:
 
 
 def codebook_origin(meta) -> str:
-    """Where a store's codebook came from, in words."""
+    """Where a store's codebook came from, and how it was fitted, in words."""
+    from .store import origin_text
+
     origin = meta.codebook_from
     if origin is None:
         return (
@@ -272,12 +274,11 @@ def codebook_origin(meta) -> str:
         )
     if origin.get("kind") == "collection":
         return (
-            f"({origin['n_colors_requested']} requested), fitted to a collection of "
-            f"{len(origin['paths'])} images ({', '.join(origin['paths'])}) on "
+            f"({origin['n_colors_requested']} requested), fitted to {origin_text(origin)} on "
             f"{origin['sample_size']} sampled pixels in {origin['n_iter']} iterations, "
             f"seed {meta.seed}"
         )
-    return f"applied from {origin['kind']} {origin.get('path', '')}".rstrip()
+    return f"applied from {origin_text(origin)}"
 
 
 def check_labels(store, show_progress: bool) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from . import defaults
 from .errors import BigquantError, ParameterError
 from .kernels.color import check_space, from_space, in_dtype, lightness, to_space
-from .kernels.nearest import nearest, sq_errors, table_lookup, table_pays
+from .kernels.nearest import nearest, nodata_mask, sq_errors, table_lookup, table_pays
 from .progress import compute
 from .sample import sample_many
 
@@ -177,10 +177,12 @@ def fit_collection(
         if len(images) == 1
         else [np.random.SeedSequence((seed, i)) for i in range(len(images))]
     )
-    samples = sample_many([(d, n, s) for d, n, s in zip(images, shares, seeds, strict=True) if n])
+    drawn = [(d, n, s, v) for d, n, s, v in zip(images, shares, seeds, nodata, strict=True) if n]
+    samples = sample_many([(d, n, s) for d, n, s, _ in drawn])
+    # Pixels without data are no colour to fit (NaN ones `fit_sample` drops in any case).
     kept = [
-        _with_data(x, v)
-        for x, v in zip(samples, [v for v, n in zip(nodata, shares, strict=True) if n], strict=True)
+        x if v is None else x[~nodata_mask(x[None], v)[0]]
+        for x, (*_, v) in zip(samples, drawn, strict=True)
     ]
     use_table = table_pays(sum(sizes), n_colors, first.shape[2], first.dtype)
     return fit_sample(
@@ -196,13 +198,6 @@ def proportional(total: int, sizes: list[int]) -> list[int]:
     short = total - int(shares.sum())
     shares[np.argsort(-(exact - shares), kind="stable")[:short]] += 1
     return shares.tolist()
-
-
-def _with_data(sample: np.ndarray, nodata: float | None) -> np.ndarray:
-    """The sampled pixels that are not nodata (NaN ones are dropped by `fit_sample`)."""
-    if nodata is None or np.isnan(nodata):
-        return sample
-    return sample[~(sample == nodata).all(axis=1)]
 
 
 def fit_sample(

@@ -16,7 +16,7 @@ import numpy as np
 
 from .kernels.color import check_space
 from .kernels.dither import check_dither, dithered_labels, margin, spread
-from .kernels.nearest import label_block, label_dtype, lookup, score, table_pays
+from .kernels.nearest import label_block, label_dtype, lookup, nodata_mask, score, table_pays
 
 
 @dataclass(frozen=True)
@@ -132,17 +132,6 @@ def label_chunk(
         sse, counts = sse - sse_nodata, counts - counts_nodata
         labels[mask] = len(colors)
     return pixels, labels, sse, np.append(counts, n_nodata)
-
-
-def nodata_mask(block: np.ndarray, nodata: float) -> np.ndarray:
-    """``(y, x)`` True where a ``(y, x, C)`` block holds no data: every channel ``nodata``,
-    or (floats) any NaN."""
-    if block.dtype.kind != "f":
-        return (block == nodata).all(axis=2)
-    mask = np.isnan(block).any(axis=2)
-    if not np.isnan(nodata):
-        mask |= (block == nodata).all(axis=2)
-    return mask
 
 
 def _label_colors(block, codebook, own, origin, how: Labelling):

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import defaults, location
 from .errors import BigquantError
+from .read import TIFF_MAGIC
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def load_codebook(source) -> GivenCodebook:
         return _from_store(path)
     with location.open_input(path) as fh:
         head = fh.read(4)
-    if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+    if head[:4] in TIFF_MAGIC:
         return _from_palette_tiff(path)
     readers = {".gpl": _gimp, ".hex": _hex, ".txt": _hex, ".csv": _csv, ".json": _json}
     if suffix not in readers:

@@ -18,7 +18,7 @@ from dask.base import tokenize
 from . import defaults, location
 from .cluster import scheduler
 from .errors import BigquantError, ParameterError
-from .fit import FitResult, check_fit, fit_codebook, fit_collection
+from .fit import FitResult, check_fit, fit_collection
 from .kernels.color import check_space
 from .kernels.dither import check_dither
 from .palettes import GivenCodebook, check_codebook, load_codebook
@@ -39,6 +39,7 @@ from .store import (
     left_by_a_cut_move,
     open_partial,
     open_store,
+    origin_text,
     partial_path,
 )
 from .write import regular_chunks, total_stats, write_labels
@@ -307,37 +308,18 @@ def compress_many(
         if codebook is not None:
             shared = _given(codebook)
         else:
-            shared = _fit_collection(images, nodata, settings, show_progress)
+            samplings = [image.with_chunks(SAMPLE_BLOCK) for image in images]
+            fit = _fit(samplings, nodata, settings, show_progress)
+            origin = {"kind": "collection", "paths": [image.path for image in images],
+                      "n_colors_requested": n_colors, "sample_size": fit.n_samples,
+                      "n_iter": fit.n_iter}  # fmt: skip
+            shared = GivenCodebook(fit.codebook, origin)
         same = {"codebook": shared, "seed": seed, "space": space, "dither": dither,
                 "pyramid": pyramid, "zarr_format": zarr_format, "overwrite": overwrite}  # fmt: skip
         return [
             compress(image, dst, client=active, show_progress=show_progress, **same)
             for image, dst in zip(images, dsts, strict=True)
         ]
-
-
-def _fit_collection(images, nodata, settings: Settings, show_progress: bool) -> GivenCodebook:
-    """One codebook fitted to all ``images``, recorded as the collection's."""
-    started = time.perf_counter()
-    _preload_fit_modules()
-    with progress("sampling", show_progress):
-        fit = fit_collection(
-            [image.with_chunks(SAMPLE_BLOCK) for image in images],
-            settings.n_colors,
-            sample_size=settings.sample_size,
-            seed=settings.seed,
-            max_iter=settings.max_iter,
-            space=settings.space,
-            nodata=nodata,
-        )
-    log.info(
-        "fitted %d colours to %d images on %d pixels in %d iterations (%.1f s)",
-        len(fit.codebook), len(images), fit.n_samples, fit.n_iter, time.perf_counter() - started,
-    )  # fmt: skip
-    origin = {"kind": "collection", "paths": [image.path for image in images],
-              "n_colors_requested": settings.n_colors, "sample_size": fit.n_samples,
-              "n_iter": fit.n_iter}  # fmt: skip
-    return GivenCodebook(fit.codebook, origin)
 
 
 def _given(codebook) -> GivenCodebook:
@@ -387,10 +369,10 @@ def _start(
     """A fresh run: fit the codebook on a sample (unless ``applied``: the colours of a given
     codebook and their origin), and create the unfinished store."""
     if applied is None:
-        fit, origin = _fit(image, data, sampling, settings, nodata, show_progress), None
+        fit, origin = _fit([sampling], [nodata], settings, show_progress), None
     else:
         fit, origin = FitResult(applied[0], 0, 0), applied[1]
-        log.info("applying the %d colours of %s", len(fit.codebook), _origin_text(origin))
+        log.info("applying the %d colours of %s", len(fit.codebook), origin_text(origin))
     codebook = fit.codebook
     if nodata is not None:  # one more row, reserved for pixels without data
         codebook = np.vstack([codebook, np.full((1, codebook.shape[1]), nodata, codebook.dtype)])
@@ -424,12 +406,13 @@ def _start(
     return create_store(tmp, run["chunks"], codebook, meta, zarr_format=settings.zarr_format)
 
 
-def _fit(image, data, sampling, settings: Settings, nodata, show_progress: bool) -> FitResult:
+def _fit(samplings: list, nodata: list, settings: Settings, show_progress: bool) -> FitResult:
+    """One codebook fitted to the images of ``samplings`` (each chunked for sampling)."""
     started = time.perf_counter()
     _preload_fit_modules()
     with progress("sampling", show_progress):
-        fit = fit_codebook(
-            sampling,
+        fit = fit_collection(
+            samplings,
             settings.n_colors,
             sample_size=settings.sample_size,
             seed=settings.seed,
@@ -438,20 +421,14 @@ def _fit(image, data, sampling, settings: Settings, nodata, show_progress: bool)
             nodata=nodata,
         )
     log.info(
-        "fitted %d colours on %d pixels in %d iterations (%.1f s)",
+        "fitted %d colours%s on %d pixels in %d iterations (%.1f s)",
         len(fit.codebook),
+        "" if len(samplings) == 1 else f" to {len(samplings)} images",
         fit.n_samples,
         fit.n_iter,
         time.perf_counter() - started,
     )
     return fit
-
-
-def _origin_text(origin: dict) -> str:
-    """Where a codebook came from, in words (`StoreMeta.codebook_from`)."""
-    if origin.get("kind") == "collection":
-        return f"a codebook fitted to {len(origin['paths'])} images"
-    return f"{origin.get('kind', 'a codebook')} {origin.get('path', '')}".strip()
 
 
 def _json_number(value: float | None) -> float | int | str | None:

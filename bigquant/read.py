@@ -34,7 +34,8 @@ SUPPORTED_DTYPES = tuple(
     np.dtype(t) for t in ("uint8", "uint16", "int8", "int16", "float32", "float64")
 )
 
-_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+#: The first four bytes of a TIFF or BigTIFF file.
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -279,7 +280,7 @@ def open_image(source, *, chunks: int | None = None) -> Image:
             magic = fh.read(8)
     except OSError as exc:
         raise BigquantError(f"{source}: cannot read ({exc.strerror or exc})") from None
-    if magic[:4] in _TIFF_MAGIC:
+    if magic[:4] in TIFF_MAGIC:
         return _open_tiff(path, chunks)
     if magic.startswith(_PNG_MAGIC) or magic.startswith(_JPEG_MAGIC):
         return _open_small(path, chunks)

@@ -170,6 +170,13 @@ class StoreMeta:
         return cls(**values)
 
 
+def origin_text(origin: dict) -> str:
+    """Where a codebook came from (`StoreMeta.codebook_from`), in words."""
+    if origin.get("kind") == "collection":
+        return f"a collection of {len(origin['paths'])} images ({', '.join(origin['paths'])})"
+    return f"{origin.get('kind', 'codebook')} {origin.get('path', '')}".rstrip()
+
+
 def _known(cls, attrs: dict) -> dict:
     """The items of ``attrs`` that are fields of dataclass ``cls``."""
     names = {f.name for f in dataclasses.fields(cls)}

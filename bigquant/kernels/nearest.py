@@ -99,6 +99,17 @@ def nearest(
     return labels, sq_errors(pixels, codebook, labels)
 
 
+def nodata_mask(block: np.ndarray, nodata: float) -> np.ndarray:
+    """``(y, x)`` True where a ``(y, x, C)`` block holds no data: every channel ``nodata``,
+    or (floats) any NaN."""
+    if block.dtype.kind != "f":
+        return (block == nodata).all(axis=2)
+    mask = np.isnan(block).any(axis=2)
+    if not np.isnan(nodata):
+        mask |= (block == nodata).all(axis=2)
+    return mask
+
+
 def sq_errors(pixels: np.ndarray, codebook: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Squared distance of each pixel to its codebook colour, in float64."""
     diff = pixels.astype(np.float64) - codebook[labels].astype(np.float64)
