@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import logging
 import math
@@ -115,6 +116,24 @@ def _flag(parameter: str) -> str | None:
 def _fail(message: str, code: int = 1):
     click.echo(f"bigquant: error: {message}", err=True)
     sys.exit(code)
+
+
+def run() -> None:
+    """The ``bigquant`` console script: `main` in a process of its own.
+
+    It sets what only a process's owner should, Python's garbage collector,
+    which is not the library's to touch. A run's imports and task graphs make
+    hundreds of thousands of long-lived objects that each full collection
+    walks again, holding the GIL: collections come every 100 000 allocations
+    instead of every 700, and the objects left at the end are frozen, so that
+    interpreter shutdown does not walk them once more. Together about 2 s of a
+    16 s compress of 100 megapixels (README, "Benchmark").
+    """
+    gc.set_threshold(100_000)
+    try:
+        main()
+    finally:
+        gc.freeze()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
