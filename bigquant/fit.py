@@ -1,7 +1,12 @@
 """Fit stage: a K-colour codebook from a pixel sample with dask-ml's parallel ``KMeans``.
 
-dask-ml runs the Lloyd iterations wherever the sample's chunks live (threads,
-processes or a cluster). Around it, bigquant fixes what dask-ml 2025.1 gets
+dask-ml runs the Lloyd iterations on this process's threads, whatever scheduler
+is in use: the sample is already here, and small (3 MB at the default 250 000
+pixels). On a cluster each iteration would ship it and wait on the scheduler,
+and every worker would first import dask-ml and scikit-learn; at 1 gigapixel
+on 2 local worker processes that made the fit 17.7 s against 9.4 s on threads.
+Reading the sample and the two-level fit's per-cluster tasks do run on the
+cluster. Around the iterations, bigquant fixes what dask-ml 2025.1 gets
 wrong for images:
 
 * init: k-means++ seeds refined by scikit-learn's k-means, both on a 25 000-pixel
@@ -381,6 +386,9 @@ def _fit_cluster(points: np.ndarray, k: int, every: bool, seed: list[int]) -> np
 
 
 def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float):
+    """dask-ml's iterations from ``init`` over the in-memory sample ``x``, on local threads
+    (see the module's docstring)."""
+    import dask
     import dask.array as da
     from dask_ml.cluster import KMeans
 
@@ -392,5 +400,6 @@ def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float
         tol=tol,
         random_state=seed,
     )
-    km.fit(da.from_array(x, chunks=(SAMPLE_CHUNK, x.shape[1])))
+    with dask.config.set(scheduler="threads"):
+        km.fit(da.from_array(x, chunks=(SAMPLE_CHUNK, x.shape[1])))
     return np.asarray(km.cluster_centers_, dtype=np.float64), int(km.n_iter_)
