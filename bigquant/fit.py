@@ -251,6 +251,10 @@ def fit_sample(
         centers, n_iter = _lloyd(x32, _initial_centers(x, n_colors, rng), seed, max_iter, abs_tol)
     for repair in range(_REPAIR_ROUNDS + 1):
         colors = in_dtype(from_space(centers, space, sample.dtype), sample.dtype)
+        # Dark to light already here, not once fitted: the colour table the sample is
+        # labelled with is then the label pass's table too, not one to fill again (1.2 s).
+        order = np.argsort(lightness(colors), kind="stable")
+        colors, centers = colors[order], centers[order]
         # Labels of the sample with the colour table when the label pass will use it too.
         labels, sq_dist = _label_sample(sample, colors, space, use_table)
         used = np.bincount(labels, minlength=n_colors) > 0
@@ -267,7 +271,7 @@ def fit_sample(
         n_iter += more
     if not used.all():
         log.info("dropping %d codebook colours no sampled pixel is nearest to", int((~used).sum()))
-    return FitResult(by_lightness(colors[used]), n_iter, len(sample))
+    return FitResult(colors[used], n_iter, len(sample))
 
 
 def by_lightness(colors: np.ndarray) -> np.ndarray:
