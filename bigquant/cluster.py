@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 
 from .errors import BigquantError, ParameterError
@@ -78,6 +79,18 @@ def scheduler(client=None, *, workers: int | None = None) -> Iterator[object | N
     with remote:
         _announce(remote)
         yield remote
+
+
+def current_client():
+    """The ``distributed.Client`` dask computations go to now, or None (threads)."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 def _announce(client) -> None:

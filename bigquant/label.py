@@ -58,14 +58,18 @@ class Labelling:
         """The labelling of a ``(Y, X, C)`` image with ``codebook`` (its last row for
         ``nodata``, if given)."""
         n_pixels = data.shape[0] * data.shape[1]
-        colors = codebook if nodata is None else codebook[:-1]
+        n_colors = len(codebook) - (nodata is not None)
         return cls(
             space=space,
-            use_table=table_pays(n_pixels, *colors.shape, data.dtype),
+            use_table=table_pays(n_pixels, n_colors, codebook.shape[1], data.dtype),
             dither=dither,
-            amplitude=spread(colors) if dither == "ordered" else 0.0,
+            amplitude=spread(codebook[:n_colors]) if dither == "ordered" else 0.0,
             nodata=nodata,
         )
+
+    def colors(self, codebook: np.ndarray) -> np.ndarray:
+        """The rows of ``codebook`` that are colours: all but the nodata row, if reserved."""
+        return codebook if self.nodata is None else codebook[:-1]
 
     @property
     def margin(self) -> int:
@@ -120,7 +124,7 @@ def label_chunk(
     if how.nodata is None:
         return _label_colors(block, codebook, own, origin, how)
     # Nodata pixels are labelled as the first colour, exactly (no error), then relabelled.
-    colors = codebook[:-1]
+    colors = how.colors(codebook)
     mask = nodata_mask(block, how.nodata)
     if mask.any():
         block = np.where(mask[:, :, None], colors[0], block)

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import dask
 
+from .cluster import current_client
+
 _stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("bigquant_stage", default=None)
 _BAR = {"unit": "task", "leave": False, "dynamic_ncols": True}
 
@@ -35,7 +37,7 @@ def compute(*tasks):
         return dask.compute(*tasks)
     from tqdm import tqdm
 
-    client = _distributed_client()
+    client = current_client()
     if client is None:
         from tqdm.dask import TqdmCallback
 
@@ -48,17 +50,6 @@ def compute(*tasks):
         for _ in as_completed(futures):
             bar.update(1)
     return tuple(client.gather(futures))
-
-
-def _distributed_client():
-    if "distributed" not in sys.modules:
-        return None
-    from distributed import default_client
-
-    try:
-        return default_client()
-    except ValueError:
-        return None
 
 
 def default_enabled(quiet: bool) -> bool:

@@ -14,7 +14,9 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from .cluster import current_client
 from .kernels.color import delta_e_stride, delta_e_sum
+from .kernels.nearest import color_table, keep_table
 from .label import Labelling, label_chunk, windows
 from .progress import compute
 from .store import STATS_HEAD
@@ -38,9 +40,11 @@ def regular_chunks(data: da.Array) -> da.Array:
 
 
 def _assign_write(
-    block: np.ndarray, codebook: np.ndarray, how: Labelling, out, stats, where
+    block: np.ndarray, codebook: np.ndarray, how: Labelling, out, stats, where, table
 ) -> None:
     own, (y0, x0), (row, col) = where
+    if table is not None:
+        keep_table(how.colors(codebook), how.space, table)
     pixels, labels, sse, counts = label_chunk(block, codebook, own, (y0, x0), how)
     de, n_de = math.nan, 0
     if pixels.shape[2] == 3:
@@ -81,6 +85,7 @@ def write_labels(
     """
     how = Labelling.for_image(data, codebook, space, dither, nodata)
     token = tokenize(data, codebook, how, str(out.store_path))
+    table = _shared_table(codebook, how)
     tasks = [
         dask.delayed(_assign_write, pure=True)(
             w.block,
@@ -89,12 +94,28 @@ def write_labels(
             out,
             stats,
             (w.own, w.origin, w.index),
+            table,
             dask_key_name=f"bigquant-write-{token}-{w.index[0]}-{w.index[1]}",
         )
         for w in windows(data, how.margin)
         if skip is None or not skip[w.index]
     ]
     compute(*tasks)
+
+
+def _shared_table(codebook: np.ndarray, how: Labelling):
+    """On a cluster, the colour table as data every worker holds, or None.
+
+    Made once here (where the fit has usually made it already) and copied to
+    the workers, instead of each worker filling its own: 2.4 s of CPU per
+    worker for RGB with 256 colours. On threads the tasks share this
+    process's table.
+    """
+    client = current_client()
+    if client is None or not how.use_table:
+        return None
+    table = color_table(how.colors(codebook), how.space)
+    return client.scatter(table, broadcast=True, hash=False)
 
 
 def total_stats(stats) -> tuple[float, float, np.ndarray]:

@@ -167,13 +167,27 @@ def color_table(codebook: np.ndarray, space: str = "rgb") -> np.ndarray:
     colours). Errors are not tabulated: `label_block` computes them from the
     codebook in the same compiled pass, for less than a second lookup costs.
     """
-    key = (codebook.shape, codebook.tobytes(), space)
+    key = _table_key(codebook, space)
     with _tables_lock:
         table = _tables.get(key)
         if table is None:
             _tables.clear()  # 16 MiB each for RGB: keep only the codebook in use
             table = _tables[key] = _fill_table(codebook, space)
     return table
+
+
+def keep_table(codebook: np.ndarray, space: str, table: np.ndarray) -> None:
+    """Cache ``table``, made by `color_table` in another process, as this process's table of
+    ``codebook`` and ``space``: a cluster's workers get it instead of each filling their own."""
+    key = _table_key(codebook, space)
+    with _tables_lock:
+        if key not in _tables:
+            _tables.clear()
+            _tables[key] = table
+
+
+def _table_key(codebook: np.ndarray, space: str) -> tuple:
+    return codebook.shape, codebook.tobytes(), space
 
 
 def _fill_table(codebook: np.ndarray, space: str) -> np.ndarray:
