@@ -270,3 +270,36 @@ def test_collection_gives_the_same_bytes_on_worker_processes(cluster, photo_tif,
         )
     for name in ("chelsea.zarr", "coffee.zarr"):
         assert_same_store(tmp_path / "threads" / name, tmp_path / "cluster" / name)
+
+
+def _forbid_table_fills(forbid: bool) -> None:
+    from bigquant.kernels import nearest
+
+    if forbid:
+        nearest._real_fill_table = nearest._fill_table
+
+        def refuse(*args):
+            raise AssertionError("a worker filled a colour table")
+
+        nearest._fill_table = refuse
+    else:
+        nearest._fill_table = nearest._real_fill_table
+
+
+def test_workers_label_with_the_clients_colour_table(cluster, tmp_path):
+    # 1 MP at K = 256 is where the colour table pays: the client fills it (fitting), the
+    # workers get it scattered. A worker that filled its own would fail its task here.
+    from conftest import photo
+
+    from bigquant.kernels.nearest import nearest
+
+    image = np.tile(photo("astronaut"), (2, 2, 1))
+    src = write_tiff(tmp_path / "a.tif", image, tile=(256, 256))
+    cluster.run(_forbid_table_fills, True)
+    try:
+        bigquant.compress(src, tmp_path / "c.zarr", 256, sample_size=40_000, client=cluster)
+    finally:
+        cluster.run(_forbid_table_fills, False)
+    codebook, labels = store_bytes(tmp_path / "c.zarr")
+    pixels = image.reshape(-1, 3)[::7]  # every 7th pixel: the exact nearest colour
+    np.testing.assert_array_equal(labels.reshape(-1)[::7], nearest(pixels, codebook)[0])
