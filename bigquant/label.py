@@ -58,12 +58,12 @@ class Labelling:
         """The labelling of a ``(Y, X, C)`` image with ``codebook`` (its last row for
         ``nodata``, if given)."""
         n_pixels = data.shape[0] * data.shape[1]
-        n_colors = len(codebook) - (nodata is not None)
+        colors = codebook if nodata is None else codebook[:-1]
         return cls(
             space=space,
-            use_table=table_pays(n_pixels, n_colors, codebook.shape[1], data.dtype),
+            use_table=table_pays(n_pixels, *colors.shape, data.dtype),
             dither=dither,
-            amplitude=spread(codebook[:n_colors]) if dither == "ordered" else 0.0,
+            amplitude=spread(colors) if dither == "ordered" else 0.0,
             nodata=nodata,
         )
 

@@ -288,7 +288,7 @@ def _forbid_table_fills(forbid: bool) -> None:
 
 def test_workers_label_with_the_clients_colour_table(cluster, tmp_path):
     # 1 MP at K = 256 is where the colour table pays: the client fills it (fitting), the
-    # workers get it scattered. A worker that filled its own would fail its task here.
+    # workers get a copy. A worker that filled its own would fail its task here.
     from conftest import photo
 
     from bigquant.kernels.nearest import nearest
