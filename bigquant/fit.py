@@ -252,7 +252,7 @@ def fit_sample(
     for repair in range(_REPAIR_ROUNDS + 1):
         colors = in_dtype(from_space(centers, space, sample.dtype), sample.dtype)
         # Dark to light already here, not once fitted: the colour table the sample is
-        # labelled with is then the label pass's table too, not one to fill again (1.2 s).
+        # labelled with is then the label pass's table too, not a second one to fill.
         order = np.argsort(lightness(colors), kind="stable")
         colors, centers = colors[order], centers[order]
         # Labels of the sample with the colour table when the label pass will use it too.
