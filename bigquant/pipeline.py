@@ -18,7 +18,7 @@ from dask.base import tokenize
 from . import defaults, location
 from .cluster import scheduler
 from .errors import BigquantError, ParameterError
-from .fit import FitResult, check_fit, fit_collection
+from .fit import FitResult, check_fit, dask_ml_kmeans, fit_collection
 from .kernels.color import check_space
 from .kernels.dither import check_dither
 from .palettes import GivenCodebook, check_codebook, load_codebook
@@ -346,11 +346,13 @@ def _nodata(image: Image) -> float | None:
 
 
 def _preload_fit_modules() -> None:
-    """Import dask-ml and scikit-learn (seconds of pure Python) while the sample is read."""
+    """Import dask-ml and scikit-learn (seconds of pure Python) and load dask-ml's compiled
+    code (`bigquant.fit.dask_ml_kmeans`) while the sample is read."""
 
     def load():
-        import dask_ml.cluster  # noqa: F401
         import sklearn.cluster  # noqa: F401
+
+        dask_ml_kmeans()
 
     threading.Thread(target=load, name="bigquant-preload", daemon=True).start()
 
