@@ -59,6 +59,20 @@ def test_help_imports_no_heavy_modules():
     assert out.stdout.strip() == "[]"
 
 
+def test_threaded_run_does_not_import_distributed(tmp_path, store):
+    # dask's first compute imports distributed (seconds) to look for a client, unless told
+    # the threads are it; applying a codebook fits nothing, so nothing else imports it.
+    src = store.parent / "china.tif"
+    code = (
+        "import sys; from click.testing import CliRunner; from bigquant.cli import main; "
+        f"r = CliRunner().invoke(main, ['compress', {str(src)!r}, {str(tmp_path / 'a.zarr')!r}, "
+        f"'--codebook', {str(store)!r}, '-q']); assert r.exit_code == 0, r.output; "
+        "print('distributed' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_info_text_and_json(store):
     text = cli("info", store)
     assert text.returncode == 0, text.stderr
