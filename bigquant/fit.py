@@ -405,7 +405,10 @@ def dask_ml_kmeans():
 
     update = getattr(k_means, "_centers_dense", None)
     if hasattr(update, "enable_caching"):  # a numba dispatcher, as in dask-ml 2025.1
-        update.enable_caching()
+        try:
+            update.enable_caching()
+        except RuntimeError:  # no writable place for numba's cache: compiled in memory
+            log.debug("numba cannot cache dask-ml's centre update here")
         # The types `_lloyd` calls it with: float32 pixels, int32 labels.
         update(np.zeros((1, 1), np.float32), np.zeros(1, np.int32), 1)
     return KMeans
