@@ -35,22 +35,12 @@ def scheduler(client=None, *, workers: int | None = None) -> Iterator[object | N
     ------
     The ``distributed.Client`` in use, or None for threads.
     """
-    import dask
-    import dask.threaded
-
     if client is None and workers is None:
-        if "distributed" in sys.modules:  # the caller's own client may be the default
-            yield None
-            return
-        # No client can exist yet. Naming dask's threaded scheduler by its function keeps
-        # dask's first compute from importing distributed to look for one (it does even for
-        # scheduler="threads"): 1.3-2.5 s here, on the main thread, while it should be
-        # reading the sample (`bigquant.pipeline` imports dask-ml meanwhile).
-        with dask.config.set(scheduler=dask.threaded.get):
-            yield None
+        yield None
         return
     if client is not None and workers is not None:
         raise ParameterError("give either `client` or `workers`, not both")
+    import dask
     from distributed import Client, LocalCluster
 
     if isinstance(client, Client):
@@ -93,11 +83,7 @@ def scheduler(client=None, *, workers: int | None = None) -> Iterator[object | N
 
 def current_client():
     """The ``distributed.Client`` dask computations go to now, or None (threads)."""
-    import dask
-    import dask.threaded
-
-    # Inside `scheduler`'s threads no client is looked for: distributed may be half-imported.
-    if "distributed" not in sys.modules or dask.config.get("scheduler", None) is dask.threaded.get:
+    if "distributed" not in sys.modules:
         return None
     from distributed import default_client
 

@@ -59,14 +59,19 @@ def test_help_imports_no_heavy_modules():
     assert out.stdout.strip() == "[]"
 
 
-def test_threaded_run_does_not_import_distributed(tmp_path, store):
+def test_threaded_runs_do_not_import_distributed(tmp_path, store):
     # dask's first compute imports distributed (seconds) to look for a client, unless told
     # the threads are it; applying a codebook fits nothing, so nothing else imports it.
-    src = store.parent / "china.tif"
+    src, new = store.parent / "china.tif", tmp_path / "a.zarr"
+    commands = [
+        ["compress", str(src), str(new), "--codebook", str(store), "-q"],
+        ["decompress", str(new), str(tmp_path / "a.tif"), "-q"],
+        ["info", str(new), "--check"],
+    ]
     code = (
         "import sys; from click.testing import CliRunner; from bigquant.cli import main; "
-        f"r = CliRunner().invoke(main, ['compress', {str(src)!r}, {str(tmp_path / 'a.zarr')!r}, "
-        f"'--codebook', {str(store)!r}, '-q']); assert r.exit_code == 0, r.output; "
+        f"rs = [CliRunner().invoke(main, c) for c in {commands!r}]; "
+        "assert all(r.exit_code == 0 for r in rs), [r.output for r in rs]; "
         "print('distributed' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
