@@ -419,6 +419,7 @@ def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float
     (see the module's docstring)."""
     import dask
     import dask.array as da
+    import dask.threaded
 
     km = dask_ml_kmeans()(
         n_clusters=len(init),
@@ -428,6 +429,7 @@ def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float
         tol=tol,
         random_state=seed,
     )
-    with dask.config.set(scheduler="threads"):
+    # By its function, as `bigquant.progress.compute` names it: dask looks up no client then.
+    with dask.config.set(scheduler=dask.threaded.get):
         km.fit(da.from_array(x, chunks=(SAMPLE_CHUNK, x.shape[1])))
     return np.asarray(km.cluster_centers_, dtype=np.float64), int(km.n_iter_)
