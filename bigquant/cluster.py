@@ -1,15 +1,19 @@
 """Where the work runs: dask's threads in this process, local worker processes, or a cluster.
 
 bigquant never schedules anything itself: inside `scheduler`, every dask
-computation goes to the chosen ``distributed.Client``.
+computation goes to the chosen ``distributed.Client`` (for local worker
+processes, from `ready` on).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from .errors import BigquantError, ParameterError
 
@@ -19,9 +23,32 @@ log = logging.getLogger("bigquant")
 CONNECT_TIMEOUT = "10s"
 
 
+#: What a label task needs, imported by each local worker as it starts rather than on its
+#: first task (dask.array alone takes 2-3 s of a core): the cluster starts during the fit.
+_WORKER_MODULES = ["bigquant.read", "bigquant.write", "zarr"]
+
+
+@dataclass
+class _Starting:
+    """A local cluster starting in the background, and its client once `ready` made one."""
+
+    workers: int
+    cluster: Future
+    client: object | None = None
+
+
+_starting: contextvars.ContextVar[_Starting | None] = contextvars.ContextVar(
+    "bigquant_starting", default=None
+)
+
+
 @contextlib.contextmanager
-def scheduler(client=None, *, workers: int | None = None) -> Iterator[object | None]:
+def scheduler(client=None, *, workers: int | None = None) -> Iterator[None]:
     """Run the dask computations inside the block on a cluster, or on threads.
+
+    With ``workers``, the local cluster starts in the background: until
+    `ready` is called, computations run on this process's threads (the fit
+    does, while the worker processes start on the same machine's cores).
 
     Parameters
     ----------
@@ -30,45 +57,24 @@ def scheduler(client=None, *, workers: int | None = None) -> Iterator[object | N
         None: ``workers`` local processes if given, else dask's threads here.
     workers : int, optional
         Start a local cluster of this many single-threaded worker processes.
-
-    Yields
-    ------
-    The ``distributed.Client`` in use, or None for threads.
     """
     if client is None and workers is None:
-        yield None
+        yield
         return
     if client is not None and workers is not None:
         raise ParameterError("give either `client` or `workers`, not both")
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if isinstance(client, Client):
         _announce(client)
         with client.as_current():
-            yield client
+            yield
         return
     if workers is not None:
         if workers < 1:
             raise ParameterError(f"`workers` must be at least 1, not {workers}")
-        # distributed gives worker processes MALLOC_TRIM_THRESHOLD_=65536 (to hand memory back
-        # to the OS), which also turns glibc's mmap threshold static: every array above 128 KiB
-        # is then mapped, page-faulted and unmapped afresh. That made filling a colour table
-        # 3x slower on a worker than here (1.2 s against 3.4 s): leave glibc its defaults.
-        environ = {
-            k: v
-            for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
-            if k != "MALLOC_TRIM_THRESHOLD_"
-        }
-        with (
-            dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
-            LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-            ) as cluster,
-            Client(cluster) as local,
-        ):
-            _announce(local)
-            yield local
+        with _local_cluster(workers):
+            yield
         return
     try:
         remote = Client(client, timeout=CONNECT_TIMEOUT)
@@ -78,7 +84,68 @@ def scheduler(client=None, *, workers: int | None = None) -> Iterator[object | N
         ) from None
     with remote:
         _announce(remote)
-        yield remote
+        yield
+
+
+@contextlib.contextmanager
+def _local_cluster(workers: int) -> Iterator[None]:
+    import dask
+    from distributed import LocalCluster
+
+    # distributed gives worker processes MALLOC_TRIM_THRESHOLD_=65536 (to hand memory back
+    # to the OS), which also turns glibc's mmap threshold static: every array above 128 KiB
+    # is then mapped, page-faulted and unmapped afresh. That made filling a colour table
+    # 3x slower on a worker than here (1.2 s against 3.4 s): leave glibc its defaults.
+    environ = {
+        k: v
+        for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+        if k != "MALLOC_TRIM_THRESHOLD_"
+    }
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        pool = ThreadPoolExecutor(1, thread_name_prefix="bigquant-cluster")
+        future = pool.submit(
+            LocalCluster,
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            preload=_WORKER_MODULES,
+        )
+        pool.shutdown(wait=False)
+        starting = _Starting(workers, future)
+        token = _starting.set(starting)
+        try:
+            yield
+        finally:
+            _starting.reset(token)
+            if starting.client is not None:
+                starting.client.close()
+            # A cluster that failed to start has nothing to close.
+            if future.exception() is None:
+                future.result().close()
+
+
+def ready():
+    """The ``distributed.Client`` computations go to from here on, or None (threads).
+
+    Waits for a local cluster that `scheduler` is still starting, and makes
+    its client the current one; until this is called, computations inside
+    that `scheduler` block run on this process's threads.
+    """
+    starting = _starting.get()
+    if starting is None or starting.client is not None:
+        return current_client()
+    from distributed import Client
+
+    try:
+        cluster = starting.cluster.result()
+    except Exception as exc:
+        raise BigquantError(
+            f"the {starting.workers} local worker processes did not start: {exc}"
+        ) from None
+    starting.client = Client(cluster)
+    _announce(starting.client)
+    return starting.client
 
 
 def current_client():

@@ -6,7 +6,9 @@ pixels). On a cluster each iteration would ship it and wait on the scheduler,
 and every worker would first import dask-ml and scikit-learn: with 2 local
 worker processes, the fit of the 100 MP benchmark mosaic took 18.2 s that way
 against 11.8 s this way. Reading the sample and the two-level fit's
-per-cluster tasks do run on the cluster. Around the iterations, bigquant
+per-cluster tasks do run on a given cluster; a local one of ``workers``
+processes starts meanwhile (`bigquant.cluster.ready`), so they run here on
+threads too. Around the iterations, bigquant
 fixes what dask-ml 2025.1 gets wrong for images:
 
 * init: k-means++ seeds refined by scikit-learn's k-means, both on a 25 000-pixel

@@ -16,7 +16,7 @@ import numpy as np
 from dask.base import tokenize
 
 from . import defaults, location
-from .cluster import scheduler
+from .cluster import ready, scheduler
 from .errors import BigquantError, ParameterError
 from .fit import FitResult, check_fit, dask_ml_kmeans, fit_collection
 from .kernels.color import check_space
@@ -210,6 +210,7 @@ def compress(
         else:
             done = partial.finished_chunks()
             log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
+        ready()  # local worker processes have started while the codebook was fitted here
         with progress("labelling", show_progress):
             write_labels(
                 data, partial.codebook, partial.labels, partial.stats,
@@ -304,7 +305,7 @@ def compress_many(
             )
     if not location.is_url(outdir):
         os.makedirs(outdir, exist_ok=True)
-    with scheduler(client, workers=workers) as active:
+    with scheduler(client, workers=workers):
         if codebook is not None:
             shared = _given(codebook)
         else:
@@ -316,6 +317,7 @@ def compress_many(
             shared = GivenCodebook(fit.codebook, origin)
         same = {"codebook": shared, "seed": seed, "space": space, "dither": dither,
                 "pyramid": pyramid, "zarr_format": zarr_format, "overwrite": overwrite}  # fmt: skip
+        active = ready()  # a local cluster has started while the codebook was fitted here
         return [
             compress(image, dst, client=active, show_progress=show_progress, **same)
             for image, dst in zip(images, dsts, strict=True)

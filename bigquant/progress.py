@@ -34,18 +34,18 @@ def progress(description: str, enabled: bool) -> Iterator[None]:
 def compute(*tasks):
     """``dask.compute(*tasks)``, with a progress bar inside an enabled `progress` block.
 
-    Every bigquant computation goes through here. Until distributed is imported
-    no client can exist, and the computation runs on dask's threaded scheduler
-    named by its function: named by a string, or left to dask, it imports
-    distributed first to look for a client (1-2.5 s here, in every command).
+    Every bigquant computation goes through here. Without a client it runs on
+    dask's threaded scheduler named by its function: named by a string, or
+    left to dask, it imports distributed first to look for a client (1-2.5 s
+    here, in every command).
     """
-    threads = None if "distributed" in sys.modules else dask.threaded.get
+    client = current_client()
+    threads = dask.threaded.get if client is None else None
     description = _stage.get()
     if description is None:
         return dask.compute(*tasks, scheduler=threads)
     from tqdm import tqdm
 
-    client = current_client()
     if client is None:
         from tqdm.dask import TqdmCallback
 

@@ -82,8 +82,18 @@ def test_worker_processes_give_the_same_bytes(cluster, photo_tif, local_store, t
 
 
 def test_local_cluster_from_worker_count(photo_tif, local_store, tmp_path, monkeypatch):
+    import bigquant.sample as sample_stage
     import bigquant.write as write_stage
 
+    # The sample is read in this process while the workers start: a task run on a worker
+    # would append to a copy of `samplers` there.
+    real_gather, samplers = sample_stage._gather, []
+
+    def gather_and_report(*args):
+        samplers.append(os.getpid())
+        return real_gather(*args)
+
+    monkeypatch.setattr(sample_stage, "_gather", gather_and_report)
     # Each chunk's task reports the process that labelled and wrote it.
     real_write, real_compute = write_stage._assign_write, write_stage.compute
     writers = []
@@ -105,6 +115,17 @@ def test_local_cluster_from_worker_count(photo_tif, local_store, tmp_path, monke
     assert_same_store(tmp_path / "w.zarr", local_store)
     # 16 chunks, written by worker processes (at most two), never by this one.
     assert len(writers) == 16 and os.getpid() not in writers and len(set(writers)) <= 2
+    assert samplers and set(samplers) == {os.getpid()}
+
+
+def test_local_workers_that_cannot_start_fail_in_one_line(photo_tif, tmp_path, monkeypatch):
+    import bigquant.cluster
+
+    # Every worker process imports these as it starts: one that does not exist fails them all.
+    monkeypatch.setattr(bigquant.cluster, "_WORKER_MODULES", ["bigquant_no_such_module"])
+    with pytest.raises(BigquantError, match="the 2 local worker processes did not start"):
+        bigquant.compress(photo_tif, tmp_path / "w.zarr", 8, chunks=128, workers=2)
+    assert not (tmp_path / "w.zarr").exists()
 
 
 def test_cli_on_a_dask_scheduler(cluster, photo_tif, local_store, tmp_path):
