@@ -207,9 +207,13 @@ def bench_bigquant(src: Path, work: Path, colors: int, variants: bool = False) -
     return rows
 
 
+def _compress(src: Path, store: Path, flags: list[str]) -> list[str]:
+    return ["bigquant", "compress", str(src), str(store), *flags, "--overwrite", "-q"]
+
+
 def _bigquant_row(src: Path, work: Path, flags: list[str]) -> dict:
     store = work / f"{src.stem}.zarr"
-    run = measure(["bigquant", "compress", str(src), str(store), *flags, "--overwrite", "-q"])
+    run = measure(_compress(src, store, flags))
     if run["code"] != 0:
         return row(" ".join(["bigquant compress", *flags]), src, run)
     import bigquant
@@ -222,19 +226,22 @@ def _bigquant_row(src: Path, work: Path, flags: list[str]) -> dict:
     return row(" ".join(["bigquant compress", *flags]), src, run, scores=scores, out=store)
 
 
-def bench_floor(src: Path, work: Path) -> list[dict]:
-    """Bare decode passes (tifffile's, and bigquant's own reader), and tifffile writing the
-    decoded array with decompress's settings."""
-    decode = measure(
-        [sys.executable, "-c", f"import tifffile; tifffile.imread({str(src)!r}, maxworkers=2)"]
-    )
-    reader = measure(
+def _decodes(src: Path) -> list[list[str]]:
+    """The bare decode passes: tifffile's, and bigquant's own reader."""
+    return [
+        [sys.executable, "-c", f"import tifffile; tifffile.imread({str(src)!r}, maxworkers=2)"],
         [
             sys.executable,
             "-c",
             f"from bigquant.read import open_image; open_image({str(src)!r}).data.max().compute()",
-        ]
-    )
+        ],
+    ]
+
+
+def bench_floor(src: Path, work: Path) -> list[dict]:
+    """Bare decode passes (tifffile's, and bigquant's own reader), and tifffile writing the
+    decoded array with decompress's settings."""
+    decode, reader = (measure(command) for command in _decodes(src))
     out = work / "tifffile-write.tif"
     write = measure(
         [
@@ -264,23 +271,20 @@ def bench_floor(src: Path, work: Path) -> list[dict]:
     ]
 
 
-def bench_gdal(src: Path, work: Path, colors: int) -> list[dict]:
+def _rgb2pct(src: Path, out: Path, colors: int) -> list[str] | None:
+    """GDAL's rgb2pct.py writing ``out`` (an uncompressed palette TIFF: it takes no creation
+    options), or None without GDAL."""
     exe = shutil.which("rgb2pct.py") or shutil.which("rgb2pct")
-    if exe is None:
-        return [{"tool": "GDAL rgb2pct.py", "note": "skipped: gdal-bin/python3-gdal not installed"}]
+    return None if exe is None else [exe, "-n", str(colors), "-of", "GTiff", str(src), str(out)]
+
+
+def bench_gdal(src: Path, work: Path, colors: int) -> list[dict]:
     out = work / f"{src.stem}.gdal.tif"
+    command = _rgb2pct(src, out, colors)
+    if command is None:
+        return [{"tool": "GDAL rgb2pct.py", "note": "skipped: gdal-bin/python3-gdal not installed"}]
     out.unlink(missing_ok=True)
-    run = measure(
-        [
-            exe,
-            "-n",
-            str(colors),
-            "-of",
-            "GTiff",  # rgb2pct.py takes no creation options: an uncompressed palette TIFF
-            str(src),
-            str(out),
-        ]
-    )
+    run = measure(command)
     return [
         row(
             f"GDAL rgb2pct.py -n {colors}",
@@ -385,6 +389,38 @@ def bench_daskml(src: Path, colors: int, cap: float) -> list[dict]:
 TARGETS = {"floor": 1.6, "threads": 1.15, "gdal": 2.0}
 
 
+def rounds(src: Path, work: Path, colors: int, n: int, gdal: bool) -> list[dict]:
+    """The ratios behind the targets, from ``n`` more rounds of their commands in turn.
+
+    This machine's speed drifts by 10-20 % within minutes, which one run of
+    each command mistakes for a difference: each round runs the decode
+    passes, compress on threads and on 2 workers and GDAL one after the
+    other, and its ratios compare those neighbours only.
+    """
+    store, out = work / f"{src.stem}.rounds.zarr", work / f"{src.stem}.rounds.tif"
+    commands = {"threads": _compress(src, store, ["-c", str(colors)])}
+    commands["workers"] = _compress(src, store, ["-c", str(colors), "--workers", "2"])
+    if gdal and _rgb2pct(src, out, colors):
+        commands["gdal"] = _rgb2pct(src, out, colors)
+    found = []
+    for _ in range(n):
+        floor = min(measure(command)["seconds"] for command in _decodes(src))
+        seconds = {}
+        for name, command in commands.items():
+            out.unlink(missing_ok=True)  # a fresh output each time, as in `bench_gdal`
+            seconds[name] = measure(command)["seconds"]
+        found.append(
+            {
+                "floor": seconds["threads"] / floor,
+                "threads": seconds["workers"] / seconds["threads"],
+                "gdal": seconds["threads"] / seconds["gdal"] if "gdal" in seconds else None,
+            }
+        )
+    shutil.rmtree(store, ignore_errors=True)
+    out.unlink(missing_ok=True)
+    return [{"input_mp": round(_megapixels(src), 1), "rounds": found}]
+
+
 def ratios(rows: list[dict], colors: int) -> None:
     """Add each input's side-by-side ratios to its rows: ``x_floor`` (wall time over the
     fastest bare decode pass), ``x_threads`` and ``x_gdal`` for bigquant's compress rows."""
@@ -414,6 +450,17 @@ def summary(rows: list[dict], colors: int) -> str:
             f"{TARGETS['gdal']}); --workers 2 {workers.get('x_threads')}x threads "
             f"(target {TARGETS['threads']})"
         )
+        found = next((r["rounds"] for r in rows if r.get("input_mp") == mp and "rounds" in r), [])
+        spans = []
+        for name, against in (("floor", "the decode floor"), ("threads", "threads"),
+                              ("gdal", "GDAL")):  # fmt: skip
+            values = sorted(f[name] for f in found if f[name] is not None)
+            if values:
+                spans.append(
+                    f"{np.median(values):.2f}x {against} ({values[0]:.2f}-{values[-1]:.2f})"
+                )
+        if spans:
+            lines.append(f"  over {len(found)} more rounds, median (range): " + ", ".join(spans))
     return "\n".join(lines)
 
 
@@ -423,7 +470,7 @@ def table(rows: list[dict]) -> str:
     keys = ["tool", "input_mp", "seconds", "x_floor", "mp_per_s", "peak_mib", "psnr", "delta_e"]
     keys += ["blurred", "output_mib", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
+    for r in (r for r in rows if "tool" in r):  # not the rounds
         lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |")
     return "\n".join(lines)
 
@@ -445,6 +492,13 @@ def main() -> None:
         help="also --space oklab, both --dither methods, 4096 and 65536 colours and "
         "decompress --palette, on the first size",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="then time the decode floor, compress on threads and on 2 workers and GDAL "
+        "this many more times in turn, for the ratios' median and range",
+    )
     parser.add_argument("--work", type=Path, default=CACHE / "work")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -464,6 +518,8 @@ def main() -> None:
             runs.append(bench_daskml(src, args.colors, args.daskml_cap))
         if "sklearn" in args.peers and mp == args.megapixels[0]:
             runs.append(bench_sklearn(src))
+        if args.rounds:
+            runs.append(rounds(src, args.work, args.colors, args.rounds, "gdal" in args.peers))
         for new in runs:
             rows += new
     ratios(rows, args.colors)
