@@ -89,6 +89,8 @@ def scheduler(client=None, *, workers: int | None = None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _local_cluster(workers: int) -> Iterator[None]:
+    """Start a local cluster of ``workers`` processes in a background thread, for `ready` to
+    wait on; close it (once started) when the block ends."""
     import dask
     from distributed import LocalCluster
 

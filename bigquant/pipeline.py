@@ -154,7 +154,8 @@ def compress(
     client : distributed.Client or str, optional
         Run on this client, or on the scheduler at this address.
     workers : int, optional
-        Run on a local cluster of this many worker processes.
+        Run on a local cluster of this many worker processes; it starts while
+        the sample is read and the codebook fitted on this process's threads.
     show_progress : bool
         Progress bars on stderr.
 
