@@ -98,7 +98,9 @@ def _command(func):
             except OSError as exc:
                 _fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
             except MemoryError:
-                _fail("out of memory: try smaller --chunks or --sample")
+                # Named only where the command has them: decompress has neither.
+                hints = [flag for flag in map(_flag, ("chunks", "sample_size")) if flag]
+                _fail("out of memory" + (f": try smaller {' or '.join(hints)}" if hints else ""))
 
     return wrapper
 

@@ -330,6 +330,19 @@ def test_library_errors_name_parameters_and_the_cli_its_flags(tmp_path, src):
     assert_clean_failure(result, "give either --scheduler or --workers, not both")
 
 
+def test_out_of_memory_hints_name_only_the_commands_own_options(tmp_path, src, store, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("bigquant.pipeline.compress", exhausted)
+    monkeypatch.setattr("bigquant.export.decompress", exhausted)
+    result = cli("compress", src, tmp_path / "o.zarr")
+    assert_clean_failure(result, "out of memory: try smaller --chunks or --sample")
+    result = cli("decompress", store, tmp_path / "o.tif")
+    assert_clean_failure(result, "out of memory")
+    assert "--chunks" not in result.stderr
+
+
 def test_stores_of_earlier_versions_still_open(tmp_path, store):
     # Format 1 stores written before --space, --dither and --resume existed lack those keys.
     old = tmp_path / "old.zarr"
