@@ -400,8 +400,9 @@ def rounds(src: Path, work: Path, colors: int, n: int, gdal: bool) -> list[dict]
     store, out = work / f"{src.stem}.rounds.zarr", work / f"{src.stem}.rounds.tif"
     commands = {"threads": _compress(src, store, ["-c", str(colors)])}
     commands["workers"] = _compress(src, store, ["-c", str(colors), "--workers", "2"])
-    if gdal and _rgb2pct(src, out, colors):
-        commands["gdal"] = _rgb2pct(src, out, colors)
+    rgb2pct = _rgb2pct(src, out, colors) if gdal else None
+    if rgb2pct:
+        commands["gdal"] = rgb2pct
     found = []
     for _ in range(n):
         floor = min(measure(command)["seconds"] for command in _decodes(src))
