@@ -19,7 +19,12 @@ fixes what dask-ml 2025.1 gets wrong for images:
   dask-ml compares it with the absolute squared centre shift;
 * empty clusters, which dask-ml moves to the origin (black): re-seeded on the
   sample points farthest from their centre and refitted;
-* fewer distinct colours than K: those colours, exactly, with no k-means at all.
+* fewer distinct colours than K: those colours, exactly, with no k-means at all;
+* distances: each iteration's nearest centres come from scikit-learn's general
+  ``pairwise_distances_argmin_min``, per chunk of the sample; bigquant's
+  compiled nearest-colour pass gives the same labels 4-5x faster (0.06 against
+  0.24-0.37 s for 250 000 pixels and 256 centres on one core), and dask-ml's
+  iterations use it while bigquant fits (`_nearest_centers`).
 
 With an explicit init and a fixed chunking of the sample the centres are
 bit-identical on threads and on process clusters.
@@ -27,8 +32,10 @@ bit-identical on threads and on process clusters.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -423,7 +430,8 @@ def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float
     import dask.array as da
     import dask.threaded
 
-    km = dask_ml_kmeans()(
+    kmeans = dask_ml_kmeans()
+    km = kmeans(
         n_clusters=len(init),
         init=init.astype(x.dtype),
         n_init=1,
@@ -432,6 +440,66 @@ def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float
         random_state=seed,
     )
     # By its function, as `bigquant.progress.compute` names it: dask looks up no client then.
-    with dask.config.set(scheduler=dask.threaded.get):
+    with dask.config.set(scheduler=dask.threaded.get), _compiled_distances():
         km.fit(da.from_array(x, chunks=(SAMPLE_CHUNK, x.shape[1])))
     return np.asarray(km.cluster_centers_, dtype=np.float64), int(km.n_iter_)
+
+
+#: Fits in progress that use `_nearest_centers`, and the function it stands in for.
+_swapped: list = [0, None]
+_swap_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _compiled_distances():
+    """dask-ml's Lloyd iterations call `_nearest_centers` for their nearest centres meanwhile.
+
+    They look ``pairwise_distances_argmin_min`` up in their module at each
+    iteration; it is put back when the last fit running in this process ends.
+    """
+    from dask_ml.cluster import k_means
+
+    with _swap_lock:
+        if _swapped[0] == 0:
+            _swapped[1] = k_means.pairwise_distances_argmin_min
+            k_means.pairwise_distances_argmin_min = _nearest_centers
+        _swapped[0] += 1
+    try:
+        yield
+    finally:
+        with _swap_lock:
+            _swapped[0] -= 1
+            if _swapped[0] == 0:
+                k_means.pairwise_distances_argmin_min = _swapped[1]
+
+
+def _nearest_centers(X, Y, axis=1, metric="euclidean", batch_size=None, metric_kwargs=None):
+    """dask-ml's ``pairwise_distances_argmin_min`` (Euclidean, as its iterations ask), by
+    `nearest` on each chunk of the sample: the index of each row's nearest centre and its
+    (squared, if ``metric_kwargs`` says so) distance, as lazy arrays."""
+    import dask
+    import dask.array as da
+
+    if metric != "euclidean" or axis != 1:  # not dask-ml's iterations: its own function
+        return _swapped[1](X, Y, axis, metric, batch_size, metric_kwargs)
+    squared = bool((metric_kwargs or {}).get("squared", False))
+    centers = np.asarray(Y, dtype=np.float64)
+    blocks = [
+        dask.delayed(_nearest_block, pure=True, nout=2)(block, centers, squared)
+        for block in X.to_delayed().ravel()
+    ]
+    labels, distances = (
+        da.concatenate(
+            [
+                da.from_delayed(b[part], (n,), dtype)
+                for b, n in zip(blocks, X.chunks[0], strict=True)
+            ]
+        )
+        for part, dtype in ((0, np.int64), (1, np.float64))
+    )
+    return labels, distances
+
+
+def _nearest_block(x: np.ndarray, centers: np.ndarray, squared: bool):
+    labels, sq = nearest(x, centers)
+    return labels, sq if squared else np.sqrt(sq)

@@ -90,3 +90,42 @@ def test_codebook_runs_dark_to_light(china):
     grey = photo("camera")
     cb = fit_codebook(da.from_array(grey[:, :, None], chunks=128), 8, seed=0).codebook
     assert np.all(np.diff(cb[:, 0].astype(int)) > 0)
+
+
+def test_dask_ml_iterations_give_the_same_centres_with_the_compiled_distances(china, monkeypatch):
+    import contextlib
+
+    from dask_ml.cluster import k_means
+
+    from bigquant import fit
+
+    original = k_means.pairwise_distances_argmin_min
+    rng = np.random.default_rng(3)
+    x = china.reshape(-1, 3)[rng.choice(china.shape[0] * china.shape[1], 150_000)]
+    x32 = x.astype(np.float32)
+    init = fit._initial_centers(x.astype(np.float64), 64, np.random.RandomState(3))
+    tol = 1e-4 * float(x32.var(axis=0).mean())
+    compiled = fit._lloyd(x32, init, 3, 10, tol)
+    assert k_means.pairwise_distances_argmin_min is original  # put back after the fit
+    monkeypatch.setattr(fit, "_compiled_distances", contextlib.nullcontext)
+    own = fit._lloyd(x32, init, 3, 10, tol)
+    np.testing.assert_array_equal(compiled[0], own[0])
+    assert compiled[1] == own[1] > 1
+
+
+def test_other_callers_of_dask_ml_distances_get_dask_ml_s_own(china):
+    from dask_ml.cluster import k_means
+
+    from bigquant.fit import _compiled_distances
+
+    x = da.from_array(china.reshape(-1, 3)[:5000].astype(np.float64), chunks=(2000, 3))
+    centers = china.reshape(-1, 3)[::9000].astype(np.float64)
+    theirs = [a.compute() for a in k_means.pairwise_distances_argmin_min(x, centers, metric="l1")]
+    plain = [a.compute() for a in k_means.pairwise_distances_argmin_min(x, centers)]
+    with _compiled_distances():
+        swapped = k_means.pairwise_distances_argmin_min
+        ours = [a.compute() for a in swapped(x, centers, metric="l1")]
+        compiled = [a.compute() for a in swapped(x, centers)]
+    assert swapped is not k_means.pairwise_distances_argmin_min
+    for a, b in zip(theirs + plain, ours + compiled, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
