@@ -9,14 +9,20 @@ choose the colours are in `bigquant.kernels` (`nearest`, `dither`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dask
-import dask.array as da
 import numpy as np
 
 from .kernels.color import check_space
 from .kernels.dither import check_dither, dithered_labels, margin, spread
 from .kernels.nearest import label_block, label_dtype, lookup, nodata_mask, score, table_pays
+
+# dask.array only inside the functions that build graphs: a worker process running this
+# module's chunk tasks never imports it then (with xarray, pandas and sparse, 1-1.4 s of
+# CPU per worker; see bigquant.cluster).
+if TYPE_CHECKING:
+    import dask.array as da
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,8 @@ def assign(
         ``uint8`` labels for K ≤ 256, ``uint16`` above; chunked like ``data``.
         Computing it reads the whole image once.
     """
+    import dask.array as da
+
     codebook = np.asarray(codebook)
     if data.ndim == 2:
         data = data[:, :, None]

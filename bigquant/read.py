@@ -14,18 +14,25 @@ import dataclasses
 import functools
 import logging
 import math
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
 from . import defaults, location
 from .errors import BigquantError, ParameterError
 from .kernels import convert
+
+# dask.array only inside the functions that build graphs: a worker process running this
+# module's chunk tasks never imports it then (with xarray, pandas and sparse, 1-1.4 s of
+# CPU per worker; see bigquant.cluster).
+if TYPE_CHECKING:
+    import dask.array as da
 
 log = logging.getLogger("bigquant")
 
@@ -181,6 +188,8 @@ def as_image(data, *, path: str | None = None, photometric: str | None = None, *
     becomes float32 and bool 0 / 255 (uint8), as they are shown. Other
     ``fields`` are those of `Image`; floats get ``nodata`` NaN by default.
     """
+    import dask.array as da
+
     arr = data if isinstance(data, da.Array) else da.asarray(data)
     where = f"{path}: " if path else ""
     if arr.ndim == 2:
@@ -629,6 +638,8 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
 def _tiff_array(source: TiffSource, ident: dict, unit, tiled: bool, side: int) -> da.Array:
     """``source`` as a dask array in chunks of whole tiles or strips, about ``side`` a side."""
     # Many samples per pixel make big chunks: keep one within `defaults.CHUNK_BYTES`.
+    import dask.array as da
+
     per_pixel = source.shape[2] * source.dtype.itemsize
     side = max(1, min(side, math.isqrt(defaults.CHUNK_BYTES // per_pixel)))
     cy, cx = _plane_chunks(source.shape[:2], unit, not tiled, side)
@@ -637,7 +648,8 @@ def _tiff_array(source: TiffSource, ident: dict, unit, tiled: bool, side: int) -
         chunks=(cy, cx, source.shape[2]),
         asarray=False,
         lock=False,
-        fancy=False,
+        # Plain indexing, not dask.array's getter: workers need not import dask.array.
+        getitem=operator.getitem,
         meta=np.empty((0, 0, 0), source.dtype),
         # Keys change with the file, so dask never mixes up two versions of it.
         name=f"bigquant-read-{tokenize(ident)}-{cy}x{cx}",
@@ -746,6 +758,8 @@ def _open_zarr(path: str, chunks: int | None) -> Image:
 def _zarr_array(node, side: int) -> da.Array:
     cy = _chunk_side(side, node.chunks[0], node.shape[0])
     cx = _chunk_side(side, node.chunks[1], node.shape[1])
+    import dask.array as da
+
     return da.from_zarr(node, chunks=(cy, cx, *node.shape[2:]))
 
 
@@ -761,6 +775,8 @@ def _open_small(path: str, chunks: int | None) -> Image:
         pixels = pixels[:, :, None]
 
     def array(side: int) -> da.Array:
+        import dask.array as da
+
         return da.from_array(pixels, chunks=(side, side, -1))
 
     return as_image(array(chunks or defaults.CHUNK), path=path, rechunked=array)

@@ -21,14 +21,20 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 
 from . import __version__, location
 from .defaults import ZARR_FORMATS
 from .errors import BigquantError, ParameterError
 from .label import apply_codebook
+
+# dask.array only inside the functions that build graphs: a worker process running this
+# module's chunk tasks never imports it then (with xarray, pandas and sparse, 1-1.4 s of
+# CPU per worker; see bigquant.cluster).
+if TYPE_CHECKING:
+    import dask.array as da
 
 FORMAT_VERSION = 1
 ATTR_KEY = "bigquant"
@@ -418,6 +424,8 @@ class Store:
 
         A chunk that cannot be read fails with a `BigquantError` naming the store.
         """
+        import dask.array as da
+
         return da.from_array(
             _CheckedLabels(self.path, self.labels),
             chunks=self.labels.chunks,
