@@ -430,8 +430,7 @@ def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float
     import dask.array as da
     import dask.threaded
 
-    kmeans = dask_ml_kmeans()
-    km = kmeans(
+    km = dask_ml_kmeans()(
         n_clusters=len(init),
         init=init.astype(x.dtype),
         n_init=1,

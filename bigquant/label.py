@@ -18,9 +18,8 @@ from .kernels.color import check_space
 from .kernels.dither import check_dither, dithered_labels, margin, spread
 from .kernels.nearest import label_block, label_dtype, lookup, nodata_mask, score, table_pays
 
-# dask.array only inside the functions that build graphs: a worker process running this
-# module's chunk tasks never imports it then (with xarray, pandas and sparse, 1-1.4 s of
-# CPU per worker; see bigquant.cluster).
+# dask.array only inside the functions that build graphs: worker processes running this
+# module's chunk tasks never import it (see bigquant.cluster._WORKER_MODULES).
 if TYPE_CHECKING:
     import dask.array as da
 

@@ -28,9 +28,8 @@ from . import defaults, location
 from .errors import BigquantError, ParameterError
 from .kernels import convert
 
-# dask.array only inside the functions that build graphs: a worker process running this
-# module's chunk tasks never imports it then (with xarray, pandas and sparse, 1-1.4 s of
-# CPU per worker; see bigquant.cluster).
+# dask.array only inside the functions that build graphs: worker processes running this
+# module's chunk tasks never import it (see bigquant.cluster._WORKER_MODULES).
 if TYPE_CHECKING:
     import dask.array as da
 
@@ -637,9 +636,9 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
 
 def _tiff_array(source: TiffSource, ident: dict, unit, tiled: bool, side: int) -> da.Array:
     """``source`` as a dask array in chunks of whole tiles or strips, about ``side`` a side."""
-    # Many samples per pixel make big chunks: keep one within `defaults.CHUNK_BYTES`.
     import dask.array as da
 
+    # Many samples per pixel make big chunks: keep one within `defaults.CHUNK_BYTES`.
     per_pixel = source.shape[2] * source.dtype.itemsize
     side = max(1, min(side, math.isqrt(defaults.CHUNK_BYTES // per_pixel)))
     cy, cx = _plane_chunks(source.shape[:2], unit, not tiled, side)

@@ -21,9 +21,8 @@ from .label import Labelling, label_chunk, windows
 from .progress import compute
 from .store import STATS_HEAD
 
-# dask.array only inside the functions that build graphs: a worker process running this
-# module's chunk tasks never imports it then (with xarray, pandas and sparse, 1-1.4 s of
-# CPU per worker; see bigquant.cluster).
+# dask.array only inside the functions that build graphs: worker processes running this
+# module's chunk tasks never import it (see bigquant.cluster._WORKER_MODULES).
 if TYPE_CHECKING:
     import dask.array as da
 
