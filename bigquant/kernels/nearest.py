@@ -59,18 +59,21 @@ def _nearest_into(
     to it, in the pixels' own values."""
     rgb = space == "rgb"
     cb = codebook.astype(np.float64) if rgb else to_space(codebook, space)
-    sq = np.empty(len(pixels))
-    if len(cb) <= _TREE_COLORS and rgb:  # distances in the pixels' values: one pass
-        _nearest_pass()(pixels, *_centers(cb), labels, sq)
-        return sq
-    tree = _tree(cb) if len(cb) > _TREE_COLORS else None
-    centers = None if tree is not None else _centers(cb)
+    if len(cb) <= _TREE_COLORS:
+        # The pass's squared distances are in its input's values: the pixels', for rgb.
+        sq = np.empty(len(pixels))
+        if rgb:
+            _nearest_pass()(pixels, *_centers(cb), labels, sq)
+            return sq
+        centers = _centers(cb)
+        for start in range(0, len(pixels), _BATCH):  # bounds the converted pixels
+            sl = slice(start, start + _BATCH)
+            _nearest_pass()(to_space(pixels[sl], space), *centers, labels[sl], sq[sl])
+        return sq_errors(pixels, codebook, labels)
+    tree = _tree(cb)
     for start in range(0, len(pixels), _BATCH):  # bounds the converted pixels
         sl = slice(start, start + _BATCH)
         x = pixels[sl].astype(np.float64) if rgb else to_space(pixels[sl], space)
-        if tree is None:
-            _nearest_pass()(x, *centers, labels[sl], sq[sl])
-            continue
         # The few nearest, so that a tie still goes to the lowest index; the rare pixel
         # tied with all of them is compared with every colour.
         d, i = tree.query(x, k=_TREE_TIES)
@@ -78,8 +81,6 @@ def _nearest_into(
         for j in np.flatnonzero(d[:, -1] == d[:, 0]):
             idx[j] = ((cb - x[j]) ** 2).sum(axis=1).argmin()
         labels[sl] = idx
-    if rgb and tree is None:
-        return sq
     return sq_errors(pixels, codebook, labels)
 
 
