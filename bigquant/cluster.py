@@ -148,9 +148,15 @@ def ready():
         raise BigquantError(
             f"the {starting.workers} local worker processes did not start: {exc}"
         ) from None
-    starting.client = Client(cluster)
-    _announce(starting.client)
-    return starting.client
+    client = starting.client = Client(cluster)
+    # The workers' library notices (tifffile's logger, Python warnings) are handled by this
+    # process's loggers, as they are on threads: the `bigquant` command shows them only
+    # with -v. Left alone, a worker prints them to the stderr it shares with this process.
+    client.run(logging.captureWarnings, True)
+    for name in ("tifffile", "py.warnings"):
+        client.forward_logging(name)
+    _announce(client)
+    return client
 
 
 def current_client():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import zarr
 from conftest import cli, write_tiff
 from distributed import Client, LocalCluster
@@ -81,9 +82,24 @@ def test_worker_processes_give_the_same_bytes(cluster, photo_tif, local_store, t
         default_client()
 
 
-def test_local_cluster_from_worker_count(photo_tif, local_store, tmp_path, monkeypatch):
+def test_local_cluster_from_worker_count(
+    photo_tif, local_store, tmp_path, monkeypatch, caplog, capfd
+):
+    import logging
+    import struct
+    import warnings
+
     import bigquant.sample as sample_stage
     import bigquant.write as write_stage
+
+    # The same pixels, with a Software tag pointing past the end of the file: tifffile logs a
+    # notice in each process that opens it, here while sampling and on the workers.
+    src = tmp_path / "damaged.tif"
+    with tifffile.TiffFile(photo_tif) as tif:
+        offset = tif.pages[0].tags[305].offset
+    damaged = bytearray(photo_tif.read_bytes())
+    struct.pack_into("<I", damaged, offset + 4, 10**8)
+    src.write_bytes(bytes(damaged))
 
     # The sample is read in this process while the workers start: a task run on a worker
     # would append to a copy of `samplers` there.
@@ -94,12 +110,13 @@ def test_local_cluster_from_worker_count(photo_tif, local_store, tmp_path, monke
         return real_gather(*args)
 
     monkeypatch.setattr(sample_stage, "_gather", gather_and_report)
-    # Each chunk's task reports the process that labelled and wrote it.
+    # Each chunk's task reports the process that labelled and wrote it, and warns.
     real_write, real_compute = write_stage._assign_write, write_stage.compute
     writers = []
 
     def write_and_report(*args):
         real_write(*args)
+        warnings.warn("a worker's warning", stacklevel=1)
         return os.getpid(), "dask.array" in sys.modules
 
     def compute_and_collect(*tasks):
@@ -109,8 +126,9 @@ def test_local_cluster_from_worker_count(photo_tif, local_store, tmp_path, monke
 
     monkeypatch.setattr(write_stage, "_assign_write", write_and_report)
     monkeypatch.setattr(write_stage, "compute", compute_and_collect)
+    caplog.set_level(logging.WARNING)
     bigquant.compress(
-        photo_tif, tmp_path / "w.zarr", 32, sample_size=40_000, seed=3, chunks=128, workers=2
+        src, tmp_path / "w.zarr", 32, sample_size=40_000, seed=3, chunks=128, workers=2
     )
     assert_same_store(tmp_path / "w.zarr", local_store)
     # 16 chunks, written by worker processes (at most two), never by this one.
@@ -119,6 +137,13 @@ def test_local_cluster_from_worker_count(photo_tif, local_store, tmp_path, monke
     # Reading the TIFF, labelling and writing need no dask.array there (see bigquant.cluster).
     assert not any(imported for _, imported in writers)
     assert samplers and set(samplers) == {os.getpid()}
+    # The workers' notices went to this process's loggers (for the command's -v), not to
+    # the stderr the worker processes share with it.
+    notices = {(r.name, r.getMessage()) for r in caplog.records if r.process in pids}
+    assert any(n == "tifffile" and "invalid value offset" in m for n, m in notices)
+    assert any(n == "py.warnings" and "a worker's warning" in m for n, m in notices)
+    err = capfd.readouterr().err
+    assert "invalid value offset" not in err and "a worker's warning" not in err
 
 
 def test_local_workers_that_cannot_start_fail_in_one_line(photo_tif, tmp_path, monkeypatch):
