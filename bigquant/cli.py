@@ -41,14 +41,25 @@ class _Once(logging.Filter):
         return True
 
 
+#: The loggers distributed sets up, without -v: critical lines only. Its defaults print a
+#: worker's failed task (already the command's one-line error) with its traceback.
+_DISTRIBUTED_QUIET = dict.fromkeys(
+    ["distributed", "distributed.client", "distributed.gc", "bokeh", "tornado.application"],
+    "critical",
+)
+
+
 @contextlib.contextmanager
 def _logging(verbose: int, quiet: int):
     """Log to stderr at the chosen level while a command runs; put things back afterwards.
 
     The libraries' own notices (tifffile's logger, Python warnings) reach
     stderr only with ``-v``, prefixed with where they come from; every notice once.
+    distributed's reach it only with ``-v`` too, as distributed prints them.
     """
     import warnings
+
+    import dask
 
     once = _Once()
     ours = logging.StreamHandler(sys.stderr)
@@ -66,7 +77,18 @@ def _logging(verbose: int, quiet: int):
         lg.handlers[:] = [handler] if lg is log or verbose > 0 else [logging.NullHandler()]
         lg.propagate = False
     log.setLevel(max(logging.DEBUG, logging.INFO + 10 * (quiet - verbose)))
-    with warnings.catch_warnings():
+    # distributed gives its loggers their levels and a stderr handler of its own when it is
+    # imported: in this process when a command first needs it, in each local worker
+    # process as it starts. Both take the levels from dask's config, which a worker reads
+    # from the environment it is started with. A user's own logging config stays as it is.
+    distributed = {}
+    own = dask.config.get("logging", None) or dask.config.get("logging-file-config", None)
+    if verbose <= 0 and not own:
+        distributed = {
+            "logging": _DISTRIBUTED_QUIET,
+            "distributed.nanny.pre-spawn-environ.DASK_LOGGING": repr(_DISTRIBUTED_QUIET),
+        }
+    with warnings.catch_warnings(), dask.config.set(distributed):
         logging.captureWarnings(True)
         try:
             yield

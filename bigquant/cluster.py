@@ -115,6 +115,9 @@ def _local_cluster(workers: int) -> Iterator[None]:
             processes=True,
             dashboard_address=":0",
             preload=_WORKER_MODULES,
+            # LocalCluster's default, warnings (a level for its nannies, here and in the
+            # workers), unless this process has turned distributed's logs down further.
+            silence_logs=max(logging.WARNING, logging.getLogger("distributed").getEffectiveLevel()),
         )
         pool.shutdown(wait=False)
         starting = _Starting(workers, future)
@@ -145,8 +148,13 @@ def ready():
     try:
         cluster = starting.cluster.result()
     except Exception as exc:
+        # distributed's own message ("Nanny failed to start.") is not the reason; the
+        # exception in the worker process it was raised from is.
+        while exc.__cause__ is not None:
+            exc = exc.__cause__
         raise BigquantError(
-            f"the {starting.workers} local worker processes did not start: {exc}"
+            f"the {starting.workers} local worker processes did not start: "
+            f"{type(exc).__name__}: {exc}"
         ) from None
     client = starting.client = Client(cluster)
     # The workers' library notices (tifffile's logger, Python warnings) are handled by this

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import cli, write_tiff
+from conftest import cli, run_cli, write_tiff
 from distributed import Client, LocalCluster
 
 import bigquant
@@ -146,14 +146,44 @@ def test_local_cluster_from_worker_count(
     assert "invalid value offset" not in err and "a worker's warning" not in err
 
 
-def test_local_workers_that_cannot_start_fail_in_one_line(photo_tif, tmp_path, monkeypatch):
-    import bigquant.cluster
-
-    # Every worker process imports these as it starts: one that does not exist fails them all.
-    monkeypatch.setattr(bigquant.cluster, "_WORKER_MODULES", ["bigquant_no_such_module"])
-    with pytest.raises(BigquantError, match="the 2 local worker processes did not start"):
-        bigquant.compress(photo_tif, tmp_path / "w.zarr", 8, chunks=128, workers=2)
+def test_local_workers_that_cannot_start_fail_in_one_line(photo_tif, tmp_path):
+    # Every worker process imports these as it starts: one that does not exist fails them
+    # all. A process of its own, as the command's, whose stderr the workers share.
+    command = (
+        "import sys, bigquant.cluster, bigquant.cli\n"
+        "bigquant.cluster._WORKER_MODULES = ['bigquant_no_such_module']\n"
+        "bigquant.cli.main(sys.argv[1:])"
+    )
+    args = ["compress", photo_tif, tmp_path / "w.zarr", "-c", 8, "--workers", 2, "-q"]
+    result = subprocess.run(
+        [sys.executable, "-c", command, *map(str, args)], capture_output=True, text=True
+    )
+    # The reason the worker processes gave, not distributed's "Nanny failed to start", and
+    # none of the tracebacks distributed logs.
+    assert result.returncode == 1 and result.stderr == (
+        "bigquant: error: the 2 local worker processes did not start: "
+        "ModuleNotFoundError: No module named 'bigquant_no_such_module'\n"
+    )
     assert not (tmp_path / "w.zarr").exists()
+
+
+def test_a_chunk_a_worker_cannot_read_fails_in_one_line(photo_tif, local_store, tmp_path):
+    # One tile zeroed: with a codebook given, no pixel is read before the worker reads it.
+    src = tmp_path / "damaged.tif"
+    with tifffile.TiffFile(photo_tif) as tif:
+        offset, size = tif.pages[0].dataoffsets[20], tif.pages[0].databytecounts[20]
+    damaged = bytearray(photo_tif.read_bytes())
+    damaged[offset : offset + size] = bytes(size)
+    src.write_bytes(bytes(damaged))
+    # A process of its own: the worker processes print to its stderr, not to click's.
+    result = run_cli(
+        "compress", src, tmp_path / "x.zarr", "--codebook", local_store, "--workers", 1, "-q"
+    )  # fmt: skip
+    # Not the worker's "Compute Failed" report with its traceback: distributed logs only
+    # with -v.
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("bigquant: error: ") and "cannot decode pixels" in result.stderr
+    assert not (tmp_path / "x.zarr").exists()
 
 
 def test_cli_on_a_dask_scheduler(cluster, photo_tif, local_store, tmp_path):
