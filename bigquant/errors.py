@@ -13,6 +13,11 @@ class BigquantError(Exception):
     """
 
 
+class ClusterError(BigquantError):
+    """Work lost where it ran (worker processes that died), not bad input: a run that
+    fails with it keeps its unfinished output to resume."""
+
+
 class ParameterError(BigquantError, ValueError):
     """A bad argument. The message names parameters in backticks (``\\`n_colors\\```).
 

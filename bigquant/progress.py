@@ -16,6 +16,7 @@ import dask
 import dask.threaded
 
 from .cluster import current_client
+from .errors import ClusterError
 
 _stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("bigquant_stage", default=None)
 _BAR = {"unit": "task", "leave": False, "dynamic_ncols": True}
@@ -40,18 +41,34 @@ def compute(*tasks):
     here, in every command).
     """
     client = current_client()
-    threads = dask.threaded.get if client is None else None
     description = _stage.get()
-    if description is None:
-        return dask.compute(*tasks, scheduler=threads)
-    from tqdm import tqdm
-
     if client is None:
+        if description is None:
+            return dask.compute(*tasks, scheduler=dask.threaded.get)
+        from tqdm import tqdm
         from tqdm.dask import TqdmCallback
 
         with TqdmCallback(tqdm_class=tqdm, desc=description, file=sys.stderr, **_BAR):
-            return dask.compute(*tasks, scheduler=threads)
+            return dask.compute(*tasks, scheduler=dask.threaded.get)
+    from distributed import KilledWorker
+
+    try:
+        return _on_cluster(client, tasks, description)
+    except KilledWorker as exc:
+        n, last = exc.allowed_failures + 1, exc.last_worker.address
+        who = f"the worker process at {last} died"
+        if n > 1:
+            who = f"{n} worker processes died in turn, the last at {last},"
+        raise ClusterError(
+            f"{who} running task {exc.task!r}; the usual cause is a worker running out of memory"
+        ) from None
+
+
+def _on_cluster(client, tasks, description: str | None) -> tuple:
+    if description is None:
+        return dask.compute(*tasks)  # on ``client``, the current one
     from distributed import as_completed
+    from tqdm import tqdm
 
     futures = client.compute(list(tasks))
     with tqdm(total=len(futures), desc=description, file=sys.stderr, **_BAR) as bar:

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import __version__, location
 from .defaults import ZARR_FORMATS
-from .errors import BigquantError, ParameterError
+from .errors import BigquantError, ClusterError, ParameterError
 from .label import apply_codebook
 
 # dask.array only inside the functions that build graphs: worker processes running this
@@ -217,9 +217,9 @@ def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> I
     An existing ``dst`` is refused unless ``overwrite``, and is only replaced
     once the new output is complete (by a rename on filesystems, a copy on
     object stores). On a `BigquantError` (bad input) the partial output is
-    removed. On an interrupt or any other failure it is removed too, unless
-    ``resumable``: then it is kept for a later run to resume, and a stale one
-    is left for the caller to reuse or clear.
+    removed. On an interrupt, lost workers (`ClusterError`) or any other failure
+    it is removed too, unless ``resumable``: then it is kept for a later run to
+    resume, and a stale one is left for the caller to reuse or clear.
 
     On an object store the replacement is a copy: the old output's root
     metadata is deleted first and the new one's copied last, so at every
@@ -236,11 +236,9 @@ def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> I
         location.remove(tmp)
     try:
         yield tmp
-    except BigquantError:
-        location.remove(tmp)
-        raise
-    except BaseException:
-        if resumable and location.exists(tmp):
+    except BaseException as exc:
+        bad_input = isinstance(exc, BigquantError) and not isinstance(exc, ClusterError)
+        if resumable and not bad_input and location.exists(tmp):
             log.warning(
                 "kept the unfinished output in %s: resume the run (--resume, or resume=True) "
                 "to finish it",

@@ -18,7 +18,7 @@ from conftest import cli, run_cli, write_tiff
 from distributed import Client, LocalCluster
 
 import bigquant
-from bigquant.errors import BigquantError
+from bigquant.errors import BigquantError, ClusterError
 from bigquant.mosaic import write_mosaic
 from bigquant.store import partial_path
 
@@ -219,31 +219,32 @@ def mosaic(tmp_path_factory):
     return src, reference
 
 
-def test_killed_worker_does_not_change_the_result(mosaic, tmp_path):
+def test_killed_workers_do_not_change_the_result(mosaic, tmp_path):
     src, _ = mosaic
     # 16 colours: too few for a colour table to pay, so no process spends seconds filling one.
     kwargs = {"seed": 1, "chunks": 256, "sample_size": 20_000}
     bigquant.compress(src, tmp_path / "reference.zarr", 16, **kwargs)
+
+    def kill_when_labelling(dst, pid, killed):
+        stats = Path(partial_path(dst)) / "chunk_stats"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= 12:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(time.monotonic())
+                return
+            time.sleep(0.05)
+
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
-        pids = list(client.run(os.getpid).values())
-        stats = Path(partial_path(tmp_path / "k.zarr")) / "chunk_stats"
-        killed = []
-
-        def kill_when_labelling():
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= 12:
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(time.monotonic())
-                    return
-                time.sleep(0.05)
-
-        killer = threading.Thread(target=kill_when_labelling)
+        pids, killed = list(client.run(os.getpid).values()), []
+        killer = threading.Thread(
+            target=kill_when_labelling, args=(tmp_path / "k.zarr", pids[0], killed)
+        )
         killer.start()
         bigquant.compress(src, tmp_path / "k.zarr", 16, client=client, **kwargs)
         finished = time.monotonic()
@@ -251,7 +252,26 @@ def test_killed_worker_does_not_change_the_result(mosaic, tmp_path):
         # The worker died while chunks were still being labelled, and was replaced.
         assert killed and killed[0] < finished
         assert pids[0] not in client.run(os.getpid).values()
-    assert_same_store(tmp_path / "k.zarr", tmp_path / "reference.zarr")
+        assert_same_store(tmp_path / "k.zarr", tmp_path / "reference.zarr")
+
+        # A scheduler that gives a task up after one lost worker (as dask's default does
+        # after four): one line for the command, and the chunks written so far kept.
+        client.run_on_scheduler(
+            lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 0)
+        )
+        pid, killed = next(iter(client.run(os.getpid).values())), []
+        killer = threading.Thread(
+            target=kill_when_labelling, args=(tmp_path / "l.zarr", pid, killed)
+        )
+        killer.start()
+        with pytest.raises(
+            ClusterError, match=r"the worker process at tcp://\S+ died running task 'bigquant-"
+        ):
+            bigquant.compress(src, tmp_path / "l.zarr", 16, client=client, **kwargs)
+        killer.join()
+        assert killed and Path(partial_path(tmp_path / "l.zarr")).exists()
+        bigquant.compress(src, tmp_path / "l.zarr", 16, client=client, resume=True, **kwargs)
+    assert_same_store(tmp_path / "l.zarr", tmp_path / "reference.zarr")
 
 
 def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
