@@ -265,7 +265,7 @@ def test_killed_workers_do_not_change_the_result(mosaic, tmp_path):
         )
         killer.start()
         with pytest.raises(
-            ClusterError, match=r"the worker process at tcp://\S+ died running task 'bigquant-"
+            ClusterError, match=r"the worker process at tcp://\S+ died running task \S*'bigquant-"
         ):
             bigquant.compress(src, tmp_path / "l.zarr", 16, client=client, **kwargs)
         killer.join()
