@@ -70,6 +70,8 @@ def _logging(verbose: int, quiet: int):
         log: ours,
         logging.getLogger("tifffile"): theirs,
         logging.getLogger("py.warnings"): theirs,
+        # Where a dask client's event loop reports tasks it dropped, as on Ctrl-C.
+        logging.getLogger("asyncio"): theirs,
     }
     saved = {lg: (lg.handlers[:], lg.level, lg.propagate) for lg in loggers}
     for lg, handler in loggers.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,8 +28,20 @@ CONNECT_TIMEOUT = "10s"
 #: first task: the cluster starts during the fit. None of them imports dask.array, which
 #: only the client needs, to build graphs: with xarray, pandas and sparse it made a
 #: worker's imports 4.5-4.7 s of CPU instead of 1.8-2.0 s. TIFF chunks are read by plain
-#: indexing of `bigquant.read.TiffSource`.
-_WORKER_MODULES = ["bigquant.read", "bigquant.write", "zarr"]
+#: indexing of `bigquant.read.TiffSource`. This module is one for its `dask_setup`.
+_WORKER_MODULES = ["bigquant.read", "bigquant.write", "zarr", __name__]
+
+
+def dask_setup(worker) -> None:
+    """Set up a local worker process as it starts (distributed runs this for a preload).
+
+    Python warnings go to the ``py.warnings`` logger, which `ready` forwards
+    to this process. Ctrl-C is left to the client: a terminal sends it to every
+    process of its group, and each worker would print a traceback while the
+    client closes the cluster anyway.
+    """
+    logging.captureWarnings(True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass
@@ -160,7 +173,6 @@ def ready():
     # The workers' library notices (tifffile's logger, Python warnings) are handled by this
     # process's loggers, as they are on threads: the `bigquant` command shows them only
     # with -v. Left alone, a worker prints them to the stderr it shares with this process.
-    client.run(logging.captureWarnings, True)
     for name in ("tifffile", "py.warnings"):
         client.forward_logging(name)
     _announce(client)

@@ -146,7 +146,7 @@ def test_local_cluster_from_worker_count(
     assert "invalid value offset" not in err and "a worker's warning" not in err
 
 
-def test_local_workers_that_cannot_start_fail_in_one_line(photo_tif, tmp_path):
+def test_local_workers_that_cannot_start_fail_in_one_line(photo_tif, local_store, tmp_path):
     # Every worker process imports these as it starts: one that does not exist fails them
     # all. A process of its own, as the command's, whose stderr the workers share.
     command = (
@@ -154,7 +154,8 @@ def test_local_workers_that_cannot_start_fail_in_one_line(photo_tif, tmp_path):
         "bigquant.cluster._WORKER_MODULES = ['bigquant_no_such_module']\n"
         "bigquant.cli.main(sys.argv[1:])"
     )
-    args = ["compress", photo_tif, tmp_path / "w.zarr", "-c", 8, "--workers", 2, "-q"]
+    # A codebook given: no fit to wait for before the workers are needed.
+    args = ["compress", photo_tif, tmp_path / "w.zarr", "--codebook", local_store, "-w", 2, "-q"]
     result = subprocess.run(
         [sys.executable, "-c", command, *map(str, args)], capture_output=True, text=True
     )
@@ -314,6 +315,33 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
         assert chunk.stat().st_mtime_ns == finished[labels_dir / "c" / str(r) / str(c)]
     # The finished store keeps to the contract: no bookkeeping array left.
     assert "chunk_stats" not in zarr.open_group(dst, mode="r")
+
+
+def test_ctrl_c_on_worker_processes_ends_in_one_line(mosaic, tmp_path):
+    src, reference = mosaic
+    dst = tmp_path / "i.zarr"
+    args = ["compress", src, dst, "--codebook", reference, "--chunks", 128, "--workers", 1, "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigquant", *map(str, args)],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
+    )
+    stats = Path(partial_path(dst)) / "chunk_stats"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= 20:
+            break
+        time.sleep(0.02)
+    # Ctrl-C: SIGINT to every process of the group, the worker process too.
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    # No worker's KeyboardInterrupt traceback, nor the client's dropped tasks.
+    assert err == (
+        f"bigquant: kept the unfinished output in {partial_path(dst)}: resume the run "
+        "(--resume, or resume=True) to finish it\nbigquant: error: interrupted\n"
+    )
 
 
 def test_resume_of_an_array_source_is_refused(tmp_path):
