@@ -39,6 +39,12 @@ def compute(*tasks):
     dask's threaded scheduler named by its function: named by a string, or
     left to dask, it imports distributed first to look for a client (1-2.5 s
     here, in every command).
+
+    Raises
+    ------
+    ClusterError
+        When the cluster gave a task up because the workers running it died
+        (distributed's ``KilledWorker``, whose message is a paragraph).
     """
     client = current_client()
     description = _stage.get()
@@ -65,6 +71,7 @@ def compute(*tasks):
 
 
 def _on_cluster(client, tasks, description: str | None) -> tuple:
+    """``dask.compute(*tasks)`` on ``client``, with a bar of finished futures if described."""
     if description is None:
         return dask.compute(*tasks)  # on ``client``, the current one
     from distributed import as_completed
