@@ -35,6 +35,16 @@ def assert_same_store(a, b):
     np.testing.assert_array_equal(la, lb)
 
 
+def wait_for_chunks(dst, n: int, proc: subprocess.Popen | None = None) -> None:
+    """Return once ``n`` chunks of the run writing ``dst`` are written (or ``proc`` ended)."""
+    stats = Path(partial_path(dst)) / "chunk_stats"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= n:
+            return
+        time.sleep(0.02)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     with (
@@ -227,14 +237,9 @@ def test_killed_workers_do_not_change_the_result(mosaic, tmp_path):
     bigquant.compress(src, tmp_path / "reference.zarr", 16, **kwargs)
 
     def kill_when_labelling(dst, pid, killed):
-        stats = Path(partial_path(dst)) / "chunk_stats"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= 12:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(time.monotonic())
-                return
-            time.sleep(0.05)
+        wait_for_chunks(dst, 12)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(time.monotonic())
 
     with (
         LocalCluster(
@@ -284,12 +289,7 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
         [sys.executable, "-m", "bigquant", *map(str, args)],
         env={**os.environ, "DASK_NUM_WORKERS": "1"},
     )
-    stats = Path(partial_path(dst)) / "chunk_stats"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= 40:
-            break
-        time.sleep(0.02)
+    wait_for_chunks(dst, 40, proc)
     os.kill(proc.pid, signal.SIGKILL)  # a killed client: no chance to clean up
     proc.wait()
     assert not dst.exists()
@@ -327,12 +327,7 @@ def test_ctrl_c_on_worker_processes_ends_in_one_line(mosaic, tmp_path):
         text=True,
         start_new_session=True,  # a process group of its own, as a terminal gives a command
     )
-    stats = Path(partial_path(dst)) / "chunk_stats"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= 20:
-            break
-        time.sleep(0.02)
+    wait_for_chunks(dst, 20, proc)
     # Ctrl-C: SIGINT to every process of the group, the worker process too.
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
