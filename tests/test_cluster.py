@@ -317,7 +317,7 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
     assert "chunk_stats" not in zarr.open_group(dst, mode="r")
 
 
-def test_ctrl_c_on_worker_processes_ends_in_one_line(mosaic, tmp_path):
+def test_ctrl_c_on_worker_processes_prints_no_traceback(mosaic, tmp_path):
     src, reference = mosaic
     dst = tmp_path / "i.zarr"
     args = ["compress", src, dst, "--codebook", reference, "--chunks", 128, "--workers", 1, "-q"]
