@@ -185,7 +185,10 @@ def _write_tiff(
         "photometric": photometric,
         "colormap": colormap,
         "compression": "zlib",
-        "compressionargs": {"level": 6},
+        # libdeflate's level 4, not zlib's usual 6: on the benchmark mosaic's 256 colours,
+        # 150 against 95 MB/s a core for 1.9 % more bytes (overviews: 101 against 74 MB/s,
+        # 0.8 % more).
+        "compressionargs": {"level": 4},
         # Differences of palette indices say nothing: predict only colour values.
         "predictor": colormap is None,
         "planarconfig": "contig" if image.ndim == 3 else None,
