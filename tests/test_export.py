@@ -119,3 +119,31 @@ def test_no_overviews_on_request(tmp_path, china):
     )
     with tifffile.TiffFile(tmp_path / "q.tif") as tif:
         assert len(tif.pages) == 1
+
+
+@pytest.mark.parametrize(("levels", "predicted"), [(16, False), (32, True)])
+def test_rgb_tiff_predicts_full_resolution_colours_only_past_16384(
+    tmp_path, china, levels, predicted
+):
+    from conftest import made_up_meta
+
+    from bigquant.store import create_store, finish_store
+
+    # A photograph on a grid of levels³ colours (4096 or 32 768), its labels made here.
+    step = 256 // levels
+    cells = china // step
+    labels = ((cells[..., 0] * levels + cells[..., 1]) * levels + cells[..., 2]).astype(np.uint16)
+    grid = np.stack(np.unravel_index(np.arange(levels**3), (levels,) * 3), axis=1)
+    codebook = (grid * step + step // 2).astype(np.uint8)
+    meta = made_up_meta(labels.shape, codebook)
+    partial = create_store(str(tmp_path / "s.zarr"), (256, 256), codebook, meta)
+    partial.labels[:] = labels
+    finish_store(partial, meta)
+    out = tmp_path / "q.tif"
+    bigquant.decompress(tmp_path / "s.zarr", out)
+    with tifffile.TiffFile(out) as tif:
+        # Differencing scatters the byte patterns of few colours; the overview is means.
+        assert [p.predictor > 1 for p in tif.pages] == [predicted, True]
+    from PIL import Image
+
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), codebook[labels])
