@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from . import __version__, options
+from .cluster import NOTICE_LOGGERS
 from .errors import BigquantError, ParameterError
 
 log = logging.getLogger("bigquant")
@@ -68,8 +69,7 @@ def _logging(verbose: int, quiet: int):
     theirs.setFormatter(logging.Formatter("bigquant: %(name)s: %(message)s"))
     loggers = {
         log: ours,
-        logging.getLogger("tifffile"): theirs,
-        logging.getLogger("py.warnings"): theirs,
+        **dict.fromkeys(map(logging.getLogger, NOTICE_LOGGERS), theirs),
         # Where a dask client's event loop reports tasks it dropped, as on Ctrl-C.
         logging.getLogger("asyncio"): theirs,
     }

@@ -23,6 +23,11 @@ log = logging.getLogger("bigquant")
 #: How long to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = "10s"
 
+#: The libraries' loggers whose records are notices about the input (tifffile's) or the code
+#: (Python warnings, through ``logging.captureWarnings``): the `bigquant` command shows them
+#: only with -v, and local worker processes forward theirs to the client for that.
+NOTICE_LOGGERS = ("tifffile", "py.warnings")
+
 
 #: What a label task needs, imported by each local worker as it starts rather than on its
 #: first task: the cluster starts during the fit. None of them imports dask.array, which
@@ -173,7 +178,7 @@ def ready():
     # The workers' library notices (tifffile's logger, Python warnings) are handled by this
     # process's loggers, as they are on threads: the `bigquant` command shows them only
     # with -v. Left alone, a worker prints them to the stderr it shares with this process.
-    for name in ("tifffile", "py.warnings"):
+    for name in NOTICE_LOGGERS:
         client.forward_logging(name)
     _announce(client)
     return client

@@ -755,10 +755,10 @@ def _open_zarr(path: str, chunks: int | None) -> Image:
 
 
 def _zarr_array(node, side: int) -> da.Array:
-    cy = _chunk_side(side, node.chunks[0], node.shape[0])
-    cx = _chunk_side(side, node.chunks[1], node.shape[1])
     import dask.array as da
 
+    cy = _chunk_side(side, node.chunks[0], node.shape[0])
+    cx = _chunk_side(side, node.chunks[1], node.shape[1])
     return da.from_zarr(node, chunks=(cy, cx, *node.shape[2:]))
 
 
