@@ -46,6 +46,20 @@ def write_tiff(path, image: np.ndarray, *, tile=(128, 128), **kwargs):
     return path
 
 
+def damage_software_tag(src, dst):
+    """Write TIFF ``src`` to ``dst`` with its Software tag claiming 100 MB of text: the
+    pixels stay readable, and tifffile logs a notice wherever the file is opened."""
+    import struct
+
+    with tifffile.TiffFile(src) as tif:
+        offset = tif.pages[0].tags[305].offset
+    damaged = bytearray(open(src, "rb").read())
+    struct.pack_into("<I", damaged, offset + 4, 10**8)
+    with open(dst, "wb") as f:
+        f.write(damaged)
+    return dst
+
+
 @pytest.fixture
 def china_tif(tmp_path, china):
     return write_tiff(tmp_path / "china.tif", china)

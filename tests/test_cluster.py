@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import cli, run_cli, write_tiff
+from conftest import cli, damage_software_tag, run_cli, write_tiff
 from distributed import Client, LocalCluster
 
 import bigquant
@@ -96,20 +96,14 @@ def test_local_cluster_from_worker_count(
     photo_tif, local_store, tmp_path, monkeypatch, caplog, capfd
 ):
     import logging
-    import struct
     import warnings
 
     import bigquant.sample as sample_stage
     import bigquant.write as write_stage
 
-    # The same pixels, with a Software tag pointing past the end of the file: tifffile logs a
-    # notice in each process that opens it, here while sampling and on the workers.
-    src = tmp_path / "damaged.tif"
-    with tifffile.TiffFile(photo_tif) as tif:
-        offset = tif.pages[0].tags[305].offset
-    damaged = bytearray(photo_tif.read_bytes())
-    struct.pack_into("<I", damaged, offset + 4, 10**8)
-    src.write_bytes(bytes(damaged))
+    # The same pixels, with a damaged Software tag: tifffile logs a notice in each process
+    # that opens the file, here while sampling and on the workers.
+    src = damage_software_tag(photo_tif, tmp_path / "damaged.tif")
 
     # The sample is read in this process while the workers start: a task run on a worker
     # would append to a copy of `samplers` there.

@@ -16,7 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 import tifffile
-from conftest import cli
+from conftest import cli, damage_software_tag
 from PIL import Image, ImageCms
 
 import bigquant
@@ -253,11 +253,7 @@ def test_gdal_nodata_is_kept_out_of_the_fit_and_written_back(tmp_path, china):
 def test_damaged_files_give_one_line_and_library_notices_only_with_v(tmp_path, few):
     src = tmp_path / "w.tif"
     tifffile.imwrite(src, few, photometric="rgb", software="x")
-    with tifffile.TiffFile(src) as tif:
-        offset = tif.pages[0].tags[305].offset
-    damaged = bytearray(src.read_bytes())
-    struct.pack_into("<I", damaged, offset + 4, 10**8)  # a tag claiming 100 MB of text
-    src.write_bytes(bytes(damaged))
+    damage_software_tag(src, src)
     quiet = cli("compress", src, tmp_path / "a.zarr", "--colors", K, "-q")
     assert quiet.returncode == 0 and quiet.stderr == ""
     loud = cli("compress", src, tmp_path / "b.zarr", "--colors", K, "-v")
