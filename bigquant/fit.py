@@ -1,7 +1,8 @@
 """Fit stage: a K-colour codebook from a pixel sample with dask-ml's parallel ``KMeans``.
 
-dask-ml runs the Lloyd iterations on this process's threads, whatever scheduler
-is in use: the sample is already here, and small (3 MB at the default 250 000
+dask-ml runs the Lloyd iterations in this process, on its threads (or on the
+local scheduler set with ``dask.config``, such as "synchronous" for debugging),
+even when a cluster is in use: the sample is already here, and small (3 MB at the default 250 000
 pixels). On a cluster each iteration would ship it and wait on the scheduler,
 and every worker would first import dask-ml and scikit-learn: with 2 local
 worker processes, the fit of the 100 MP benchmark mosaic took 18.2 s that way
@@ -428,7 +429,8 @@ def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float
     (see the module's docstring)."""
     import dask
     import dask.array as da
-    import dask.threaded
+
+    from .progress import local_scheduler
 
     km = dask_ml_kmeans()(
         n_clusters=len(init),
@@ -438,8 +440,8 @@ def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float
         tol=tol,
         random_state=seed,
     )
-    # By its function, as `bigquant.progress.compute` names it: dask looks up no client then.
-    with dask.config.set(scheduler=dask.threaded.get), _compiled_distances():
+    # Named, as `bigquant.progress.compute` names it: dask looks up no client then.
+    with dask.config.set(scheduler=local_scheduler()), _compiled_distances():
         km.fit(da.from_array(x, chunks=(SAMPLE_CHUNK, x.shape[1])))
     return np.asarray(km.cluster_centers_, dtype=np.float64), int(km.n_iter_)
 

@@ -35,10 +35,8 @@ def progress(description: str, enabled: bool) -> Iterator[None]:
 def compute(*tasks):
     """``dask.compute(*tasks)``, with a progress bar inside an enabled `progress` block.
 
-    Every bigquant computation goes through here. Without a client it runs on
-    dask's threaded scheduler named by its function: named by a string, or
-    left to dask, it imports distributed first to look for a client (1-2.5 s
-    here, in every command).
+    Every bigquant computation goes through here: on the current
+    ``distributed.Client`` if there is one, else on `local_scheduler`.
 
     Raises
     ------
@@ -50,12 +48,12 @@ def compute(*tasks):
     description = _stage.get()
     if client is None:
         if description is None:
-            return dask.compute(*tasks, scheduler=dask.threaded.get)
+            return dask.compute(*tasks, scheduler=local_scheduler())
         from tqdm import tqdm
         from tqdm.dask import TqdmCallback
 
         with TqdmCallback(tqdm_class=tqdm, desc=description, file=sys.stderr, **_BAR):
-            return dask.compute(*tasks, scheduler=dask.threaded.get)
+            return dask.compute(*tasks, scheduler=local_scheduler())
     from distributed import KilledWorker
 
     try:
@@ -68,6 +66,17 @@ def compute(*tasks):
         raise ClusterError(
             f"{who} running task {exc.task!r}; the usual cause is a worker running out of memory"
         ) from None
+
+
+def local_scheduler():
+    """The scheduler the user set with ``dask.config.set(scheduler=...)``, else dask's threads.
+
+    Resolved here rather than left to dask: with no scheduler named, dask imports
+    distributed to look for a client (1-2.5 s here, in every command), and
+    `compute` has already looked. Threads are named by their function for the
+    same reason.
+    """
+    return dask.config.get("scheduler", None) or dask.threaded.get
 
 
 def _on_cluster(client, tasks, description: str | None) -> tuple:

@@ -209,6 +209,27 @@ def test_python_api_on_a_dask_array(tmp_path, china):
     assert meta.source.path is None
 
 
+def test_computations_run_on_the_scheduler_the_user_configured(tmp_path, china):
+    """dask's convention: a scheduler set with ``dask.config`` runs bigquant's work (here
+    the synchronous one, the usual way to debug inside tasks), for the same store."""
+    data = da.from_array(china, chunks=(100, 150, 3))
+    codebook = bigquant.fit_codebook(data, 8, seed=1).codebook
+    ran = []
+
+    def synchronous(dsk, keys, **kwargs):
+        ran.append(keys)
+        return dask.local.get_sync(dsk, keys, **kwargs)
+
+    bigquant.compress(data, tmp_path / "threads.zarr", codebook=codebook)
+    with dask.config.set(scheduler=synchronous):
+        bigquant.compress(data, tmp_path / "sync.zarr", codebook=codebook)
+    # With the codebook given nothing is fitted: every computation is bigquant's own.
+    assert ran
+    np.testing.assert_array_equal(
+        store_image(tmp_path / "sync.zarr")[1], store_image(tmp_path / "threads.zarr")[1]
+    )
+
+
 def test_existing_output_untouched_without_overwrite(tmp_path, china):
     src = write_tiff(tmp_path / "in.tif", china)
     dst = tmp_path / "s.zarr"
