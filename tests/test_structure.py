@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ast
+import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
 import bigquant
@@ -83,3 +87,36 @@ def test_no_function_body_over_60_lines():
                 if lines > 60:
                     long.append(f"{name}.{node.name}: {lines} lines")
     assert not long
+
+
+def declared(requirements: list[str]) -> set[str]:
+    """Normalised distribution names of requirement strings ("dask[array]>=2024.8" -> "dask")."""
+    return {re.sub(r"[-_.]+", "-", re.match(r"[\w.-]+", r)[0]).lower() for r in requirements}
+
+
+def test_every_imported_library_is_declared():
+    """What the package imports is in ``dependencies``; what its tests import, there or in
+    the ``test`` extra. CI installs into a new venv, where a missing line fails a test
+    somewhere; this names the line."""
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    runtime = declared(project["dependencies"])
+    for_tests = runtime | declared(project["optional-dependencies"]["test"])
+    owners = packages_distributions()
+    tests = PACKAGE.parent / "tests"
+    local = {"bigquant"} | {p.stem for p in tests.glob("*.py")}
+    needed = [(runtime, tree) for tree in modules().values()]
+    needed += [(for_tests, ast.parse(p.read_text())) for p in sorted(tests.glob("*.py"))]
+    missing = set()
+    for allowed, tree in needed:
+        for name in top_level_imports(tree) - local - set(sys.stdlib_module_names):
+            dists = declared(owners.get(name, [name]))
+            if not dists & allowed:
+                missing.add(f"{name} ({', '.join(sorted(dists))})")
+    assert not missing
+
+
+def test_every_public_name_loads_from_the_package():
+    """The stub ``__init__.pyi`` that IDEs read is what ``bigquant`` serves, lazily."""
+    for name in bigquant.__all__:
+        assert getattr(bigquant, name).__name__ == name
+    assert bigquant.__version__ == version("bigquant")
