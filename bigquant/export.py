@@ -44,6 +44,7 @@ def decompress(
     Parameters
     ----------
     store : path-like, URL or Store
+        The store, or its path (opened with `open_store`).
     out : path-like or URL
         ``*.tif`` / ``*.tiff``: a tiled, zlib-compressed TIFF (BigTIFF when
         large) written as the source was shown: photometric RGB or minisblack,
@@ -62,9 +63,42 @@ def decompress(
         1.9x for an RGB one (whose averaged levels also compress less).
     overwrite : bool
         Replace an existing ``out`` once the new file is complete.
+    show_progress : bool
+        A progress bar on stderr.
 
-    Reads every label once, and once more per overview level; greyscale images
-    come out 2-D.
+    Returns
+    -------
+    str
+        ``out`` as an absolute path (URLs unchanged).
+
+    Raises
+    ------
+    ParameterError
+        ``palette`` with a ``.zarr`` output, or ``out`` exists and not
+        ``overwrite``.
+    BigquantError
+        ``out`` not ending in ``.tif``, ``.tiff`` or ``.zarr``, the store
+        itself, or in a missing directory; a store `open_store` refuses; a
+        ``palette`` the codebook cannot make (alpha, channels other than grey
+        or RGB, values other than uint8 or uint16); a label past the codebook found
+        while reading.
+    ClusterError
+        Worker processes died while reading (on a cluster).
+
+    Notes
+    -----
+    Reads every label once, and once more per overview level, a band of
+    chunks at a time: memory holds one band of the image, never all of it.
+    Greyscale images come out 2-D. The output is written beside ``out`` and
+    moved into place once complete.
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> bigquant.decompress("scan.zarr", "scan-256.tif")  # doctest: +SKIP
+    '/data/scan-256.tif'
+    >>> bigquant.decompress("scan.zarr", "scan-indexed.tif", palette=True)  # doctest: +SKIP
+    '/data/scan-indexed.tif'
     """
     if not isinstance(store, Store):
         store = open_store(store)

@@ -69,16 +69,27 @@ _FINE_ITER = 30
 
 @dataclass(frozen=True)
 class FitResult:
-    """A fitted codebook.
+    """A fitted codebook, as `fit_codebook` and `fit_collection` return it.
 
-    Attributes
+    Parameters
     ----------
     codebook : ndarray, shape (K, C)
-        Colours in the image's dtype (rounded and clipped for integer images).
+        Colours in the image's dtype (rounded and clipped for integer images),
+        dark to light; K can be below the number asked for (an image of
+        fewer colours, or colours no sampled pixel is nearest to).
     n_iter : int
         Lloyd iterations run (0 when the image had at most K distinct colours).
     n_samples : int
-        Pixels in the sample the codebook was fitted on.
+        Pixels in the sample the codebook was fitted on (those with data).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import bigquant
+    >>> pixels = da.random.randint(0, 256, (256, 256, 3), chunks=128).astype("uint8")
+    >>> fit = bigquant.fit_codebook(pixels, 16)
+    >>> fit.codebook.shape, fit.codebook.dtype, fit.n_samples
+    ((16, 3), dtype('uint8'), 65536)
     """
 
     codebook: np.ndarray
@@ -117,12 +128,17 @@ def fit_codebook(
 ) -> FitResult:
     """Fit a ``n_colors`` codebook to a ``(Y, X, C)`` dask array.
 
-    Draws a uniform sample of ``sample_size`` pixels (reading every chunk
-    that holds one: usually the whole image once) and runs k-means on it.
+    Draws a uniform sample of ``sample_size`` pixels (`sample_pixels`) and
+    runs k-means on it in memory. Reads every chunk that holds a sampled
+    pixel, whole: a small image entirely, a large one in part, but with
+    2048-pixel chunks up to 16 times the few hundred 512-pixel blocks the
+    sample is drawn from. For an opened file, pass ``image.with_chunks(512)``
+    (`Image.with_chunks`) to read only those blocks, as `compress` does.
 
     Parameters
     ----------
     data : dask.array.Array, shape (Y, X, C) or (Y, X)
+        The image, in a dtype `as_image` accepts.
     n_colors : int
         K, from 1 to 65536.
     sample_size : int
@@ -139,6 +155,33 @@ def fit_codebook(
     nodata : float, optional
         Pixels with every channel equal to it are left out of the sample
         (as NaN and infinite ones always are).
+
+    Returns
+    -------
+    FitResult
+        The codebook, in ``data``'s dtype, with the iterations run and the
+        pixels fitted on.
+
+    Raises
+    ------
+    ParameterError
+        ``n_colors`` outside 1 to 65536, ``sample_size`` or ``max_iter`` below
+        1, or a ``space`` unknown or unfit for the image (OKLab and Lab need
+        exactly 3 channels of unsigned or float values).
+    BigquantError
+        Every sampled pixel is nodata, NaN or infinite.
+    ClusterError
+        Worker processes died while reading the sample (on a cluster).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import bigquant
+    >>> pixels = da.random.randint(0, 256, (256, 256, 3), chunks=128).astype("uint8")
+    >>> bigquant.fit_codebook(pixels, 16, space="oklab").codebook.shape
+    (16, 3)
+    >>> image = bigquant.open_image("scan.tif")  # doctest: +SKIP
+    >>> fit = bigquant.fit_codebook(image.with_chunks(512), 256)  # doctest: +SKIP
     """
     return fit_collection(
         [data],
@@ -167,9 +210,56 @@ def fit_collection(
 
     The sample is drawn from each image in proportion to its pixels (largest
     remainders; each image's draw seeded from ``seed`` and its position), reading
-    each image's sample blocks once, all in one computation. ``nodata`` gives
-    each image's nodata value (or None). Same images, order and seed: same codebook.
-    Parameters otherwise as in `fit_codebook` (which is this, for one image).
+    each image's chunks that hold sampled pixels once, all in one computation
+    (see `fit_codebook` on chunk sizes). Same images, order and seed: same
+    codebook. `fit_codebook` is this, for one image.
+
+    Parameters
+    ----------
+    images : list of dask.array.Array
+        Images of shape (Y, X, C) or (Y, X), all of the same number of
+        channels and dtype.
+    n_colors : int
+        K, from 1 to 65536. Past 256, at least 16 pixels per colour are
+        sampled, whatever ``sample_size``.
+    sample_size : int
+        Pixels to sample across all images; all of them when they have fewer.
+    seed : int
+        Seeds the sample and the k-means++ init.
+    max_iter : int
+        Bound on Lloyd iterations.
+    tol : float
+        Relative tolerance on the centre shift, as in scikit-learn.
+    space : {"rgb", "oklab", "lab"}
+        Where k-means measures distances; the codebook is returned in the
+        images' own values.
+    nodata : list of (float or None), optional
+        Each image's nodata value, or None where it has none.
+
+    Returns
+    -------
+    FitResult
+        The shared codebook, in the images' dtype.
+
+    Raises
+    ------
+    ParameterError
+        As in `fit_codebook`.
+    BigquantError
+        Images of different numbers of channels or dtypes, or no sampled
+        pixel with data.
+    ClusterError
+        Worker processes died while reading the sample (on a cluster).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import bigquant
+    >>> day = da.random.randint(0, 256, (256, 256, 3), chunks=128).astype("uint8")
+    >>> night = day // 4
+    >>> fit = bigquant.fit_collection([day, night], 32, sample_size=10_000)
+    >>> fit.codebook.shape, fit.n_samples
+    ((32, 3), 10000)
     """
     check_fit(n_colors, sample_size, max_iter)
     images = [d[:, :, None] if d.ndim == 2 else d for d in images]

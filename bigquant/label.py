@@ -177,7 +177,10 @@ def assign(
     Parameters
     ----------
     data : dask.array.Array, shape (Y, X, C) or (Y, X)
+        The image; its chunks are the labels' chunks.
     codebook : ndarray, shape (K, C)
+        The colours, in ``data``'s values (as `fit_codebook` returns them);
+        at most 65536 rows.
     space : {"rgb", "oklab", "lab"}
         Where "nearest" is measured (see `bigquant.kernels.color`).
     dither : {None, "ordered", "floyd-steinberg"}
@@ -190,7 +193,31 @@ def assign(
     -------
     dask.array.Array, shape (Y, X)
         ``uint8`` labels for K ≤ 256, ``uint16`` above; chunked like ``data``.
-        Computing it reads the whole image once.
+        Computing it reads the whole image once (with ``"floyd-steinberg"``,
+        each chunk also reads a margin of its neighbours); store it chunk by
+        chunk (``labels.to_zarr``) rather than computing it whole.
+
+    Raises
+    ------
+    ValueError
+        ``codebook`` is not 2-D or its channels do not match ``data``'s.
+    ParameterError
+        An unknown ``space`` or ``dither``, a perceptual ``space`` for an
+        image that is not 3 channels, or ``"floyd-steinberg"`` where it cannot
+        run (signed values; without the colour table of 8-bit images of up
+        to 3 channels, a ``space`` other than ``"rgb"`` or more than its limit
+        of colours).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import bigquant
+    >>> pixels = da.random.randint(0, 256, (512, 512, 3), chunks=256).astype("uint8")
+    >>> codebook = bigquant.fit_codebook(pixels, 16).codebook
+    >>> labels = bigquant.assign(pixels, codebook, dither="ordered")
+    >>> labels.shape, labels.dtype, labels.chunksize
+    ((512, 512), dtype('uint8'), (256, 256))
+    >>> labels.to_zarr("labels.zarr")  # doctest: +SKIP
     """
     import dask.array as da
 
@@ -218,7 +245,29 @@ def assign(
 def apply_codebook(labels: da.Array, codebook: np.ndarray) -> da.Array:
     """Lazily ``codebook[labels]``: the quantized ``(Y, X, C)`` image of a label array.
 
-    Each chunk refuses labels past the codebook's end with a `BigquantError`.
+    Parameters
+    ----------
+    labels : dask.array.Array, shape (Y, X)
+        Unsigned integer labels (as `assign` or `Store.labels_dask` give).
+    codebook : ndarray, shape (K, C)
+        The colours the labels index.
+
+    Returns
+    -------
+    dask.array.Array, shape (Y, X, C)
+        In the codebook's dtype, chunked like ``labels``. Computing it reads
+        every label once; each chunk then fails with a `BigquantError` on a
+        label past the codebook's end.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import bigquant
+    >>> pixels = da.random.randint(0, 256, (512, 512, 3), chunks=256).astype("uint8")
+    >>> codebook = bigquant.fit_codebook(pixels, 16).codebook
+    >>> image = bigquant.apply_codebook(bigquant.assign(pixels, codebook), codebook)
+    >>> image.shape, image.dtype
+    ((512, 512, 3), dtype('uint8'))
     """
     codebook = np.asarray(codebook)
     return labels.map_blocks(

@@ -45,7 +45,40 @@ class GivenCodebook:
 
 
 def load_codebook(source) -> GivenCodebook:
-    """Read the codebook at ``source`` (a path or URL; see the module for the formats)."""
+    """Read the codebook at ``source`` (a path or URL; see the module for the formats).
+
+    Reads only that file: a store's metadata, a TIFF's header, a palette file.
+
+    Parameters
+    ----------
+    source : path-like or URL
+        A bigquant store, a palette (indexed) TIFF, or a palette file:
+        ``.gpl`` (GIMP), ``.hex`` / ``.txt`` (one ``#rrggbb`` a line),
+        ``.csv`` or ``.json``.
+
+    Returns
+    -------
+    GivenCodebook
+        Its ``colors`` (a ``(K, C)`` array: a store's in its dtype, others as
+        read) and ``origin`` (``{"kind": …, "path": …}``, recorded as the
+        store's ``codebook_from``), for `compress`'s ``codebook``. Whether
+        the colours fit an image is checked when they are applied.
+
+    Raises
+    ------
+    BigquantError
+        A missing file, a file of none of these formats, an unreadable or
+        empty palette, a TIFF without a colour map, or a store `open_store`
+        refuses.
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> given = bigquant.load_codebook("pico-8.hex")  # doctest: +SKIP
+    >>> given.colors.shape, given.origin["kind"]  # doctest: +SKIP
+    ((16, 3), 'hex list')
+    >>> bigquant.compress("scan.tif", "scan.zarr", codebook=given)  # doctest: +SKIP
+    """
     path = location.normalize(source)
     if not location.exists(path):
         raise BigquantError(f"{source}: no such file or directory")

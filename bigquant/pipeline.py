@@ -126,9 +126,17 @@ def compress(
     dst : path-like
         The store to create; refused if it exists unless ``overwrite``.
     n_colors : int
-        K, from 1 to 65536.
-    sample_size, seed, max_iter
-        See `fit_codebook`.
+        K, from 1 to 65536 (65535 for an image with nodata, whose label
+        takes one more row).
+    sample_size : int
+        Pixels the codebook is fitted on (see `fit_codebook`).
+    seed : int
+        Seeds the sample and the k-means init: same seed, same codebook.
+    chunks : int, optional
+        Target chunk side when ``src`` is a path (see `open_image`); the
+        labels are chunked like the image.
+    max_iter : int
+        Bound on Lloyd iterations (see `fit_codebook`).
     space : {"rgb", "oklab", "lab"}
         Colour space the codebook is fitted and the pixels assigned in
         (`bigquant.kernels.color`); the codebook is stored in the source's values.
@@ -137,9 +145,8 @@ def compress(
     pyramid : bool
         Also write halved label levels with OME-Zarr multiscales metadata, for
         OME-Zarr viewers (`bigquant.pyramid`); reads the labels back once.
-    chunks : int, optional
-        Target chunk side when ``src`` is a path (see `open_image`).
     zarr_format : {3, 2}
+        Zarr format of the store (2 for tools that read no other).
     codebook : path-like, array or GivenCodebook, optional
         Apply this codebook instead of fitting one (``n_colors``, ``sample_size``,
         ``max_iter`` then do nothing): a bigquant store, a palette TIFF or a
@@ -162,14 +169,46 @@ def compress(
     Returns
     -------
     StoreMeta
-        The store's ``bigquant`` attribute.
+        The store's ``bigquant`` attribute, quality figures (``mse``,
+        ``psnr``, ``counts``) included.
+
+    Raises
+    ------
+    ParameterError
+        A parameter out of range or unfit for the image (``n_colors``,
+        ``sample_size``, ``max_iter``, ``zarr_format``, ``chunks``,
+        ``workers``, ``space``, ``dither``), both ``client`` and
+        ``workers``, ``dst`` existing without ``overwrite``, or a ``resume``
+        that cannot be (an in-memory source, or an unfinished store started
+        with other parameters).
+    BigquantError
+        A source `open_image` or `as_image` refuses, a ``dst`` that would
+        replace it or lies in a missing directory, a ``codebook`` that
+        cannot be read or does not fit the image, an image without a pixel
+        of data, a scheduler that cannot be reached or local workers that
+        do not start.
+    ClusterError
+        Worker processes died (usually out of memory); the unfinished store
+        of a file source is kept for ``resume``.
 
     Notes
     -----
     Reads the image once to label it, chunk by chunk, plus the few hundred
     blocks the sample is drawn from (all of an image up to 67 megapixels).
     An interrupted or failed run (other than on bad input) leaves its
-    unfinished store in ``.DST.partial`` for ``resume``.
+    unfinished store in ``.DST.partial`` for ``resume``. The store's layout
+    is the store specification's (``docs/store.md``).
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> meta = bigquant.compress("scan.tif", "scan.zarr", 256)  # doctest: +SKIP
+    >>> meta.n_colors, round(meta.psnr, 1)  # doctest: +SKIP
+    (256, 38.2)
+    >>> bigquant.compress(  # doctest: +SKIP
+    ...     "s3://bucket/mosaic.tif", "s3://bucket/mosaic.zarr", 64,
+    ...     space="oklab", dither="ordered", workers=8,
+    ... )
     """
     settings = Settings(n_colors, sample_size, seed, max_iter, space, dither, pyramid, zarr_format)
     settings.check()
@@ -271,12 +310,75 @@ def compress_many(
 
     ``OUTDIR/NAME.zarr`` for each source ``NAME.EXT``. The codebook is fitted
     on a sample drawn across all images in proportion to their pixels
-    (`bigquant.fit.fit_collection`: the sample blocks of each image are read
+    (`fit_collection`: the sample blocks of each image are read
     once), then each image is labelled with it as `compress` does with a
     given ``codebook``; every store records the collection
     (``codebook_from``). With ``codebook``, that one is applied to every image
-    and nothing is fitted. Parameters as in `compress`; reads each image once
-    to label it, plus its sample blocks.
+    and nothing is fitted. Reads each image once to label it, plus its
+    sample blocks.
+
+    Parameters
+    ----------
+    srcs : iterable of path-like
+        The image files (local paths or URLs), all of the same number of
+        channels and dtype.
+    outdir : path-like or URL
+        Where the stores go (created if missing).
+    n_colors : int
+        K, from 1 to 65536, for the shared codebook.
+    sample_size : int
+        Pixels sampled across all images.
+    seed : int
+        Seeds the sample and the k-means init.
+    chunks : int, optional
+        Target chunk side of each image (see `open_image`).
+    max_iter : int
+        Bound on Lloyd iterations.
+    space : {"rgb", "oklab", "lab"}
+        Colour space of the fit and the assignment.
+    dither : {None, "ordered", "floyd-steinberg"}
+        Dither the labels.
+    pyramid : bool
+        Also write halved label levels in each store.
+    zarr_format : {3, 2}
+        Zarr format of the stores.
+    codebook : path-like, array or GivenCodebook, optional
+        Apply this codebook to every image instead of fitting one (see
+        `compress`).
+    overwrite : bool
+        Replace existing stores (each once its new one is complete).
+    client : distributed.Client or str, optional
+        Run on this client, or on the scheduler at this address.
+    workers : int, optional
+        Run on a local cluster of this many worker processes.
+    show_progress : bool
+        Progress bars on stderr.
+
+    Returns
+    -------
+    list of StoreMeta
+        Each store's ``bigquant`` attribute, in the order of ``srcs``.
+
+    Raises
+    ------
+    ParameterError
+        No ``srcs``, an output that exists without ``overwrite`` (checked for
+        every image before any is read), or a parameter `compress` refuses.
+    BigquantError
+        Two sources of the same name, an output that would replace its
+        source, images of different channels or dtypes, or anything
+        `compress` refuses.
+    ClusterError
+        Worker processes died (usually out of memory).
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> metas = bigquant.compress_many(  # doctest: +SKIP
+    ...     ["tiles/a.tif", "tiles/b.tif"], "stores", 128, workers=4
+    ... )
+    >>> [m.codebook_from["kind"] for m in metas]  # doctest: +SKIP
+    ['collection', 'collection']
     """
     settings = Settings(n_colors, sample_size, seed, max_iter, space, dither, pyramid, zarr_format)
     settings.check()

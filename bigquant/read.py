@@ -48,9 +48,12 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 
 @dataclass(frozen=True)
 class Image:
-    """A lazily opened image.
+    """A lazily opened image: a dask array of pixels and what the source says about them.
 
-    Attributes
+    Made by `open_image` (a file) or `as_image` (an array); holding one reads
+    no pixels.
+
+    Parameters
     ----------
     data : dask.array.Array
         Pixels as ``(rows, columns, channels)``, as viewers show them (see
@@ -79,6 +82,20 @@ class Image:
         pixels of float images always count), or None.
     converted : str or None
         How stored values were turned into ``data`` (``"CIELab to sRGB"``, …).
+    rechunked : callable, optional
+        Takes a chunk side and returns ``data`` chunked so, read afresh from
+        the source (see `with_chunks`); None: ``data`` is rechunked.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bigquant
+    >>> image = bigquant.as_image(np.zeros((480, 640, 3), np.uint8))
+    >>> image.data.shape, image.photometric, image.bits
+    ((480, 640, 3), 'rgb', 8)
+    >>> image = bigquant.open_image("scan.tif")  # doctest: +SKIP
+    >>> image.data.chunksize, image.geotiff is not None  # doctest: +SKIP
+    ((2048, 2048, 3), True)
     """
 
     data: da.Array
@@ -97,7 +114,30 @@ class Image:
     )
 
     def with_chunks(self, side: int) -> da.Array:
-        """``data`` in chunks of about ``side`` (whole tiles of a TIFF), read lazily too."""
+        """``data`` in chunks of about ``side`` (whole tiles of a TIFF), read lazily too.
+
+        Parameters
+        ----------
+        side : int
+            Target chunk side in pixels, rounded to whole TIFF tiles or strips.
+
+        Returns
+        -------
+        dask.array.Array, shape (Y, X, C)
+            The same pixels. For an opened file each chunk reads only the
+            tiles under it, not ``data``'s larger chunks: this is how
+            `compress` reads only the blocks its sample is drawn from (pass
+            the result to `fit_codebook` for the same). For an array it is
+            ``data.rechunk``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bigquant
+        >>> image = bigquant.as_image(np.zeros((1000, 1000, 3), np.uint8))
+        >>> image.with_chunks(512).chunks[:2]
+        ((512, 488), (512, 488))
+        """
         if self.rechunked is None:
             return self.data.rechunk((side, side, -1))
         return self.rechunked(side)
@@ -183,9 +223,44 @@ def as_image(data, *, path: str | None = None, photometric: str | None = None, *
     """Check an array-like is a supported image and give it the (Y, X, C) layout.
 
     Accepts numpy or dask arrays of shape ``(rows, columns)`` or
-    ``(rows, columns, channels)`` of a dtype in `SUPPORTED_DTYPES`; float16
-    becomes float32 and bool 0 / 255 (uint8), as they are shown. Other
-    ``fields`` are those of `Image`; floats get ``nodata`` NaN by default.
+    ``(rows, columns, channels)`` of a dtype in `SUPPORTED_DTYPES` (uint8,
+    uint16, int8, int16, float32, float64); float16 becomes float32 and bool
+    0 / 255 (uint8), as they are shown. Reads no pixels.
+
+    Parameters
+    ----------
+    data : numpy.ndarray or dask.array.Array
+        The pixels, shape (Y, X) or (Y, X, C). A numpy array is wrapped in a
+        single-chunk dask array; give a chunked dask array for large images.
+    path : str, optional
+        Where the pixels came from, named in error messages.
+    photometric : {"rgb", "minisblack"}, optional
+        How the values are shown; by default ``"rgb"`` for 3 or 4 channels
+        (the fourth being alpha), else ``"minisblack"``.
+    **fields
+        Other fields of `Image` (``nodata``, ``extrasamples``, ``bits``, …).
+        Integer images get ``bits`` of their dtype by default, float ones
+        ``nodata`` NaN.
+
+    Returns
+    -------
+    Image
+        The image, ``data`` as a ``(Y, X, C)`` dask array.
+
+    Raises
+    ------
+    BigquantError
+        An array of another number of dimensions, an unsupported dtype, an
+        empty one, an RGB one of fewer than 3 channels, or ``extrasamples``
+        that do not match the channels past the colour ones.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import bigquant
+    >>> image = bigquant.as_image(da.zeros((4096, 4096), dtype="uint16", chunks=1024))
+    >>> image.data.shape, image.photometric, image.bits
+    ((4096, 4096, 1), 'minisblack', 16)
     """
     import dask.array as da
 
@@ -274,7 +349,28 @@ def open_image(source, *, chunks: int | None = None) -> Image:
     -------
     Image
         Nothing is decoded: PNG and JPEG are the exception, decoded whole,
-        which is why they are meant for small files only.
+        which is why they are meant for small files only. The TIFF header
+        (and every tile offset, to refuse a truncated file now) or the Zarr
+        metadata is all that is read.
+
+    Raises
+    ------
+    ParameterError
+        ``chunks`` is less than 1.
+    BigquantError
+        A missing or unreadable file; a file that is not a TIFF, PNG, JPEG
+        or Zarr array (or a bigquant store: decompress it first); a TIFF
+        bigquant does not read (volumetric, multi-ink, floating-point Lab, a
+        photometric interpretation other than grey, RGB, palette, CMYK or
+        Lab), a truncated or damaged one; or pixels `as_image` refuses.
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> image = bigquant.open_image("scan.tif", chunks=4096)  # doctest: +SKIP
+    >>> image.data  # doctest: +SKIP
+    dask.array<bigquant-read-…, shape=(40000, 60000, 3), dtype=uint8, chunksize=(4096, 4096, 3), …>
+    >>> image = bigquant.open_image("s3://bucket/scan.tif")  # doctest: +SKIP
     """
     path = location.normalize(source)
     if chunks is not None and chunks < 1:

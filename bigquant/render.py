@@ -40,6 +40,7 @@ def preview(
     Parameters
     ----------
     store : path-like, URL or Store
+        The store, or its path (opened with `open_store`).
     out : path-like or URL
         Must end in ``.png``.
     max_size : int
@@ -51,8 +52,21 @@ def preview(
 
     Returns
     -------
-    (height, width) : tuple of int
-        Size of the written preview.
+    height : int
+        Rows of the written preview.
+    width : int
+        Columns of the written preview.
+
+    Raises
+    ------
+    ParameterError
+        ``max_size`` below 1, or ``out`` exists and not ``overwrite``.
+    BigquantError
+        ``out`` not a ``.png`` (or the store itself, or in a missing
+        directory), a store `open_store` refuses or of more than 4 channels,
+        or a label past the codebook found while reading.
+    ClusterError
+        Worker processes died while reading (on a cluster).
 
     Notes
     -----
@@ -60,8 +74,17 @@ def preview(
     each preview pixel being the mean colour of an ``f × f`` block (the full
     quantized image when ``f == 1``). The partial blocks at the bottom and right
     edges are kept and averaged over the pixels they have, so the preview is
-    ``ceil(Y / f) × ceil(X / f)`` and covers the whole image. Works chunk by
-    chunk: memory holds one chunk's labels and the preview, never the image.
+    ``ceil(Y / f) × ceil(X / f)`` and covers the whole image. Reads every
+    label once, chunk by chunk: memory holds one chunk's labels and the
+    preview, never the image. Pixels without data (nodata) are left out of
+    the means and make the preview transparent where they are. The preview is
+    turned as the source's TIFF Orientation says.
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> bigquant.preview("scan.zarr", "scan.png", max_size=1024)  # doctest: +SKIP
+    (683, 1024)
     """
     if max_size < 1:
         raise ParameterError(f"`max_size` must be at least 1, not {max_size}")
@@ -197,6 +220,7 @@ def palette_image(
     Parameters
     ----------
     store : path-like, URL or Store
+        The store, or its path (opened with `open_store`).
     out : path-like or URL
         Must end in ``.png``.
     sort : {"lightness", "count"}
@@ -208,14 +232,30 @@ def palette_image(
     Returns
     -------
     int
-        The number of colours drawn.
+        The number of colours drawn (not the nodata row).
+
+    Raises
+    ------
+    ParameterError
+        An unknown ``sort``, or ``out`` exists and not ``overwrite``.
+    BigquantError
+        ``sort="count"`` for a store without pixel counts; ``out`` not a
+        ``.png`` (or the store itself, or in a missing directory); a store
+        `open_store` refuses or of more than 4 channels.
 
     Notes
     -----
+    Reads the store's metadata only (codebook and counts), never its labels.
     Swatches fill a near-square grid row by row. Up to 256 colours get 48-pixel
     tiles labelled in their top-left corner with the index, share of pixels and
     pixel count (black or white text by lightness; the bottom-right corner stays free of text);
     more get plain 8-pixel tiles (65536 colours make 2048 × 2048 pixels).
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> bigquant.palette_image("scan.zarr", "palette.png", sort="count")  # doctest: +SKIP
+    256
     """
     from PIL import Image, ImageDraw, ImageFont
 

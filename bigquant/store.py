@@ -115,18 +115,74 @@ class SourceInfo:
 class StoreMeta:
     """The ``bigquant`` attribute of a store: how it was made and how good it is.
 
-    ``run`` is what a resumed run must match (source identity and parameters).
-    The quality fields (``mse``, ``psnr``, ``delta_e``, ``counts``) are None
-    until the labels are written; ``psnr`` stays None for a lossless result
-    and ``delta_e`` (mean ΔE_OK) for images that are not RGB. ``pyramid``
-    lists the label levels of a ``--pyramid`` store. ``nodata_label`` is the
-    codebook row reserved for pixels without data (the last; None when the
-    source has none). ``codebook_from`` says where a codebook that was not
-    fitted to this image came from (``{"kind": "store" | "palette TIFF" |
-    "GIMP palette" | "hex list" | "csv" | "json" | "array", "path": …}``, or
-    ``{"kind": "collection", "paths": […]}`` for one fitted to several images). Fields later versions
-    added have defaults, so stores of earlier ones (same ``format_version``)
-    still read.
+    What `compress` returns and `Store.meta` holds. The attribute's exact
+    JSON form is the store specification's (``docs/store.md``). Fields later
+    versions added have defaults, so stores of earlier ones (same
+    ``format_version``) still read.
+
+    Parameters
+    ----------
+    source : SourceInfo
+        The image the store was made from: path, shape, dtype and the tags
+        written again into TIFF outputs.
+    n_colors_requested : int
+        K as asked for (or the size of a given codebook).
+    n_colors : int
+        Colours in the codebook, not counting the nodata row: can be fewer
+        than requested (see `FitResult`).
+    seed : int
+        Seed of the sample and the k-means init.
+    sample_size : int
+        Pixels the codebook was fitted on (0 for a given codebook).
+    n_iter : int
+        Lloyd iterations run (0 for a given codebook, or an image of at most
+        K colours).
+    nodata_label : int, optional
+        The codebook row reserved for pixels without data (the last); None
+        when the source has none.
+    codebook_from : dict, optional
+        Where a codebook that was not fitted to this image came from
+        (``{"kind": "store" | "palette TIFF" | "GIMP palette" | "hex list" |
+        "csv" | "json" | "array", "path": …}``, or ``{"kind": "collection",
+        "paths": […]}`` for one fitted to several images); None when fitted here.
+    max_iter : int, optional
+        The bound on Lloyd iterations the run was given.
+    space : {"rgb", "oklab", "lab"}
+        Colour space of the fit and the assignment.
+    dither : {None, "ordered", "floyd-steinberg"}
+        Dithering of the labels.
+    run : dict
+        What a resumed run must match (source identity and parameters).
+    mse : float, optional
+        Mean squared error per channel value, over pixels with data; None
+        until the labels are written.
+    psnr : float, optional
+        Peak signal-to-noise ratio in dB (peak: `SourceInfo.peak`); None
+        until the labels are written, and for a lossless result.
+    delta_e : float, optional
+        Mean ΔE_OK (OKLab distance); None until the labels are written, and
+        for images that are not RGB.
+    counts : list of int, optional
+        Pixels per codebook row (the nodata row included); None until the
+        labels are written.
+    pyramid : list of str, optional
+        The label levels of a store written with ``pyramid=True``.
+    complete : bool
+        True once the run finished; written last. `open_store` refuses a
+        store without it.
+    format_version : int
+        Version of the store format.
+    bigquant_version : str
+        Version of bigquant that wrote the store.
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> meta = bigquant.compress("scan.tif", "scan.zarr", 64)  # doctest: +SKIP
+    >>> meta.n_colors, round(meta.psnr, 1)  # doctest: +SKIP
+    (64, 33.8)
+    >>> bigquant.open_store("scan.zarr").meta == meta  # doctest: +SKIP
+    True
     """
 
     source: SourceInfo
@@ -159,7 +215,21 @@ class StoreMeta:
     )  # fmt: skip
 
     def to_attrs(self) -> dict:
-        """The JSON attribute (keys in a fixed order; an absent pyramid is left out)."""
+        """The JSON attribute (keys in a fixed order; an absent pyramid is left out).
+
+        Returns
+        -------
+        dict
+            The ``bigquant`` attribute, as the store specification
+            (``docs/store.md``) describes it; `from_attrs` reads it back.
+
+        Examples
+        --------
+        >>> import bigquant
+        >>> meta = bigquant.open_store("scan.zarr").meta  # doctest: +SKIP
+        >>> bigquant.StoreMeta.from_attrs(meta.to_attrs()) == meta  # doctest: +SKIP
+        True
+        """
         values = dataclasses.asdict(self)
         return {k: values[k] for k in self._ORDER if k != "pyramid" or self.pyramid is not None}
 
@@ -167,7 +237,34 @@ class StoreMeta:
     def from_attrs(cls, attrs: dict) -> StoreMeta:
         """Read the attribute back; keys this version does not know are ignored.
 
-        Raises `KeyError`, `TypeError` or `ValueError` on a malformed one.
+        Parameters
+        ----------
+        attrs : dict
+            A store's ``bigquant`` attribute (what `to_attrs` writes).
+
+        Returns
+        -------
+        StoreMeta
+            The metadata; fields the attribute lacks take their defaults.
+
+        Raises
+        ------
+        KeyError
+            The ``source`` key is missing.
+        TypeError
+            A required field is missing, or ``source.dtype`` is not a dtype
+            numpy knows.
+        ValueError
+            A malformed ``source.dtype`` that numpy rejects with it.
+
+        Examples
+        --------
+        >>> import json
+        >>> import bigquant
+        >>> with open("scan.zarr/zarr.json") as f:  # doctest: +SKIP
+        ...     attrs = json.load(f)["attributes"]["bigquant"]
+        >>> bigquant.StoreMeta.from_attrs(attrs).n_colors  # doctest: +SKIP
+        64
         """
         values = _known(cls, attrs)
         values["source"] = SourceInfo(**_known(SourceInfo, attrs["source"]))
@@ -395,15 +492,29 @@ def finish_store(partial: PartialStore, meta: StoreMeta) -> StoreMeta:
 class Store:
     """An opened, validated bigquant store.
 
-    Attributes
+    Made by `open_store`, which checks what it can without reading pixels;
+    the layout on disk is the store specification's (``docs/store.md``).
+    Holding one reads nothing: `labels_dask` and `quantized` are lazy, and
+    computing either reads every label chunk once.
+
+    Parameters
     ----------
     path : str
         Local path or URL.
     labels : zarr.Array
-        The (rows, columns) label array.
+        The (rows, columns) label array, uint8 for K ≤ 256 else uint16.
     codebook : ndarray, shape (K, C)
+        The colours, in the source's dtype; the last row is the nodata
+        colour when ``meta.nodata_label`` is set.
     meta : StoreMeta
         ``attrs["bigquant"]``.
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> store = bigquant.open_store("scan.zarr")  # doctest: +SKIP
+    >>> store.shape, store.codebook.shape  # doctest: +SKIP
+    ((40000, 60000, 3), (256, 3))
     """
 
     path: str
@@ -413,13 +524,34 @@ class Store:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """``(rows, columns, channels)`` of the quantized image."""
+        """``(rows, columns, channels)`` of the quantized image.
+
+        Examples
+        --------
+        >>> import bigquant
+        >>> bigquant.open_store("scan.zarr").shape  # doctest: +SKIP
+        (40000, 60000, 3)
+        """
         return (*self.labels.shape, self.codebook.shape[1])
 
     def labels_dask(self) -> da.Array:
         """Labels as a dask array chunked like the store.
 
-        A chunk that cannot be read fails with a `BigquantError` naming the store.
+        Returns
+        -------
+        dask.array.Array, shape (Y, X)
+            The labels, lazily; computing all of it reads every label chunk
+            once and holds every label in memory, so compute a window of it,
+            or reduce it, rather than all of it.
+            A chunk that cannot be read fails, when computed, with a
+            `BigquantError` naming the store.
+
+        Examples
+        --------
+        >>> import bigquant
+        >>> labels = bigquant.open_store("scan.zarr").labels_dask()  # doctest: +SKIP
+        >>> labels[:512, :512].compute().max()  # doctest: +SKIP
+        np.uint8(251)
         """
         import dask.array as da
 
@@ -436,13 +568,40 @@ class Store:
     def quantized(self) -> da.Array:
         """The quantized image ``codebook[labels]`` as a lazy ``(Y, X, C)`` dask array.
 
-        Each chunk checks its labels against the codebook and fails with a
-        `BigquantError` on a label past its end.
+        Returns
+        -------
+        dask.array.Array, shape (Y, X, C)
+            In the codebook's dtype, chunked like the labels. Computing all
+            of it reads every label chunk once and holds the whole image in
+            memory, so compute windows of it, or store it chunk by chunk
+            (`decompress` does). Each chunk checks its labels against the
+            codebook and fails, when computed, with a `BigquantError` on a
+            label past its end.
+
+        Examples
+        --------
+        >>> import bigquant
+        >>> image = bigquant.open_store("scan.zarr").quantized()  # doctest: +SKIP
+        >>> image[:512, :512].compute().shape  # doctest: +SKIP
+        (512, 512, 3)
         """
         return apply_codebook(self.labels_dask(), self.codebook)
 
     def stored_bytes(self) -> int:
-        """Bytes the store takes on disk."""
+        """Bytes the store takes on disk.
+
+        Returns
+        -------
+        int
+            The size of every file (or object) under the store's path; lists
+            them, reads none.
+
+        Examples
+        --------
+        >>> import bigquant
+        >>> bigquant.open_store("scan.zarr").stored_bytes()  # doctest: +SKIP
+        412337152
+        """
         return location.size(self.path)
 
 
@@ -465,9 +624,32 @@ class _CheckedLabels:
 def open_store(path) -> Store:
     """Open a complete bigquant store for reading; reads its metadata only.
 
-    Raises `BigquantError` for anything that is not one: a missing path, a
-    plain Zarr array, a store whose run never completed, malformed metadata
-    or codebook. Labels past the codebook are caught when the labels are read.
+    Parameters
+    ----------
+    path : path-like or URL
+        The store: a local directory or an fsspec URL (``s3://…``).
+
+    Returns
+    -------
+    Store
+        The opened store; its labels are read only when used. The format it
+        checks is the store specification's (``docs/store.md``).
+
+    Raises
+    ------
+    BigquantError
+        For anything that is not a complete store this version reads: a
+        missing path, a plain Zarr array, a store whose run never completed,
+        a newer store format, malformed metadata or codebook, label chunks
+        missing. Labels past the codebook are caught only when the labels
+        are read.
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> store = bigquant.open_store("scan.zarr")  # doctest: +SKIP
+    >>> store.meta.n_colors, store.meta.psnr  # doctest: +SKIP
+    (256, 38.2)
     """
     import zarr
 
