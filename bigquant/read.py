@@ -634,6 +634,43 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
     )
 
 
+def palette_usage(path: str) -> np.ndarray:
+    """How many pixels of a palette TIFF (series 0, first plane) use each colour-map entry.
+
+    One pass over its indices, chunk by chunk as `open_image` reads them (the
+    colour map not applied): the whole file is decoded once, memory holds a
+    few chunks and one count per entry.
+    """
+    import dask
+    import tifffile
+
+    from .progress import compute
+
+    ident = location.identity(path)
+    with location.open_input(path) as fh, tifffile.TiffFile(fh) as tif:
+        page = tif.series[0].levels[0].keyframe
+        planes = _tiff_planes(path, tif.series[0])
+        entries = len(page.colormap[0])
+        unit = (
+            (page.tilelength, page.tilewidth)
+            if page.is_tiled
+            else (page.rowsperstrip, page.imagewidth)
+        )
+        tiled = page.is_tiled
+    source = TiffSource(path, planes, f"{ident['size']}-{ident['mtime']}", None)
+    indices = _tiff_array(source, ident, unit, tiled, defaults.CHUNK)
+    counts = [dask.delayed(_bincount)(block, entries) for block in indices.to_delayed().ravel()]
+    return np.sum(compute(*counts), axis=0)
+
+
+def _bincount(block: np.ndarray, entries: int) -> np.ndarray:
+    """Pixels of ``block`` (palette indices) per index, ``entries`` counts (indices past the
+    colour map, which no viewer can show, are not counted)."""
+    index = block[..., 0].ravel()
+    counts = np.bincount(index.view(np.uint8) if index.dtype == bool else index, minlength=entries)
+    return counts[:entries]
+
+
 def _tiff_array(source: TiffSource, ident: dict, unit, tiled: bool, side: int) -> da.Array:
     """``source`` as a dask array in chunks of whole tiles or strips, about ``side`` a side."""
     import dask.array as da
