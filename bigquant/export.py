@@ -150,7 +150,9 @@ def palette_colormap(store: Store) -> np.ndarray:
     entries = np.rint(codebook.T * (65535 / source.peak)).astype(np.uint16)
     colormap = np.empty((3, 1 << (8 * store.labels.dtype.itemsize)), np.uint16)
     colormap[:, : len(codebook)] = entries
-    colormap[:, len(codebook) :] = entries[:, store.meta.n_colors - 1 : store.meta.n_colors]
+    # (A damaged store's codebook may be shorter than n_colors: its labels are refused later.)
+    last = min(store.meta.n_colors, len(codebook)) - 1
+    colormap[:, len(codebook) :] = entries[:, last : last + 1]
     return colormap
 
 
