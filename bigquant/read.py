@@ -645,7 +645,6 @@ def palette_usage(path: str) -> np.ndarray:
     colour map not applied): the whole file is decoded once, memory holds a
     few chunks and one count per entry.
     """
-    import dask
     import tifffile
 
     from .progress import compute
@@ -663,16 +662,23 @@ def palette_usage(path: str) -> np.ndarray:
         tiled = page.is_tiled
     source = TiffSource(path, planes, f"{ident['size']}-{ident['mtime']}", None)
     indices = _tiff_array(source, ident, unit, tiled, defaults.CHUNK)
-    counts = [dask.delayed(_bincount)(block, entries) for block in indices.to_delayed().ravel()]
-    return np.sum(compute(*counts), axis=0)
+    # One count per entry per chunk, summed as a tree: memory stays bounded for 16-bit maps.
+    counts = indices.map_blocks(
+        _bincount,
+        entries,
+        chunks=((1,) * len(indices.chunks[0]), (1,) * len(indices.chunks[1]), (entries,)),
+        dtype=np.int64,
+    )
+    (total,) = compute(counts.sum(axis=(0, 1)))
+    return total
 
 
 def _bincount(block: np.ndarray, entries: int) -> np.ndarray:
-    """Pixels of ``block`` (palette indices) per index, ``entries`` counts (indices past the
-    colour map, which no viewer can show, are not counted)."""
+    """Pixels of ``block`` (palette indices) per index as ``(1, 1, entries)`` (indices past
+    the colour map, which no viewer can show, are not counted)."""
     index = block[..., 0].ravel()
     counts = np.bincount(index.view(np.uint8) if index.dtype == bool else index, minlength=entries)
-    return counts[:entries]
+    return counts[None, None, :entries]
 
 
 def _tiff_array(source: TiffSource, ident: dict, unit, tiled: bool, side: int) -> da.Array:
