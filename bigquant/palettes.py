@@ -125,7 +125,7 @@ def _from_palette_tiff(path: str) -> GivenCodebook:
             colormap = page.colormap if page.photometric == tifffile.PHOTOMETRIC.PALETTE else None
             written = _bigquant_codebook(page.description)
             nodata = page.tags.get(42113)  # GDAL_NODATA: the index of pixels without data
-            nodata = nodata and nodata.value
+            nodata = None if nodata is None else nodata.value
     except Exception as exc:
         raise BigquantError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
     if colormap is None:
@@ -143,9 +143,10 @@ def _from_palette_tiff(path: str) -> GivenCodebook:
     from .read import palette_usage
 
     used = palette_usage(path) > 0
-    if nodata is not None:
-        with contextlib.suppress(ValueError, IndexError):
-            used[int(float(str(nodata).strip().rstrip("\x00")))] = False
+    with contextlib.suppress(ValueError, TypeError):
+        index = float(str(nodata).strip().rstrip("\x00"))  # "None", "nan": no such index
+        if index.is_integer() and 0 <= index < len(used):
+            used[int(index)] = False
     lut = colormap_lut(colormap)[used]
     if not len(lut):
         raise BigquantError(f"{path}: the palette TIFF's pixels use no colour of its map")
