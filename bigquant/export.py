@@ -7,6 +7,7 @@ of the image, never all of it.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import posixpath
 import tempfile
@@ -108,11 +109,12 @@ def decompress(
         raise BigquantError(f"{out}: output must end in .tif, .tiff or .zarr")
     if out == store.path:
         raise BigquantError(f"{out}: the output would replace its own store")
-    colormap = None
+    colormap = description = None
     if palette:
         if suffix == ".zarr":
             raise ParameterError(f"{out}: `palette` writes a TIFF; name the output .tif")
         colormap = palette_colormap(store)
+        description = palette_description(store)
         # Checked like the colours would be: no label may point past the codebook.
         image = store.labels_dask().map_blocks(check_labels, len(store.codebook))
     else:
@@ -127,10 +129,10 @@ def decompress(
             # TIFF writing seeks back to patch offsets, which object-store files cannot:
             # write it locally, then upload.
             with tempfile.TemporaryDirectory() as local:
-                _write_tiff(image, f"{local}/out.tif", colormap, store.meta, levels)
+                _write_tiff(image, f"{local}/out.tif", colormap, store.meta, levels, description)
                 location.upload(f"{local}/out.tif", tmp)
         else:
-            _write_tiff(image, tmp, colormap, store.meta, levels)
+            _write_tiff(image, tmp, colormap, store.meta, levels, description)
     return out
 
 
@@ -158,7 +160,12 @@ def overview_levels(store: Store, palette: bool) -> list:
 
 
 def palette_colormap(store: Store) -> np.ndarray:
-    """The codebook as a TIFF colour map: ``(3, 2**bits)`` uint16, unused entries black."""
+    """The codebook as a TIFF colour map: ``(3, 2**bits)`` uint16.
+
+    Entries past the codebook repeat its last colour (not the nodata row): a
+    reader that takes every entry of the map, duplicates dropped, finds the
+    store's colours and no other (black padding would add one).
+    """
     codebook, source = store.codebook, store.meta.source
     if any(code in (1, 2) for code in source.extrasamples):
         raise BigquantError(
@@ -174,9 +181,28 @@ def palette_colormap(store: Store) -> np.ndarray:
         )
     # TIFF colour maps are 16-bit: values scale from the source's range (8-bit v becomes
     # v * 257, 255 -> 65535; 12-bit values scale by 65535 / 4095).
-    colormap = np.zeros((3, 1 << (8 * store.labels.dtype.itemsize)), np.uint16)
-    colormap[:, : len(codebook)] = np.rint(codebook.T * (65535 / source.peak)).astype(np.uint16)
+    entries = np.rint(codebook.T * (65535 / source.peak)).astype(np.uint16)
+    colormap = np.empty((3, 1 << (8 * store.labels.dtype.itemsize)), np.uint16)
+    colormap[:, : len(codebook)] = entries
+    # (A damaged store's codebook may be shorter than n_colors: its labels are refused later.)
+    last = min(store.meta.n_colors, len(codebook)) - 1
+    colormap[:, len(codebook) :] = entries[:, last : last + 1]
     return colormap
+
+
+def palette_description(store: Store) -> str:
+    """What a palette TIFF's ImageDescription records of its store, as JSON, so that
+    `bigquant.palettes.load_codebook` reads back exactly the codebook: its ``colors`` (the
+    first entries of the map; the nodata label and the padding follow them), and the
+    ``dtype``, ``peak`` and ``channels`` its 16-bit entries were scaled from."""
+    source = store.meta.source
+    codebook = {
+        "colors": store.meta.n_colors,
+        "dtype": str(store.codebook.dtype),
+        "peak": source.peak,
+        "channels": int(store.codebook.shape[1]),
+    }
+    return json.dumps({"bigquant": {"codebook": codebook}})
 
 
 def _write_zarr(image, path: str, nodata: float | None) -> None:
@@ -201,9 +227,11 @@ def _write_tiff(
     colormap: np.ndarray | None = None,
     meta: StoreMeta | None = None,
     levels: list | None = None,
+    description: str | None = None,
 ) -> None:
     """A tiled TIFF of ``image`` and its overview ``levels`` (reduced-resolution pages, which
-    GDAL and QGIS draw zoomed-out views from), written as its source was (`_source_tags`)."""
+    GDAL and QGIS draw zoomed-out views from), written as its source was (`_source_tags`),
+    with ``description`` as the first page's ImageDescription."""
     import tifffile
 
     source = meta.source if meta else None
@@ -241,6 +269,7 @@ def _write_tiff(
             shape=image.shape,
             dtype=image.dtype,
             extratags=_source_tags(meta, palette=colormap is not None),
+            description=description,
             **_resolution(source and source.pixel_size),
             **options | {"predictor": options["predictor"] and _predicts(meta)},
         )

@@ -139,6 +139,8 @@ def label_chunk(
     if n_nodata:  # dithering may have moved them off colour 0: take out what they added
         sse_nodata, counts_nodata = score(pixels[mask], colors, labels[mask])
         sse, counts = sse - sse_nodata, counts - counts_nodata
+        # The reserved label is K: 256 colours and nodata need 16-bit labels.
+        labels = labels.astype(label_dtype(len(colors) + 1), copy=False)
         labels[mask] = len(colors)
     return pixels, labels, sse, np.append(counts, n_nodata)
 

@@ -5,8 +5,13 @@ Instead of fitting one (`bigquant.fit`), a run can be given its codebook
 it, `check_codebook` refuses one that does not fit the image. Formats:
 
 * a bigquant store: its colours, in its order (not its nodata row), with its dtype;
-* a palette (indexed) TIFF: its colour map's entries as 8-bit RGB (``>> 8``, as
-  the image is read), duplicates dropped;
+* a palette (indexed) TIFF: one `bigquant.export.decompress` wrote (``--palette``) gives
+  back its store's colours exactly, in their order and values (its ImageDescription
+  records how many and their type); another writer's gives the colour-map entries its
+  pixels use (reading every pixel once, chunk by chunk), as 8-bit RGB (``>> 8``, as the
+  image is read), in the map's order, duplicates and the GDAL_NODATA index dropped:
+  entries no pixel uses (padding, or classes of a colour table absent from the picture)
+  are not taken as colours;
 * a GIMP palette (``.gpl``): ``R G B name`` lines, 8-bit;
 * a hex list (``.hex``, ``.txt``): one ``#rrggbb`` (or ``rrggbb``) per line, 8-bit, as
   Lospec and many palette sites export;
@@ -15,11 +20,13 @@ it, `check_codebook` refuses one that does not fit the image. Formats:
 * JSON (``.json``): a list of colours, each a list of values in the image's own
   units or a ``"#rrggbb"`` string.
 
-Reading one reads only that file (a store's metadata, a TIFF's header).
+Reading one reads only that file: a store's metadata, a TIFF's header (and, for a palette
+TIFF not written by bigquant, its pixels).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 from dataclasses import dataclass
@@ -145,19 +152,56 @@ def _from_store(path: str) -> GivenCodebook:
 def _from_palette_tiff(path: str) -> GivenCodebook:
     import tifffile
 
-    from .kernels.convert import colormap_lut
-
     try:
         with location.open_input(path) as fh, tifffile.TiffFile(fh) as tif:
             page = tif.pages[0]
             colormap = page.colormap if page.photometric == tifffile.PHOTOMETRIC.PALETTE else None
+            written = _bigquant_codebook(page.description)
+            nodata = page.tags.get(42113)  # GDAL_NODATA: the index of pixels without data
+            nodata = None if nodata is None else nodata.value
     except Exception as exc:
         raise BigquantError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
     if colormap is None:
         raise BigquantError(f"{path}: not a palette (indexed) TIFF: it has no colour map")
-    lut = colormap_lut(colormap)
+    origin = {"kind": "palette TIFF", "path": path}
+    if written is not None and written["colors"] <= colormap.shape[1]:
+        # bigquant's own: the store's colours are the first entries, scaled back exactly.
+        entries = colormap[: written["channels"], : written["colors"]].T.astype(np.float64)
+        colors = np.rint(entries * (written["peak"] / 65535)).astype(written["dtype"])
+        return GivenCodebook(colors, origin, colors.dtype == np.uint8)
+    # Another writer's: the entries its pixels use, as the image is read (8-bit, `>> 8`), in
+    # the map's order, duplicates dropped. Unused entries (padding, classes a colour table
+    # defines but the picture lacks) are not colours of the picture.
+    from .kernels.convert import colormap_lut
+    from .read import palette_usage
+
+    used = palette_usage(path) > 0
+    with contextlib.suppress(ValueError, TypeError):
+        index = float(str(nodata).strip().rstrip("\x00"))  # "None", "nan": no such index
+        if index.is_integer() and 0 <= index < len(used):
+            used[int(index)] = False
+    lut = colormap_lut(colormap)[used]
+    if not len(lut):
+        raise BigquantError(f"{path}: the palette TIFF's pixels use no colour of its map")
     _, first = np.unique(lut, axis=0, return_index=True)
-    return GivenCodebook(lut[np.sort(first)], {"kind": "palette TIFF", "path": path}, True)
+    return GivenCodebook(lut[np.sort(first)], origin, True)
+
+
+def _bigquant_codebook(description: str) -> dict | None:
+    """What `bigquant.export.palette_description` recorded in an ImageDescription, or None."""
+    try:
+        written = json.loads(description)["bigquant"]["codebook"]
+        checked = {
+            "colors": int(written["colors"]),
+            "dtype": np.dtype(written["dtype"]),
+            "peak": float(written["peak"]),
+            "channels": int(written["channels"]),
+        }
+    except (ValueError, TypeError, KeyError):
+        return None
+    if checked["colors"] < 1 or checked["channels"] not in (1, 3):
+        return None
+    return checked
 
 
 def _gimp(text: str) -> tuple[np.ndarray, bool]:

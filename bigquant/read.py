@@ -411,9 +411,8 @@ def _plane_chunks(shape_yx, unit_yx, striped: bool, target: int) -> tuple[int, i
 
 @dataclass(frozen=True)
 class _TiffPlanes:
-    """Where an image's channels live in a TIFF: pages (by index in series 0, level 0)."""
+    """The plane of a TIFF bigquant reads: the first page of series 0, level 0."""
 
-    pages: tuple[int, ...]
     shape: tuple[int, int, int]
     dtype: np.dtype
 
@@ -513,17 +512,12 @@ class TiffSource:
         try:
             with _handles.borrow((self.path, self.stamp), self._open) as tif:
                 level = tif.series[0].levels[0]
-                planes = [
-                    _read_window(level.pages[p], level.keyframe, y0, y1, x0, x1)
-                    for p in self.planes.pages
-                ]
+                pixels = _read_window(level.pages[0], level.keyframe, y0, y1, x0, x1)
         except Exception as exc:
             raise BigquantError(
                 f"{self.path}: cannot decode pixels [{y0}:{y1}, {x0}:{x1}]: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
-        # One page holds every channel but in multi-page files: no 12 MiB copy per chunk then.
-        pixels = planes[0] if len(planes) == 1 else np.concatenate(planes, axis=2)
         if self.decoding is not None:
             pixels = self.decoding.apply(pixels)
         return pixels[:, :, index[2]]
@@ -535,7 +529,8 @@ class Decoding:
 
     ``stored`` is the file's photometric interpretation, ``bits`` its bits per
     sample; ``lut`` the 8-bit RGB colours of a palette; ``white`` the xy
-    chromaticity of a Lab image's white.
+    chromaticity of a Lab image's white; ``half`` marks float16 samples and
+    ``signed`` signed RGB ones (shown as unsigned, `convert.offset_binary`).
     """
 
     stored: str
@@ -543,13 +538,15 @@ class Decoding:
     lut: np.ndarray | None = dataclasses.field(default=None, compare=False)
     white: tuple[float, float] = convert.D50
     half: bool = False
+    signed: bool = False
 
     @classmethod
     def needed(cls, stored: str, bits: int, dtype: np.dtype, **more) -> Decoding | None:
         """The decoding of these samples, or None where they are shown as stored."""
-        if stored in ("minisblack", "rgb") and bits >= 8 and dtype != np.float16:
+        signed_rgb = stored == "rgb" and dtype.kind == "i"
+        if stored in ("minisblack", "rgb") and bits >= 8 and dtype != np.float16 and not signed_rgb:
             return None
-        return cls(stored, bits, half=dtype == np.float16, **more)
+        return cls(stored, bits, half=dtype == np.float16, signed=signed_rgb, **more)
 
     def shape(self, stored_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         height, width, samples = stored_shape
@@ -562,6 +559,8 @@ class Decoding:
     def dtype(self, stored: np.dtype) -> np.dtype:
         if self.stored == "palette" or self.bits < 8:
             return np.dtype(np.uint8)
+        if self.signed:
+            return np.dtype(f"u{stored.itemsize}")
         return np.dtype(np.float32) if stored == np.float16 else stored
 
     def describe(self) -> str:
@@ -573,6 +572,8 @@ class Decoding:
             steps.append(f"{self.bits}-bit to 8-bit")
         if self.stored == "miniswhite":
             steps.append("MinIsWhite to MinIsBlack (inverted)")
+        elif self.signed:
+            steps.append(f"signed RGB to unsigned (+{1 << (self.bits - 1)})")
         elif self.stored == "separated":
             steps.append("CMYK to RGB")
         elif self.stored in ("cielab", "icclab"):
@@ -590,7 +591,11 @@ class Decoding:
         elif block.dtype == np.float16:
             block = block.astype(np.float32)
         if self.stored == "miniswhite":
-            return convert.invert(block)
+            # 9- to 15-bit samples are inverted against their own peak (4095 for 12 bits).
+            deep = 8 < self.bits < 8 * block.dtype.itemsize and block.dtype.kind == "u"
+            return convert.invert(block, top=(1 << self.bits) - 1 if deep else None)
+        if self.signed:
+            return convert.offset_binary(block)
         if self.stored == "separated":
             return convert.cmyk_to_rgb(block)
         if self.stored in ("cielab", "icclab"):
@@ -636,29 +641,27 @@ def _read_window(page, keyframe, y0: int, y1: int, x0: int, x1: int) -> np.ndarr
 
 
 def _tiff_planes(path: str, series) -> _TiffPlanes:
-    """The pages holding the channels of the first image plane of ``series`` (level 0)."""
+    """The first plane of ``series`` (level 0): its first page, as viewers show a stack.
+
+    A stack whose channels, z-planes or times are pages (an OME-TIFF's CZYX,
+    ImageJ hyperstacks, a multi-page scan) is one picture per page to Pillow,
+    libtiff and GDAL, which show the first: so does bigquant, saying so in one
+    line, and every output opens wherever the source does.
+    """
     level = series.levels[0]
     keyframe = level.keyframe
-    page_axes = keyframe.axes  # e.g. "YXS", "SYX" or "YX"
-    leading = level.axes[: len(level.axes) - len(page_axes)]  # page axes, e.g. "TCZ", "I"
-    lead_shape = level.shape[: len(leading)]
-    if any(n > 1 for a, n in zip(leading, lead_shape, strict=True) if a != "C"):
+    leading = level.axes[: len(level.axes) - len(keyframe.axes)]  # page axes, e.g. "CZ", "I"
+    if int(np.prod(level.shape[: len(leading)])) > 1:
         log.warning(
-            "%s: series 0 has axes %s; quantizing only its first %s plane",
+            "%s: series 0 is a stack of %s pages (axes %s); quantizing its first page, "
+            "as viewers show it",
             path,
+            "x".join(str(n) for n in level.shape[: len(leading)]),
             level.axes,
-            "/".join(a for a in leading if a != "C"),
         )
-    n_pages = lead_shape[leading.index("C")] if "C" in leading else 1
-    pages = tuple(
-        int(np.ravel_multi_index([c if a == "C" else 0 for a in leading], lead_shape))
-        if leading
-        else 0
-        for c in range(n_pages)
-    )
     separate, _, height, width, contig = keyframe.shaped
     dtype = keyframe.dtype.newbyteorder("=")
-    return _TiffPlanes(pages, (height, width, n_pages * separate * contig), dtype)
+    return _TiffPlanes((height, width, separate * contig), dtype)
 
 
 #: Colour samples per pixel of the photometric interpretations bigquant reads.
@@ -703,7 +706,9 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
             fields = {
                 "geotiff": geotiff_tags(page),
                 "pixel_size": ome_pixel_size(tif.ome_metadata) if tif.is_ome else None,
-                "extrasamples": _extrasamples(page, planes.shape[2] - _COLOUR_SAMPLES[stored]),
+                "extrasamples": _extrasamples(
+                    page, stored, planes.shape[2] - _COLOUR_SAMPLES[stored]
+                ),
                 "orientation": int(_tag(page, _ORIENTATION, 1)),
                 "nodata": _gdal_nodata(page),
                 "converted": decoding and decoding.describe(),
@@ -711,8 +716,7 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
             if 8 < page.bitspersample < 16 and planes.dtype.kind == "u":
                 fields["bits"] = page.bitspersample
             # Check every tile offset now so a truncated file fails before any work is done.
-            for p in planes.pages:
-                _check_segments(path, ident["size"], tif.series[0].levels[0].pages[p])
+            _check_segments(path, ident["size"], tif.series[0].levels[0].pages[0])
     except BigquantError:
         raise
     except Exception as exc:
@@ -728,6 +732,49 @@ def _open_tiff(path: str, chunks: int | None) -> Image:
         rechunked=array,
         **fields,
     )
+
+
+def palette_usage(path: str) -> np.ndarray:
+    """How many pixels of a palette TIFF (series 0, first plane) use each colour-map entry.
+
+    One pass over its indices, chunk by chunk as `open_image` reads them (the
+    colour map not applied): the whole file is decoded once, memory holds a
+    few chunks and one count per entry.
+    """
+    import tifffile
+
+    from .progress import compute
+
+    ident = location.identity(path)
+    with location.open_input(path) as fh, tifffile.TiffFile(fh) as tif:
+        page = tif.series[0].levels[0].keyframe
+        planes = _tiff_planes(path, tif.series[0])
+        entries = len(page.colormap[0])
+        unit = (
+            (page.tilelength, page.tilewidth)
+            if page.is_tiled
+            else (page.rowsperstrip, page.imagewidth)
+        )
+        tiled = page.is_tiled
+    source = TiffSource(path, planes, f"{ident['size']}-{ident['mtime']}", None)
+    indices = _tiff_array(source, ident, unit, tiled, defaults.CHUNK)
+    # One count per entry per chunk, summed as a tree: memory stays bounded for 16-bit maps.
+    counts = indices.map_blocks(
+        _bincount,
+        entries,
+        chunks=((1,) * len(indices.chunks[0]), (1,) * len(indices.chunks[1]), (entries,)),
+        dtype=np.int64,
+    )
+    (total,) = compute(counts.sum(axis=(0, 1)))
+    return total
+
+
+def _bincount(block: np.ndarray, entries: int) -> np.ndarray:
+    """Pixels of ``block`` (palette indices) per index as ``(1, 1, entries)`` (indices past
+    the colour map, which no viewer can show, are not counted)."""
+    index = block[..., 0].ravel()
+    counts = np.bincount(index.view(np.uint8) if index.dtype == bool else index, minlength=entries)
+    return counts[None, None, :entries]
 
 
 def _tiff_array(source: TiffSource, ident: dict, unit, tiled: bool, side: int) -> da.Array:
@@ -756,13 +803,17 @@ def _tag(page, code: int, default=None):
     return default if tag is None else tag.value
 
 
+#: TIFF PhotometricInterpretation codes by name, read by number: tifffile cannot name some
+#: pages' (a 12-bit MinIsWhite one: ``'int' object has no attribute 'name'``).
+_PHOTOMETRIC_CODES = {0: "miniswhite", 1: "minisblack", 2: "rgb", 3: "palette", 4: "mask",
+                      5: "separated", 6: "ycbcr", 8: "cielab", 9: "icclab"}  # fmt: skip
+
+
 def _photometric(path: str, page, n_samples: int) -> str:
     """The stored photometric interpretation, checked to be one bigquant reads."""
-    import tifffile
-
     try:
-        name = tifffile.PHOTOMETRIC(page.photometric).name.lower()
-    except ValueError:
+        name = _PHOTOMETRIC_CODES.get(int(page.photometric))
+    except (TypeError, ValueError):
         name = None
     if name is None and 283 not in page.tags and page.tags.get(262) is None:
         # No PhotometricInterpretation tag: what most readers assume.
@@ -787,8 +838,14 @@ def _white_point(page) -> tuple[float, float]:
     return convert.D50 if white is None or len(white) != 2 else (float(white[0]), float(white[1]))
 
 
-def _extrasamples(page, n_extra: int) -> tuple[int, ...]:
-    """ExtraSamples codes of the ``n_extra`` samples past the colour ones (0 where undeclared)."""
+def _extrasamples(page, stored: str, n_extra: int) -> tuple[int, ...]:
+    """ExtraSamples codes of the ``n_extra`` samples past the colour ones (0 where undeclared).
+
+    RGB with a fourth sample and no ExtraSamples tag (tools that omit it) is
+    RGBA, as Pillow shows it (libtiff too draws it as alpha): unassociated alpha.
+    """
+    if stored == "rgb" and n_extra == 1 and 338 not in page.tags:
+        return (2,)
     codes = tuple(int(e) for e in (page.extrasamples or ()))[-n_extra:] if n_extra else ()
     return (0,) * (n_extra - len(codes)) + codes
 

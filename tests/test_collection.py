@@ -47,9 +47,51 @@ def test_codebook_from_a_store_reproduces_its_labels(tmp_path, china_tif, china)
     assert f"applied from store {tmp_path / 'a.zarr'}" in info.stdout
 
 
+@pytest.mark.parametrize(
+    ("k", "kind"),
+    [(2, "rgb"), (16, "rgb"), (64, "rgb"), (255, "rgb"), (256, "rgb"), (256, "nodata"),
+     (16, "grey"), (16, "12-bit")],
+)  # fmt: skip
+def test_a_stores_palette_tiff_is_the_store_as_a_codebook(tmp_path, k, kind):
+    a, b = photo("astronaut")[80:176, 160:256], photo("coffee")[100:196, 200:296]
+    if kind == "nodata":
+        a = a.copy()
+        a[:30, :40] = 0  # an empty corner, its index in the palette TIFF's GDAL_NODATA
+    elif kind in ("grey", "12-bit"):
+        a, b = a[:, :, 1], b[:, :, 1]
+        if kind == "12-bit":  # 16-bit values, a 12-bit peak: entries scaled by 65535 / 4095
+            a, b = a.astype(np.uint16) << 4 | 5, b.astype(np.uint16) << 4
+    tags = {"extratags": [(42113, "s", 0, "0", True)]} if kind == "nodata" else {}
+    if kind == "12-bit":
+        tags = {"bitspersample": 12, "compression": None}
+    src_a = write_tiff(tmp_path / "a.tif", a, **tags)
+    src_b = write_tiff(tmp_path / "b.tif", b)
+    bigquant.compress(src_a, tmp_path / "a.zarr", k, seed=1)
+    bigquant.decompress(tmp_path / "a.zarr", tmp_path / "a_p.tif", palette=True)
+    by_store = bigquant.open_store(tmp_path / "a.zarr")
+    n = by_store.meta.n_colors
+    given = bigquant.palettes.load_codebook(tmp_path / "a_p.tif")
+    np.testing.assert_array_equal(given.colors, by_store.codebook[:n])
+    assert given.colors.dtype == by_store.codebook.dtype
+    for name, codebook in (("from_store", "a.zarr"), ("from_tiff", "a_p.tif")):
+        bigquant.compress(src_b, tmp_path / f"{name}.zarr", codebook=tmp_path / codebook)
+    s, t = (bigquant.open_store(tmp_path / f"{n}.zarr") for n in ("from_store", "from_tiff"))
+    np.testing.assert_array_equal(t.codebook, s.codebook)
+    np.testing.assert_array_equal(t.labels[:], s.labels[:])
+    picture = [x.quantized().compute(scheduler="sync") for x in (t, s)]
+    np.testing.assert_array_equal(*picture)
+    # Without the ImageDescription (as another tool may copy it), the pixels' entries: the same
+    # colours, since the padding repeats one of them and every colour has pixels.
+    tifffile.tiffcomment(tmp_path / "a_p.tif", comment=b"")
+    if kind == "rgb" and min(by_store.meta.counts[:n]) > 0:
+        colors = bigquant.palettes.load_codebook(tmp_path / "a_p.tif").colors
+        np.testing.assert_array_equal(colors, by_store.codebook[:n])
+
+
 def test_palette_files_users_have(tmp_path, china):
     photo_tif = write_tiff(tmp_path / "p.tif", china[:160, :200])
-    colors = np.array([[0, 0, 0], [255, 255, 255], [200, 40, 30], [60, 90, 160], [90, 140, 60]])
+    # No black: Pillow pads the colour map with black entries, which no pixel uses.
+    colors = np.array([[20, 20, 20], [255, 255, 255], [200, 40, 30], [60, 90, 160], [90, 140, 60]])
     (tmp_path / "p.gpl").write_text(
         "GIMP Palette\nName: five\nColumns: 5\n#\n"
         + "".join(f"{r:3d} {g:3d} {b:3d}\tcolour {i}\n" for i, (r, g, b) in enumerate(colors))

@@ -272,3 +272,87 @@ def test_damaged_files_give_one_line_and_library_notices_only_with_v(tmp_path, f
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("bigquant: error: ") and "Traceback" not in result.stderr
     assert not (tmp_path / "c.zarr").exists() and not (tmp_path / ".c.zarr.partial").exists()
+
+
+def gdal_view(tmp_path, path, *, raw: bool = False, expand: bool = False) -> np.ndarray:
+    """What GDAL reads of a file (its default view, the raw samples, or a colour table
+    expanded), through ``gdal_translate`` to a plain pixel-interleaved TIFF."""
+    out = tmp_path / f"gdal-{path.stem if hasattr(path, 'stem') else 'x'}-{raw}-{expand}.tif"
+    args = ["gdal_translate", "-q", "-co", "INTERLEAVE=PIXEL"] + ["-expand", "gray"] * expand
+    subprocess.run([*args, f"GTIFF_RAW:{path}" if raw else str(path), str(out)], check=True)
+    return tifffile.imread(out)
+
+
+needs_gdal = pytest.mark.skipif(not shutil.which("gdal_translate"), reason="GDAL's tools")
+
+
+@needs_gdal
+def test_cmyk_with_alpha_keeps_its_colours_and_its_alpha(tmp_path, few):
+    alpha = np.where(np.arange(few.shape[1]) < 40, 0, 255).astype(np.uint8)
+    cmyk = np.asarray(Image.fromarray(few).convert("CMYK"))
+    src = tmp_path / "c.tif"
+    tifffile.imwrite(src, np.dstack([cmyk, np.broadcast_to(alpha, few.shape[:2])]),
+                     photometric="separated", extrasamples=["unassalpha"])  # fmt: skip
+    out = gdal_view(tmp_path, round_trip(tmp_path, src, colors=2 * K))
+    assert Image.open(tmp_path / "out.tif").mode == "RGBA"
+    # GDAL's colours of the source (Pillow's conversion), and its alpha: GDAL's default view
+    # draws a CMYK source opaque (libtiff's RGBA reader skips the alpha), its raw one has it.
+    np.testing.assert_array_equal(out[:, :, :3], gdal_view(tmp_path, src)[:, :, :3])
+    np.testing.assert_array_equal(out[:, :, 3], gdal_view(tmp_path, src, raw=True)[:, :, 4])
+
+
+@needs_gdal
+def test_12_bit_miniswhite_is_inverted_against_its_own_peak(tmp_path, few):
+    grey = np.asarray(Image.fromarray(few).convert("L")).astype(np.uint16) << 4 | 9
+    src = tmp_path / "w.tif"
+    tifffile.imwrite(src, 4095 - grey, photometric="miniswhite", bitspersample=12)
+    out = tifffile.imread(round_trip(tmp_path, src))
+    np.testing.assert_array_equal(out, grey)  # 0 is white: shown as 4095, MinIsBlack
+    # GDAL draws the source through a grey ramp from white: the output's values, to 8 bits.
+    shown_8 = gdal_view(tmp_path, src, expand=True)
+    assert np.abs(shown_8 - np.rint(out * (255 / 4095))).max() <= 1
+    assert bigquant.open_store(tmp_path / "s.zarr").meta.source.bits == 12
+
+
+def test_a_stack_of_pages_is_its_first_page_as_viewers_show_it(tmp_path, few, caplog):
+    grey = np.asarray(Image.fromarray(few).convert("L")).astype(np.int16) // 2 - 64
+    stack = np.stack([[(grey + 3 * c + z).astype(np.int8) for z in range(3)] for c in range(2)])
+    src = tmp_path / "s.ome.tif"
+    tifffile.imwrite(src, stack, metadata={"axes": "CZYX"})
+    out = round_trip(tmp_path, src)
+    np.testing.assert_array_equal(shown(out), shown(src))  # Pillow: the first page, both
+    np.testing.assert_array_equal(tifffile.imread(out), stack[0, 0])
+    assert "quantizing its first page" in caplog.text
+
+
+@needs_gdal
+def test_signed_planar_rgb_becomes_unsigned_so_viewers_open_it(tmp_path, few):
+    signed = (few.astype(np.int16) - 128).astype(np.int8)
+    planes = np.concatenate([np.moveaxis(signed, -1, 0), np.full((1, *few.shape[:2]), 5, np.int8)])
+    src = tmp_path / "p.tif"
+    tifffile.imwrite(src, planes, photometric="rgb", planarconfig="separate",
+                     extrasamples=["unspecified"])  # fmt: skip
+    out = round_trip(tmp_path, src)
+    assert Image.open(out).mode == "RGB"  # Pillow opens none of signed RGB
+    np.testing.assert_array_equal(shown(out), few)
+    np.testing.assert_array_equal(
+        gdal_view(tmp_path, out), gdal_view(tmp_path, src).astype(np.int16) + 128
+    )
+    assert bigquant.open_store(tmp_path / "s.zarr").meta.source.converted == (
+        "signed RGB to unsigned (+128)"
+    )
+
+
+def test_four_rgb_samples_without_extrasamples_are_rgba(tmp_path, few):
+    alpha = np.where(np.arange(few.shape[1]) < 40, 0, 255).astype(np.uint8)
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, np.dstack([few, np.broadcast_to(alpha, few.shape[:2])]),
+                     photometric="rgb", extrasamples=["unassalpha"])  # fmt: skip
+    with tifffile.TiffFile(src) as tif:  # then the tag is taken away, as some tools omit it
+        offset = tif.pages[0].tags[338].offset
+    data = bytearray(src.read_bytes())
+    struct.pack_into("<H", data, offset, 65000)  # an unknown private tag instead
+    src.write_bytes(bytes(data))
+    out = round_trip(tmp_path, src, colors=2 * K)
+    assert Image.open(src).mode == Image.open(out).mode == "RGBA"
+    np.testing.assert_array_equal(shown(out), shown(src))

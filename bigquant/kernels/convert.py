@@ -4,7 +4,9 @@ Each takes a decoded ``(y, x, samples)`` block and returns the image's values,
 with any extra samples (alpha, or others) after the colour ones unchanged.
 They follow what libtiff, Pillow and ImageMagick draw:
 
-* MinIsWhite: 0 is white, so a value ``v`` is shown as ``peak - v``;
+* MinIsWhite: 0 is white, so a value ``v`` is shown as ``peak - v`` (``2**bits - 1`` for
+  9- to 15-bit samples, as GDAL's grey ramp shows them);
+* signed RGB: no viewer draws it (Pillow opens none): ``v + 2**(bits - 1)`` as unsigned;
 * 1- to 7-bit samples: stretched to 8 bits, ``v * 255 / (2**bits - 1)``,
   rounded (exact for 1, 2 and 4 bits: × 255, × 85, × 17), as Pillow unpacks them;
 * palette: the colour map's 16-bit entries shown as 8-bit ones, ``entry >> 8``
@@ -32,12 +34,20 @@ D50 = (0.3457, 0.3585)
 D65 = (0.3127, 0.3290)
 
 
-def invert(block: np.ndarray, n_colour: int = 1) -> np.ndarray:
-    """MinIsWhite samples as MinIsBlack ones: ``peak - v`` in the first ``n_colour`` samples."""
+def invert(block: np.ndarray, n_colour: int = 1, top: int | None = None) -> np.ndarray:
+    """MinIsWhite samples as MinIsBlack ones: ``top - v`` in the first ``n_colour`` samples,
+    ``top`` the samples' peak (the dtype's by default; 4095 for 12-bit ones in uint16)."""
     out = block.copy()
-    top = block.dtype.type(peak_value(block.dtype))
+    top = block.dtype.type(peak_value(block.dtype) if top is None else top)
     out[..., :n_colour] = top - block[..., :n_colour]
     return out
+
+
+def offset_binary(block: np.ndarray) -> np.ndarray:
+    """Signed integer samples as unsigned ones of the same size, ``v + 2**(bits - 1)``
+    (-128..127 to 0..255): exact, in order, and a type viewers draw."""
+    unsigned = np.dtype(f"u{block.dtype.itemsize}")
+    return block.view(unsigned) ^ unsigned.type(1 << (8 * block.dtype.itemsize - 1))
 
 
 def stretch_bits(block: np.ndarray, bits: int) -> np.ndarray:
