@@ -12,8 +12,9 @@ resident memory (the process and its children) are measured from outside. PSNR i
 computed against the input over the full image, chunk by chunk, and so are mean ΔE_OK
 and the PSNR of both images blurred by a Gaussian (σ = 1.5 px), which shows what
 dithering buys. ``--variants`` adds bigquant's options (colour space, dithering,
-thousands of colours, palette TIFF). Results go to stdout as a Markdown table and to
-benchmarks/results/*.json.
+thousands of colours, palette TIFF). Results go to stdout as a Markdown table, to
+benchmarks/results/*.json and, with ``--markdown docs/benchmark_results.md``, to the
+Markdown file the documentation's benchmark page includes.
 """
 
 from __future__ import annotations
@@ -476,6 +477,17 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_markdown(path: Path, machine: str, rows: list[dict], colors: int) -> None:
+    """Write the run's table and ratios as the Markdown file the docs' benchmark page
+    includes (``docs/benchmark_results.md``)."""
+    command = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
+    path.write_text(
+        f"Run of {time.strftime('%Y-%m-%d')} on {machine}, K = {colors}: `{command}`.\n\n"
+        f"{table(rows)}\n\nThe ratios against the speed targets:\n\n"
+        f"```text\n{summary(rows, colors)}\n```\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megapixels", type=float, nargs="+", default=[100, 1000])
@@ -501,6 +513,12 @@ def main() -> None:
         "this many more times in turn, for the ratios' median and range",
     )
     parser.add_argument("--work", type=Path, default=CACHE / "work")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        help="also write the table and ratios to this Markdown file "
+        "(docs/benchmark_results.md is the one the docs include)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -533,6 +551,8 @@ def main() -> None:
     print(table(rows))
     print()
     print(summary(rows, args.colors))
+    if args.markdown:
+        write_markdown(args.markdown, machine, rows, args.colors)
 
 
 if __name__ == "__main__":
