@@ -333,6 +333,29 @@ def test_ctrl_c_on_worker_processes_prints_no_traceback(mosaic, tmp_path):
     )
 
 
+def test_sigterm_keeps_the_unfinished_store_as_ctrl_c_does(mosaic, tmp_path):
+    # SIGTERM to the command alone, as `timeout`, Kubernetes and SLURM's first signal send it.
+    src, reference = mosaic
+    dst = tmp_path / "t.zarr"
+    args = ["compress", src, dst, "--codebook", reference, "--chunks", 128, "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigquant", *map(str, args)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DASK_NUM_WORKERS": "1"},
+    )
+    wait_for_chunks(dst, 20, proc)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err == (
+        f"bigquant: kept the unfinished output in {partial_path(dst)}: resume the run "
+        "(--resume, or resume=True) to finish it\nbigquant: error: terminated\n"
+    )
+    done = np.isfinite(zarr.open_group(partial_path(dst), mode="r")["chunk_stats"][:, :, 0])
+    assert 20 <= done.sum() < done.size and not dst.exists()
+
+
 def test_resume_of_an_array_source_is_refused(tmp_path):
     with pytest.raises(BigquantError, match="`resume` needs a source file"):
         bigquant.compress(np.zeros((10, 10, 3), np.uint8), tmp_path / "a.zarr", 4, resume=True)
