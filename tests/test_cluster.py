@@ -35,6 +35,21 @@ def assert_same_store(a, b):
     np.testing.assert_array_equal(la, lb)
 
 
+def listening() -> set[tuple[int, str, int]]:
+    """``(pid, address, port)`` of every socket this process and its children listen on."""
+    import psutil
+
+    me = psutil.Process()
+    found = set()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        found |= {(proc.pid, *c.laddr) for c in conns if c.status == psutil.CONN_LISTEN}
+    return found
+
+
 def wait_for_chunks(dst, n: int, proc: subprocess.Popen | None = None) -> None:
     """Return once ``n`` chunks of the run writing ``dst`` are written (or ``proc`` ended)."""
     stats = Path(partial_path(dst)) / "chunk_stats"
@@ -49,7 +64,7 @@ def wait_for_chunks(dst, n: int, proc: subprocess.Popen | None = None) -> None:
 def cluster():
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
         ) as cluster,
         # Not the default client: bigquant must route its work through the one it is given.
         Client(cluster, set_as_default=False) as client,
@@ -123,7 +138,10 @@ def test_local_cluster_from_worker_count(
         warnings.warn("a worker's warning", stacklevel=1)
         return os.getpid(), "dask.array" in sys.modules
 
+    sockets = []
+
     def compute_and_collect(*tasks):
+        sockets.append(listening())  # while the cluster runs
         results = real_compute(*tasks)
         writers.extend(results)
         return results
@@ -131,10 +149,21 @@ def test_local_cluster_from_worker_count(
     monkeypatch.setattr(write_stage, "_assign_write", write_and_report)
     monkeypatch.setattr(write_stage, "compute", compute_and_collect)
     caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.INFO, logger="bigquant")
+    before = listening()  # other tests' clusters in this process
     bigquant.compress(
         src, tmp_path / "w.zarr", 32, sample_size=40_000, seed=3, chunks=128, workers=2
     )
     assert_same_store(tmp_path / "w.zarr", local_store)
+    # The scheduler, the workers and the dashboard listened on loopback only, and the log
+    # gave the dashboard's real address.
+    ours = sockets[0] - before
+    assert {address for _, address, _ in ours} == {"127.0.0.1"}
+    assert len({pid for pid, _, _ in ours}) == 3  # this process and two workers
+    dashboard = [r.getMessage() for r in caplog.records if "dashboard: " in r.getMessage()]
+    ports = {port for _, _, port in ours}
+    assert len(dashboard) == 1 and "dashboard: http://127.0.0.1:" in dashboard[0]
+    assert int(dashboard[0].split("127.0.0.1:")[-1].split("/")[0]) in ports
     # 16 chunks, written by worker processes (at most two), never by this one.
     pids = {pid for pid, _ in writers}
     assert len(writers) == 16 and os.getpid() not in pids and len(pids) <= 2
@@ -237,7 +266,7 @@ def test_killed_workers_do_not_change_the_result(mosaic, tmp_path):
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
         ) as cluster,
         Client(cluster) as client,
     ):
