@@ -86,7 +86,12 @@ def decompress(
         if image.shape[2] == 1:
             image = image[:, :, 0]
     levels = overview_levels(store, palette) if overviews and suffix != ".zarr" else []
-    with atomic_output(out, overwrite=overwrite) as tmp, progress("writing", show_progress):
+    with (
+        atomic_output(
+            out, kind="zarr" if suffix == ".zarr" else "tiff", overwrite=overwrite
+        ) as tmp,
+        progress("writing", show_progress),
+    ):
         if suffix == ".zarr":
             _write_zarr(image, tmp, None if palette else store.meta.source.nodata_value)
         elif location.is_url(tmp):

@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
+import os
+import posixpath
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -204,18 +209,202 @@ def left_by_a_cut_move(tmp: str, dst: str) -> bool:
     )
 
 
-def check_absent(dst: str, overwrite: bool) -> None:
-    """Refuse an existing ``dst`` unless ``overwrite``."""
-    if not overwrite and location.exists(dst):
+def check_absent(dst: str, overwrite: bool, kind: str) -> None:
+    """Refuse an existing ``dst`` unless ``overwrite`` and it is what bigquant writes there.
+
+    ``kind`` is one of `OUTPUT_KINDS`: an output of another kind (a folder of
+    someone's files, a text file) is never replaced, ``overwrite`` or not.
+    """
+    if not location.exists(dst):
+        return
+    if not overwrite:
         raise ParameterError(f"{dst} already exists (use `overwrite` to replace it)")
+    what, is_one = OUTPUT_KINDS[kind]
+    fs, path = location.filesystem(dst)
+    if fs.isdir(path):
+        entries = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+        if entries and not is_one(dst, fs, path):
+            shown = ", ".join(entries[:3]) + (
+                f" and {len(entries) - 3} more" if len(entries) > 3 else ""
+            )
+            raise ParameterError(
+                f"{dst} is a folder holding {shown}, not {what}: `overwrite` replaces only "
+                f"{what}; nothing was deleted"
+            )
+    elif not is_one(dst, fs, path):
+        raise ParameterError(
+            f"{dst} is a file that is not {what}: `overwrite` replaces only {what}; "
+            "nothing was deleted"
+        )
+
+
+def _is_bigquant_store(dst: str, fs, path: str) -> bool:
+    """A Zarr group with the ``bigquant`` attribute, finished or not."""
+    import zarr
+
+    try:
+        group = zarr.open_group(location.zarr_store(dst, read_only=True), mode="r")
+    except Exception:
+        return False
+    return ATTR_KEY in group.attrs
+
+
+def _is_zarr_array(dst: str, fs, path: str) -> bool:
+    import zarr
+
+    try:
+        zarr.open_array(location.zarr_store(dst, read_only=True), mode="r")
+    except Exception:
+        return False
+    return True
+
+
+def _starts_with(*magics: bytes):
+    """Whether a file's first bytes are one of ``magics`` (a file format's signature)."""
+
+    def check(dst: str, fs, path: str) -> bool:
+        if fs.isdir(path):
+            return False
+        with fs.open(path, "rb") as f:
+            head = f.read(max(map(len, magics)))
+        return any(head.startswith(m) for m in magics)
+
+    return check
+
+
+#: What each kind of output is, in words, and how to tell one: what ``overwrite`` may replace.
+OUTPUT_KINDS = {
+    "store": ("a bigquant store", _is_bigquant_store),
+    "zarr": ("a Zarr array", _is_zarr_array),
+    # Classic TIFF and BigTIFF, little- and big-endian.
+    "tiff": ("a TIFF file", _starts_with(b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")),
+    "png": ("a PNG file", _starts_with(b"\x89PNG\r\n\x1a\n")),
+}
+
+
+def lock_path(dst) -> str:
+    """The claim of the run writing ``dst``: ``.NAME.lock``, beside its partial output."""
+    return location.sibling(dst, f".{location.name(dst)}.lock")
+
+
+#: The outputs this process has claimed, and how many blocks hold each claim: `compress` claims
+#: its store before it looks for one to resume, and `atomic_output` inside it again.
+_claims: dict[str, int] = {}
 
 
 @contextlib.contextmanager
-def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> Iterator[str]:
+def claim(dst: str, *, take_stale: bool) -> Iterator[None]:
+    """Hold the exclusive claim on writing ``dst`` for the block; release it after.
+
+    The claim is a file, `lock_path`, created atomically (a hard link of a
+    complete file, which fails where one exists) holding the run's pid, host
+    and start time. A second run into the same output raises a
+    `BigquantError` at once, naming the run that holds it. A claim left by a
+    run that is gone (its pid no longer runs on this host) is taken over if
+    ``take_stale``, else refused as well. Outputs on object stores are not
+    claimed: they have no atomic create that every server supports.
+    """
+    fs, _ = location.filesystem(dst)
+    if not location._renames(fs) or dst in _claims:
+        _claims[dst] = _claims.get(dst, 0) + 1
+        try:
+            yield
+        finally:
+            _claims[dst] -= 1
+            if not _claims[dst]:
+                del _claims[dst]
+        return
+    parent = location.sibling(dst, "")
+    if not location.isdir(parent):
+        raise BigquantError(f"{parent}: no such directory")
+    lock = location.filesystem(lock_path(dst))[1]
+    mine = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    draft = f"{lock}.{os.getpid()}"
+    with open(draft, "w") as f:
+        json.dump(mine, f)
+    try:
+        while True:
+            try:
+                os.link(draft, lock)
+                break
+            except FileExistsError:
+                holder = _holder(lock)
+                if holder is None:
+                    continue  # released meanwhile
+                if not (take_stale and _gone(holder)):
+                    raise _claimed(dst, lock, holder) from None
+                log.warning(
+                    "taking over the claim of a run that is gone (pid %s on host %s since %s)",
+                    holder.get("pid"), holder.get("host"), holder.get("since"),
+                )  # fmt: skip
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(lock)
+    finally:
+        os.remove(draft)
+    _claims[dst] = 1
+    try:
+        yield
+    finally:
+        del _claims[dst]
+        if _holder(lock) == mine:
+            os.remove(lock)
+
+
+def _holder(lock: str) -> dict | None:
+    """What a claim file says (``{}`` if unreadable), or None when there is none."""
+    try:
+        with open(lock) as f:
+            held = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return held if isinstance(held, dict) else {}
+
+
+def _gone(holder: dict) -> bool:
+    """Whether the run holding a claim is known to be gone: its pid runs no more on this host."""
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process
+        return False
+    return False
+
+
+def _claimed(dst: str, lock: str, holder: dict) -> BigquantError:
+    who = (
+        f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+        f"since {holder.get('since', '?')}"
+    )
+    if _gone(holder):
+        return ParameterError(
+            f"{location.name(dst)} was being written by a run that is gone ({who}): resume it "
+            f"(`resume`) or start afresh (`overwrite`)"
+        )
+    return BigquantError(
+        f"{location.name(dst)} is being written by another run ({who}); wait for it, "
+        f"or remove {lock} if that run is gone"
+    )
+
+
+@contextlib.contextmanager
+def atomic_output(
+    dst, *, kind: str, overwrite: bool = False, resumable: bool = False
+) -> Iterator[str]:
     """Yield a temporary sibling location to write ``dst`` into; move it in place on success.
 
-    An existing ``dst`` is refused unless ``overwrite``, and is only replaced
-    once the new output is complete (by a rename on filesystems, a copy on
+    The run holds the claim on ``dst`` (`claim`) throughout. An existing
+    ``dst`` is refused unless ``overwrite`` and it is of ``kind`` (see
+    `check_absent`), and is only replaced once the new output is complete (by a rename on filesystems, a copy on
     object stores). On a `BigquantError` (bad input) the partial output is
     removed. On an interrupt, lost workers (`ClusterError`) or any other failure
     it is removed too, unless ``resumable``: then it is kept for a later run to
@@ -227,28 +416,28 @@ def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> I
     refuses; never a store that reads as complete with objects missing.
     """
     dst = location.normalize(dst)
-    check_absent(dst, overwrite)
-    parent = location.sibling(dst, "")
-    if not location.is_url(dst) and not location.isdir(parent):
-        raise BigquantError(f"{parent}: no such directory")
     tmp = partial_path(dst)
-    if not resumable:
-        location.remove(tmp)
-    try:
-        yield tmp
-    except BaseException as exc:
-        bad_input = isinstance(exc, BigquantError) and not isinstance(exc, ClusterError)
-        if resumable and not bad_input and location.exists(tmp):
-            log.warning(
-                "kept the unfinished output in %s: resume the run (--resume, or resume=True) "
-                "to finish it",
-                tmp,
-            )
-        else:
+    with claim(dst, take_stale=overwrite or not resumable):
+        # What a move of this partial output cut short left at `dst` is no one's: replaced.
+        if not (resumable and left_by_a_cut_move(tmp, dst)):
+            check_absent(dst, overwrite, kind)
+        if not resumable:
             location.remove(tmp)
-        raise
-    location.remove(dst, first=ROOT_METADATA)
-    location.move(tmp, dst, last=ROOT_METADATA)
+        try:
+            yield tmp
+        except BaseException as exc:
+            bad_input = isinstance(exc, BigquantError) and not isinstance(exc, ClusterError)
+            if resumable and not bad_input and location.exists(tmp):
+                log.warning(
+                    "kept the unfinished output in %s: resume the run (--resume, or "
+                    "resume=True) to finish it",
+                    tmp,
+                )
+            else:
+                location.remove(tmp)
+            raise
+        location.remove(dst, first=ROOT_METADATA)
+        location.move(tmp, dst, last=ROOT_METADATA)
 
 
 def labels_compressor(zarr_format: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -471,3 +472,39 @@ def test_workers_label_with_the_clients_colour_table(cluster, tmp_path):
     codebook, labels = store_bytes(tmp_path / "c.zarr")
     pixels = image.reshape(-1, 3)[::7]  # every 7th pixel: the exact nearest colour
     np.testing.assert_array_equal(labels.reshape(-1)[::7], nearest(pixels, codebook)[0])
+
+
+def test_one_writer_per_output(photo_tif, local_store, tmp_path):
+    # Two runs into one store started together, as a requeued job beside its first attempt.
+    dst = tmp_path / "c.zarr"
+    args = ["compress", photo_tif, dst, "-c", 32, "-s", 40_000, "--chunks", 128, "-q"]
+    procs = {
+        seed: subprocess.Popen(
+            [sys.executable, "-m", "bigquant", *map(str, args), "--seed", str(seed)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (3, 4)
+    }
+    errs = {seed: proc.communicate(timeout=120)[1] for seed, proc in procs.items()}
+    codes = {seed: proc.returncode for seed, proc in procs.items()}
+    # One run wrote the store; the other stopped in one line, having written nothing: at the
+    # claim while the first ran, or at the finished store.
+    (survivor,) = [seed for seed, code in codes.items() if code == 0]
+    (other,) = set(codes) - {survivor}
+    assert codes[other] == 1 and "Traceback" not in errs[other], errs[other]
+    claimed = "bigquant: error: c.zarr is being written by another run (pid "
+    assert errs[other].startswith(claimed) or errs[other] == (
+        f"bigquant: error: {dst} already exists (use --overwrite to replace it)\n"
+    ), errs[other]
+    if errs[other].startswith(claimed):
+        pid = procs[survivor].pid
+        assert f"(pid {pid} on host {socket.gethostname()} since " in errs[other]
+        assert f"wait for it, or remove {tmp_path}/.c.zarr.lock if that run is gone" in errs[other]
+    # The store is the survivor's own uninterrupted run, bit for bit, and nothing is left beside.
+    reference = local_store
+    if survivor != 3:
+        reference = tmp_path / "reference.zarr"
+        bigquant.compress(photo_tif, reference, 32, sample_size=40_000, seed=4, chunks=128)
+    assert_same_store(dst, reference)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "reference.zarr") == ["c.zarr"]

@@ -229,3 +229,18 @@ def test_s3_without_s3fs_names_the_extra(tmp_path, monkeypatch):
     result = cli("compress", "s3://bucket/scan.tif", tmp_path / "o.zarr")
     assert result.returncode == 1
     assert "pip install 'bigquant[s3]'" in result.stderr.strip().splitlines()[-1]
+
+
+def test_overwrite_replaces_only_a_bigquant_store_in_the_bucket(s3, china_s3):
+    s3.pipe(f"{BUCKET}/theirs.zarr/thesis.txt", b"mine")
+    s3.pipe(f"{BUCKET}/notes.png", b"mine")
+    result = cli("compress", china_s3, url("theirs.zarr"), "--overwrite", "-c", 4)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{url('theirs.zarr')} is a folder holding thesis.txt, not a bigquant store" in (
+        result.stderr
+    )
+    assert s3.cat(f"{BUCKET}/theirs.zarr/thesis.txt") == b"mine"
+    bigquant.compress(china_s3, url("o.zarr"), 4, sample_size=5_000, max_iter=3)
+    result = cli("preview", url("o.zarr"), url("notes.png"), "--overwrite")
+    assert result.returncode == 1 and "is a file that is not a PNG file" in result.stderr
+    assert s3.cat(f"{BUCKET}/notes.png") == b"mine"
