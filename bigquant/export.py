@@ -19,7 +19,7 @@ from .errors import BigquantError, ParameterError
 from .kernels.color import in_dtype
 from .kernels.nearest import check_labels
 from .progress import compute, progress
-from .store import Store, StoreMeta, atomic_output, open_store
+from .store import CENTIMETRES, Store, StoreMeta, atomic_output, open_store
 
 log = logging.getLogger("bigquant")
 
@@ -268,16 +268,11 @@ def _tiles(image):
                 yield np.ascontiguousarray(band[ty : ty + tile, x : x + tile])
 
 
-#: Centimetres in a unit of OME-NGFF (TIFF resolution is per centimetre at best).
-_CENTIMETRES = {"angstrom": 1e-8, "nanometer": 1e-7, "micrometer": 1e-4, "millimeter": 0.1,
-                "centimeter": 1.0, "meter": 100.0}  # fmt: skip
-
-
 def _resolution(pixel_size: dict | None) -> dict:
     """tifffile's ``resolution`` arguments for a physical pixel size: pixels per centimetre."""
     if not pixel_size:
         return {}
-    cm = _CENTIMETRES[pixel_size["unit"]]
+    cm = CENTIMETRES[pixel_size["unit"]]
     return {
         "resolution": (1 / (pixel_size["x"] * cm), 1 / (pixel_size["y"] * cm)),
         "resolutionunit": "CENTIMETER",

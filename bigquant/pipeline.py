@@ -185,14 +185,7 @@ def compress(
         nodata = _nodata(image)
         settings.check_image(data, nodata)
         colors = None if given is None else check_codebook(given, data.dtype, data.shape[2], nodata)
-        log.info(
-            "%s: %d x %d pixels, %d channel(s) of %s, chunks of %d x %d",
-            image.path or "array",
-            *data.shape,
-            data.dtype,
-            data.chunks[0][0],
-            data.chunks[1][0],
-        )
+        _describe(image, data)
         run = settings.identity(image, data, colors)
         partial = _resumable(dst, run) if resume else None
         if isinstance(partial, Store):
@@ -237,6 +230,17 @@ def compress(
                 meta = dataclasses.replace(meta, pyramid=levels)
             meta = finish_store(partial, meta)
         return meta
+
+
+def _describe(image: Image, data) -> None:
+    log.info(
+        "%s: %d x %d pixels, %d channel(s) of %s, chunks of %d x %d",
+        image.path or "array",
+        *data.shape,
+        data.dtype,
+        data.chunks[0][0],
+        data.chunks[1][0],
+    )
 
 
 def _open_source(src, dst: str, *, chunks: int | None, resume: bool) -> tuple[Image, object]:
