@@ -384,6 +384,7 @@ def test_sigterm_keeps_the_unfinished_store_as_ctrl_c_does(mosaic, tmp_path):
     )
     done = np.isfinite(zarr.open_group(partial_path(dst), mode="r")["chunk_stats"][:, :, 0])
     assert 20 <= done.sum() < done.size and not dst.exists()
+    assert not (tmp_path / ".t.zarr.lock").exists()  # the claim released: free to --resume
 
 
 def test_resume_of_an_array_source_is_refused(tmp_path):
