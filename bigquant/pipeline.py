@@ -316,7 +316,11 @@ def compress_many(
             )
     if not location.is_url(outdir):
         os.makedirs(outdir, exist_ok=True)
-    with scheduler(client, workers=workers):
+    with contextlib.ExitStack() as stack:
+        # Every store claimed before the fit: a second run into the same outputs stops at once.
+        for dst in dsts:
+            stack.enter_context(claim(dst, take_stale=overwrite))
+        stack.enter_context(scheduler(client, workers=workers))
         if codebook is not None:
             shared = _given(codebook)
         else:

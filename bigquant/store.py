@@ -17,6 +17,7 @@ read one back (the OME-Zarr keys of a pyramid belong to `bigquant.pyramid`).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
@@ -292,9 +293,11 @@ def lock_path(dst) -> str:
     return location.sibling(dst, f".{location.name(dst)}.lock")
 
 
-#: The outputs this process has claimed, and how many blocks hold each claim: `compress` claims
-#: its store before it looks for one to resume, and `atomic_output` inside it again.
-_claims: dict[str, int] = {}
+#: The outputs claimed in this context: `compress` claims its store before it looks for one to
+#: resume, and `atomic_output` inside it claims it again (`compress_many`, each of its stores).
+_held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "bigquant_claims", default=frozenset()
+)
 
 
 @contextlib.contextmanager
@@ -306,18 +309,13 @@ def claim(dst: str, *, take_stale: bool) -> Iterator[None]:
     and start time. A second run into the same output raises a
     `BigquantError` at once, naming the run that holds it. A claim left by a
     run that is gone (its pid no longer runs on this host) is taken over if
-    ``take_stale``, else refused as well. Outputs on object stores are not
-    claimed: they have no atomic create that every server supports.
+    ``take_stale``, else refused as well. Claiming an output already claimed
+    in this context does nothing. Outputs on object stores are not claimed:
+    they have no atomic create that every server supports.
     """
-    fs, _ = location.filesystem(dst)
-    if not location._renames(fs) or dst in _claims:
-        _claims[dst] = _claims.get(dst, 0) + 1
-        try:
-            yield
-        finally:
-            _claims[dst] -= 1
-            if not _claims[dst]:
-                del _claims[dst]
+    held = _held.get()
+    if dst in held or not location._renames(location.filesystem(dst)[0]):
+        yield
         return
     parent = location.sibling(dst, "")
     if not location.isdir(parent):
@@ -328,35 +326,50 @@ def claim(dst: str, *, take_stale: bool) -> Iterator[None]:
         "host": socket.gethostname(),
         "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    draft = f"{lock}.{os.getpid()}"
-    with open(draft, "w") as f:
-        json.dump(mine, f)
-    try:
-        while True:
-            try:
-                os.link(draft, lock)
-                break
-            except FileExistsError:
-                holder = _holder(lock)
-                if holder is None:
-                    continue  # released meanwhile
-                if not (take_stale and _gone(holder)):
-                    raise _claimed(dst, lock, holder) from None
-                log.warning(
-                    "taking over the claim of a run that is gone (pid %s on host %s since %s)",
-                    holder.get("pid"), holder.get("host"), holder.get("since"),
-                )  # fmt: skip
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(lock)
-    finally:
-        os.remove(draft)
-    _claims[dst] = 1
+    while not _create(lock, mine):
+        holder = _holder(lock)
+        if holder is None:
+            continue  # released meanwhile
+        if not (take_stale and _gone(holder)):
+            raise _claimed(dst, lock, holder)
+        log.warning(
+            "taking over the claim of a run that is gone (pid %s on host %s since %s)",
+            holder.get("pid"), holder.get("host"), holder.get("since"),
+        )  # fmt: skip
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(lock)
+    token = _held.set(held | {dst})
     try:
         yield
     finally:
-        del _claims[dst]
+        _held.reset(token)
         if _holder(lock) == mine:
             os.remove(lock)
+
+
+def _create(lock: str, content: dict) -> bool:
+    """Create the file ``lock`` holding ``content`` as JSON, unless it exists (then False).
+
+    A hard link of a complete file, so that no one reads it half-written; an exclusive
+    create where the filesystem has no hard links (some network and FUSE mounts).
+    """
+    draft = f"{lock}.{os.getpid()}"
+    with open(draft, "w") as f:
+        json.dump(content, f)
+    try:
+        os.link(draft, lock)
+    except FileExistsError:
+        return False
+    except OSError:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(content, f)
+    finally:
+        os.remove(draft)
+    return True
 
 
 def _holder(lock: str) -> dict | None:

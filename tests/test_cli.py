@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -401,17 +402,24 @@ def test_a_claim_held_by_another_run_or_left_by_a_gone_one(tmp_path, store, src)
     dst, lock, host = tmp_path / "c.zarr", tmp_path / ".c.zarr.lock", socket.gethostname()
     # A live run's claim (this process's pid stands for it) stops every writing command at once.
     lock.write_text(json.dumps({"pid": os.getpid(), "host": host, "since": "noon"}))
-    for command, args in [("compress", (src, dst)), ("decompress", (store, tmp_path / "o.tif"))]:
-        (tmp_path / ".o.tif.lock").write_bytes(lock.read_bytes())
+    for command, args in [
+        ("compress", (src, dst)),
+        ("decompress", (store, tmp_path / "o.tif")),
+        ("preview", (store, tmp_path / "o.png")),
+        ("compress", (src, "--into", tmp_path / "in")),  # claimed before the fit
+    ]:
+        (tmp_path / "in").mkdir(exist_ok=True)
+        for name in ("o.tif", "o.png", "in/in.zarr"):
+            (tmp_path / name).with_name(f".{Path(name).name}.lock").write_bytes(lock.read_bytes())
         result = cli(command, *args, "--overwrite")
-        name = args[1].name
+        out = args[-1] / "in.zarr" if "--into" in args else args[1]
         assert_clean_failure(
             result,
-            f"bigquant: error: {name} is being written by another run (pid {os.getpid()} on "
-            f"host {host} since noon); wait for it, or remove {tmp_path}/.{name}.lock if that "
-            "run is gone",
+            f"bigquant: error: {out.name} is being written by another run (pid {os.getpid()} on "
+            f"host {host} since noon); wait for it, or remove {out.parent}/.{out.name}.lock if "
+            "that run is gone",
         )
-        assert not args[1].exists()
+        assert not out.exists()
     # A run that is gone (a pid that ran and ended): taken over by --overwrite or --resume only.
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
