@@ -304,55 +304,68 @@ _held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
 def claim(dst: str, *, take_stale: bool) -> Iterator[None]:
     """Hold the exclusive claim on writing ``dst`` for the block; release it after.
 
-    The claim is a file, `lock_path`, created atomically (a hard link of a
-    complete file, which fails where one exists) holding the run's pid, host
-    and start time. A second run into the same output raises a
-    `BigquantError` at once, naming the run that holds it. A claim left by a
-    run that is gone (its pid no longer runs on this host) is taken over if
-    ``take_stale``, else refused as well. Claiming an output already claimed
-    in this context does nothing. Outputs on object stores are not claimed:
-    they have no atomic create that every server supports.
+    The claim is a file, `lock_path`, created atomically (where it does not
+    exist yet) holding the run's pid, host and start time. A second run into
+    the same output raises a `BigquantError` at once, naming the run that
+    holds it. A claim left by a run that is gone (its pid no longer runs on
+    this host) is taken over if ``take_stale``, else refused as well.
+    Claiming an output already claimed in this context does nothing. Outputs
+    on an object store without conditional writes (anything but S3) are not
+    claimed.
     """
     held = _held.get()
-    if dst in held or not location._renames(location.filesystem(dst)[0]):
+    fs, lock = location.filesystem(lock_path(dst))
+    if dst in held or not (location._renames(fs) or _is_s3(fs)):
         yield
         return
     parent = location.sibling(dst, "")
-    if not location.isdir(parent):
+    if not location.is_url(dst) and not location.isdir(parent):
         raise BigquantError(f"{parent}: no such directory")
-    lock = location.filesystem(lock_path(dst))[1]
     mine = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    while not _create(lock, mine):
-        holder = _holder(lock)
+    while not _create(fs, lock, mine):
+        holder = _holder(fs, lock)
         if holder is None:
             continue  # released meanwhile
         if not (take_stale and _gone(holder)):
-            raise _claimed(dst, lock, holder)
+            raise _claimed(dst, lock_path(dst), holder)
         log.warning(
             "taking over the claim of a run that is gone (pid %s on host %s since %s)",
             holder.get("pid"), holder.get("host"), holder.get("since"),
         )  # fmt: skip
         with contextlib.suppress(FileNotFoundError):
-            os.remove(lock)
+            fs.rm_file(lock)
     token = _held.set(held | {dst})
     try:
         yield
     finally:
         _held.reset(token)
-        if _holder(lock) == mine:
-            os.remove(lock)
+        if _holder(fs, lock) == mine:
+            fs.rm_file(lock)
 
 
-def _create(lock: str, content: dict) -> bool:
+def _is_s3(fs) -> bool:
+    """Whether ``fs`` is s3fs, whose ``mode="create"`` writes only where no object is (S3's
+    conditional write, ``If-None-Match: *``)."""
+    return "s3" in fs.protocol
+
+
+def _create(fs, lock: str, content: dict) -> bool:
     """Create the file ``lock`` holding ``content`` as JSON, unless it exists (then False).
 
-    A hard link of a complete file, so that no one reads it half-written; an exclusive
-    create where the filesystem has no hard links (some network and FUSE mounts).
+    On S3 a conditional write. On a filesystem a hard link of a complete file, so
+    that no one reads it half-written; an exclusive create where the filesystem has
+    no hard links (some network and FUSE mounts).
     """
+    if _is_s3(fs):
+        try:
+            fs.pipe_file(lock, json.dumps(content).encode(), mode="create")
+        except FileExistsError:
+            return False
+        return True
     draft = f"{lock}.{os.getpid()}"
     with open(draft, "w") as f:
         json.dump(content, f)
@@ -372,11 +385,10 @@ def _create(lock: str, content: dict) -> bool:
     return True
 
 
-def _holder(lock: str) -> dict | None:
+def _holder(fs, lock: str) -> dict | None:
     """What a claim file says (``{}`` if unreadable), or None when there is none."""
     try:
-        with open(lock) as f:
-            held = json.load(f)
+        held = json.loads(fs.cat_file(lock))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):

@@ -244,3 +244,26 @@ def test_overwrite_replaces_only_a_bigquant_store_in_the_bucket(s3, china_s3):
     result = cli("preview", url("o.zarr"), url("notes.png"), "--overwrite")
     assert result.returncode == 1 and "is a file that is not a PNG file" in result.stderr
     assert s3.cat(f"{BUCKET}/notes.png") == b"mine"
+
+
+def test_one_writer_per_store_in_the_bucket(s3, china_s3, tmp_path):
+    # Two runs into one store started together: the claim is a conditional write there.
+    args = ["compress", url("china.tif"), url("c.zarr"), "-c", 8, "-s", 5000, "--max-iter", 3]
+    procs = {
+        seed: subprocess.Popen(
+            [sys.executable, "-m", "bigquant", *map(str, args), "--seed", str(seed), "-q"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    }
+    errs = {seed: proc.communicate(timeout=120)[1] for seed, proc in procs.items()}
+    (survivor,) = [seed for seed, proc in procs.items() if proc.returncode == 0]
+    (other,) = set(procs) - {survivor}
+    assert procs[other].returncode == 1 and errs[other].count("\n") == 1, errs[other]
+    assert errs[other].startswith(
+        "bigquant: error: c.zarr is being written by another run (pid "
+    ) or errs[other].endswith("c.zarr already exists (use --overwrite to replace it)\n")
+    bigquant.compress(china_s3, tmp_path / "c.zarr", 8, sample_size=5000, max_iter=3, seed=survivor)
+    assert_same(url("c.zarr"), tmp_path / "c.zarr")
+    assert not s3.exists(f"{BUCKET}/.c.zarr.lock") and not s3.exists(f"{BUCKET}/.c.zarr.partial")
