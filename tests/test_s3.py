@@ -231,7 +231,33 @@ def test_s3_without_s3fs_names_the_extra(tmp_path, monkeypatch):
     assert "pip install 'bigquant[s3]'" in result.stderr.strip().splitlines()[-1]
 
 
-def test_overwrite_replaces_only_a_bigquant_store_in_the_bucket(s3, china_s3):
+def test_one_writer_per_store_and_overwrite_rules_in_the_bucket(s3, china_s3, tmp_path):
+    # Two runs into one store started together, each applying a palette of its own (no fit,
+    # so the processes start quickly): the claim is a conditional write there.
+    for name, colours in [("a.hex", "000000 ff0000 00ff00 0000ff"), ("b.hex", "ffffff 808080")]:
+        (tmp_path / name).write_text(colours.replace(" ", "\n"))
+    args = ["compress", url("china.tif"), url("c.zarr"), "-q", "--codebook"]
+    procs = {
+        palette: subprocess.Popen(
+            [sys.executable, "-m", "bigquant", *args, str(tmp_path / palette)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for palette in ("a.hex", "b.hex")
+    }
+    errs = {palette: proc.communicate(timeout=120)[1] for palette, proc in procs.items()}
+    (survivor,) = [palette for palette, proc in procs.items() if proc.returncode == 0]
+    (other,) = set(procs) - {survivor}
+    assert procs[other].returncode == 1 and errs[other].count("\n") == 1, errs[other]
+    assert errs[other].startswith(
+        "bigquant: error: c.zarr is being written by another run (pid "
+    ) or errs[other].endswith("c.zarr already exists (use --overwrite to replace it)\n")
+    bigquant.compress(china_s3, tmp_path / "c.zarr", codebook=tmp_path / survivor)
+    assert_same(url("c.zarr"), tmp_path / "c.zarr")
+    assert not s3.exists(f"{BUCKET}/.c.zarr.lock") and not s3.exists(f"{BUCKET}/.c.zarr.partial")
+
+    # --overwrite replaces only a bigquant store there: not a prefix of other files, nor a
+    # file of another kind under a preview's name.
     s3.pipe(f"{BUCKET}/theirs.zarr/thesis.txt", b"mine")
     s3.pipe(f"{BUCKET}/notes.png", b"mine")
     result = cli("compress", china_s3, url("theirs.zarr"), "--overwrite", "-c", 4)
@@ -239,31 +265,6 @@ def test_overwrite_replaces_only_a_bigquant_store_in_the_bucket(s3, china_s3):
     assert f"{url('theirs.zarr')} is a folder holding thesis.txt, not a bigquant store" in (
         result.stderr
     )
-    assert s3.cat(f"{BUCKET}/theirs.zarr/thesis.txt") == b"mine"
-    bigquant.compress(china_s3, url("o.zarr"), 4, sample_size=5_000, max_iter=3)
-    result = cli("preview", url("o.zarr"), url("notes.png"), "--overwrite")
+    result = cli("preview", url("c.zarr"), url("notes.png"), "--overwrite")
     assert result.returncode == 1 and "is a file that is not a PNG file" in result.stderr
-    assert s3.cat(f"{BUCKET}/notes.png") == b"mine"
-
-
-def test_one_writer_per_store_in_the_bucket(s3, china_s3, tmp_path):
-    # Two runs into one store started together: the claim is a conditional write there.
-    args = ["compress", url("china.tif"), url("c.zarr"), "-c", 8, "-s", 5000, "--max-iter", 3]
-    procs = {
-        seed: subprocess.Popen(
-            [sys.executable, "-m", "bigquant", *map(str, args), "--seed", str(seed), "-q"],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for seed in (1, 2)
-    }
-    errs = {seed: proc.communicate(timeout=120)[1] for seed, proc in procs.items()}
-    (survivor,) = [seed for seed, proc in procs.items() if proc.returncode == 0]
-    (other,) = set(procs) - {survivor}
-    assert procs[other].returncode == 1 and errs[other].count("\n") == 1, errs[other]
-    assert errs[other].startswith(
-        "bigquant: error: c.zarr is being written by another run (pid "
-    ) or errs[other].endswith("c.zarr already exists (use --overwrite to replace it)\n")
-    bigquant.compress(china_s3, tmp_path / "c.zarr", 8, sample_size=5000, max_iter=3, seed=survivor)
-    assert_same(url("c.zarr"), tmp_path / "c.zarr")
-    assert not s3.exists(f"{BUCKET}/.c.zarr.lock") and not s3.exists(f"{BUCKET}/.c.zarr.partial")
+    assert s3.cat(f"{BUCKET}/theirs.zarr/thesis.txt") == s3.cat(f"{BUCKET}/notes.png") == b"mine"
