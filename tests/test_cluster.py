@@ -475,25 +475,38 @@ def test_workers_label_with_the_clients_colour_table(cluster, tmp_path):
     np.testing.assert_array_equal(labels.reshape(-1)[::7], nearest(pixels, codebook)[0])
 
 
-def test_one_writer_per_output(photo_tif, local_store, tmp_path):
-    # Two runs into one store started together, as a requeued job beside its first attempt.
+def test_one_writer_per_output(photo_tif, tmp_path):
+    # Two runs into one store started together, as a requeued job beside its first attempt;
+    # each applies a palette of its own (no fit: the processes are quick to run).
+    for name, colours in [("a.hex", "000000 ff0000 00ff00 0000ff"), ("b.hex", "ffffff 808080")]:
+        (tmp_path / name).write_text(colours.replace(" ", "\n"))
     dst = tmp_path / "c.zarr"
-    args = ["compress", photo_tif, dst, "-c", 32, "-s", 40_000, "--chunks", 128, "-q"]
     procs = {
-        seed: subprocess.Popen(
-            [sys.executable, "-m", "bigquant", *map(str, args), "--seed", str(seed)],
+        palette: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bigquant",
+                "compress",
+                str(photo_tif),
+                str(dst),
+                "-q",
+                "--chunks",
+                "128",
+                "--codebook",
+                str(tmp_path / palette),
+            ],
             stderr=subprocess.PIPE,
             text=True,
-        )
-        for seed in (3, 4)
+        )  # fmt: skip
+        for palette in ("a.hex", "b.hex")
     }
-    errs = {seed: proc.communicate(timeout=120)[1] for seed, proc in procs.items()}
-    codes = {seed: proc.returncode for seed, proc in procs.items()}
+    errs = {palette: proc.communicate(timeout=120)[1] for palette, proc in procs.items()}
     # One run wrote the store; the other stopped in one line, having written nothing: at the
     # claim while the first ran, or at the finished store.
-    (survivor,) = [seed for seed, code in codes.items() if code == 0]
-    (other,) = set(codes) - {survivor}
-    assert codes[other] == 1 and "Traceback" not in errs[other], errs[other]
+    (survivor,) = [palette for palette, proc in procs.items() if proc.returncode == 0]
+    (other,) = set(procs) - {survivor}
+    assert procs[other].returncode == 1 and "Traceback" not in errs[other], errs[other]
     claimed = "bigquant: error: c.zarr is being written by another run (pid "
     assert errs[other].startswith(claimed) or errs[other] == (
         f"bigquant: error: {dst} already exists (use --overwrite to replace it)\n"
@@ -503,9 +516,12 @@ def test_one_writer_per_output(photo_tif, local_store, tmp_path):
         assert f"(pid {pid} on host {socket.gethostname()} since " in errs[other]
         assert f"wait for it, or remove {tmp_path}/.c.zarr.lock if that run is gone" in errs[other]
     # The store is the survivor's own uninterrupted run, bit for bit, and nothing is left beside.
-    reference = local_store
-    if survivor != 3:
-        reference = tmp_path / "reference.zarr"
-        bigquant.compress(photo_tif, reference, 32, sample_size=40_000, seed=4, chunks=128)
+    reference = tmp_path / "reference.zarr"
+    bigquant.compress(photo_tif, reference, chunks=128, codebook=tmp_path / survivor)
     assert_same_store(dst, reference)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "reference.zarr") == ["c.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.hex",
+        "b.hex",
+        "c.zarr",
+        "reference.zarr",
+    ]
