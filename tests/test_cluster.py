@@ -481,24 +481,13 @@ def test_one_writer_per_output(photo_tif, tmp_path):
     for name, colours in [("a.hex", "000000 ff0000 00ff00 0000ff"), ("b.hex", "ffffff 808080")]:
         (tmp_path / name).write_text(colours.replace(" ", "\n"))
     dst = tmp_path / "c.zarr"
+    args = [sys.executable, "-m", "bigquant", "compress", photo_tif, dst, "-q", "--chunks", "128"]
     procs = {
         palette: subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bigquant",
-                "compress",
-                str(photo_tif),
-                str(dst),
-                "-q",
-                "--chunks",
-                "128",
-                "--codebook",
-                str(tmp_path / palette),
-            ],
+            [*map(str, args), "--codebook", str(tmp_path / palette)],
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for palette in ("a.hex", "b.hex")
     }
     errs = {palette: proc.communicate(timeout=120)[1] for palette, proc in procs.items()}
