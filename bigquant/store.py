@@ -304,18 +304,18 @@ _held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
 def claim(dst: str, *, take_stale: bool) -> Iterator[None]:
     """Hold the exclusive claim on writing ``dst`` for the block; release it after.
 
-    The claim is a file, `lock_path`, created atomically (where it does not
-    exist yet) holding the run's pid, host and start time. A second run into
-    the same output raises a `BigquantError` at once, naming the run that
-    holds it. A claim left by a run that is gone (its pid no longer runs on
-    this host) is taken over if ``take_stale``, else refused as well.
-    Claiming an output already claimed in this context does nothing. Outputs
-    on an object store without conditional writes (anything but S3) are not
-    claimed.
+    The claim is a file, `lock_path`, created atomically where none is
+    (`location.create_exclusive`) and holding the run's pid, host and start
+    time. A second run into the same output raises a `BigquantError` at
+    once, naming the run that holds it. A claim left by a run that is gone
+    (its pid no longer runs on this host) is taken over if ``take_stale``,
+    else refused as well. Claiming an output already claimed in this context
+    does nothing. Outputs on an object store without conditional writes
+    (anything but S3) are not claimed.
     """
     held = _held.get()
-    fs, lock = location.filesystem(lock_path(dst))
-    if dst in held or not (location._renames(fs) or _is_s3(fs)):
+    lock = lock_path(dst)
+    if dst in held or not location.creates_exclusively(lock):
         yield
         return
     parent = location.sibling(dst, "")
@@ -326,72 +326,34 @@ def claim(dst: str, *, take_stale: bool) -> Iterator[None]:
         "host": socket.gethostname(),
         "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    while not _create(fs, lock, mine):
-        holder = _holder(fs, lock)
+    while not location.create_exclusive(lock, json.dumps(mine).encode()):
+        holder = _holder(lock)
         if holder is None:
             continue  # released meanwhile
         if not (take_stale and _gone(holder)):
-            raise _claimed(dst, lock_path(dst), holder)
+            raise _claimed(dst, lock, holder)
         log.warning(
             "taking over the claim of a run that is gone (pid %s on host %s since %s)",
             holder.get("pid"), holder.get("host"), holder.get("since"),
         )  # fmt: skip
-        with contextlib.suppress(FileNotFoundError):
-            fs.rm_file(lock)
+        location.remove(lock)
     token = _held.set(held | {dst})
     try:
         yield
     finally:
         _held.reset(token)
-        if _holder(fs, lock) == mine:
-            fs.rm_file(lock)
+        if _holder(lock) == mine:
+            location.remove(lock)
 
 
-def _is_s3(fs) -> bool:
-    """Whether ``fs`` is s3fs, whose ``mode="create"`` writes only where no object is (S3's
-    conditional write, ``If-None-Match: *``)."""
-    return "s3" in fs.protocol
-
-
-def _create(fs, lock: str, content: dict) -> bool:
-    """Create the file ``lock`` holding ``content`` as JSON, unless it exists (then False).
-
-    On S3 a conditional write. On a filesystem a hard link of a complete file, so
-    that no one reads it half-written; an exclusive create where the filesystem has
-    no hard links (some network and FUSE mounts).
-    """
-    if _is_s3(fs):
-        try:
-            fs.pipe_file(lock, json.dumps(content).encode(), mode="create")
-        except FileExistsError:
-            return False
-        return True
-    draft = f"{lock}.{os.getpid()}"
-    with open(draft, "w") as f:
-        json.dump(content, f)
-    try:
-        os.link(draft, lock)
-    except FileExistsError:
-        return False
-    except OSError:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(content, f)
-    finally:
-        os.remove(draft)
-    return True
-
-
-def _holder(fs, lock: str) -> dict | None:
+def _holder(lock: str) -> dict | None:
     """What a claim file says (``{}`` if unreadable), or None when there is none."""
-    try:
-        held = json.loads(fs.cat_file(lock))
-    except FileNotFoundError:
+    text = location.read_bytes(lock)
+    if text is None:
         return None
-    except (OSError, ValueError):
+    try:
+        held = json.loads(text)
+    except ValueError:
         return {}
     return held if isinstance(held, dict) else {}
 
