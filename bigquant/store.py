@@ -332,11 +332,13 @@ def claim(dst: str, *, take_stale: bool) -> Iterator[None]:
             continue  # released meanwhile
         if not (take_stale and _gone(holder)):
             raise _claimed(dst, lock, holder)
-        log.warning(
-            "taking over the claim of a run that is gone (pid %s on host %s since %s)",
-            holder.get("pid"), holder.get("host"), holder.get("since"),
-        )  # fmt: skip
-        location.remove(lock)
+        # Unless another run took it over first (and holds it now): then the loop refuses.
+        if _holder(lock) == holder:
+            log.warning(
+                "taking over the claim of a run that is gone (pid %s on host %s since %s)",
+                holder.get("pid"), holder.get("host"), holder.get("since"),
+            )  # fmt: skip
+            location.remove(lock)
     token = _held.set(held | {dst})
     try:
         yield
