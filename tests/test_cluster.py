@@ -325,6 +325,9 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
     # A resume with other parameters is refused and leaves the unfinished store alone.
     other = cli(*args[:3], "-c", 32, *args[5:], "--resume")
     assert other.returncode == 1 and "different --colors" in other.stderr
+    # The killed run's claim was taken over (its pid is gone), and released again.
+    assert f"taking over the claim of a run that is gone (pid {proc.pid} on host " in other.stderr
+    assert not (tmp_path / ".r.zarr.lock").exists()
     assert Path(partial_path(dst)).exists()
 
     result = cli(*args, "--resume", "-v")
