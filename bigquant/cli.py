@@ -13,8 +13,10 @@ import gc
 import json
 import logging
 import math
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -101,6 +103,36 @@ def _logging(verbose: int, quiet: int):
                 lg.setLevel(level)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as a batch scheduler, Kubernetes or ``timeout`` stops a job.
+
+    A `KeyboardInterrupt`, so that dask and the library handle it exactly as
+    Ctrl-C: an unfinished store is kept, and the line saying how to resume it
+    is printed.
+    """
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into `Terminated` while a command runs; put the old handler back after.
+
+    Only the main thread can set a handler (a command run from another thread
+    keeps the process's).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _command(func):
     """Shared -v/-q options, and one-line errors instead of tracebacks."""
 
@@ -110,13 +142,16 @@ def _command(func):
     def wrapper(verbose: int, quiet: int, **kwargs):
         from .progress import default_enabled
 
-        with _logging(verbose, quiet):
+        with _logging(verbose, quiet), _sigterm_as_interrupt():
             try:
                 return func(show_progress=default_enabled(bool(quiet)), **kwargs)
             except ParameterError as exc:
                 _fail(exc.render(_flag))
             except BigquantError as exc:
                 _fail(str(exc))
+            except Terminated:
+                # 128 + SIGTERM, the status the shell and schedulers expect of a terminated job.
+                _fail("terminated", code=128 + signal.SIGTERM)
             except KeyboardInterrupt:
                 _fail("interrupted", code=130)
             except OSError as exc:

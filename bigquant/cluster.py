@@ -20,6 +20,9 @@ from .errors import BigquantError, ParameterError
 
 log = logging.getLogger("bigquant")
 
+#: The only address a local cluster's scheduler, workers and dashboard listen on.
+LOOPBACK = "127.0.0.1"
+
 #: How long to wait for a scheduler before giving up.
 CONNECT_TIMEOUT = "10s"
 
@@ -131,7 +134,10 @@ def _local_cluster(workers: int) -> Iterator[None]:
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=":0",
+            # Loopback only: on a shared machine anyone could otherwise watch the run's tasks
+            # and file names on the dashboard, whose default (":8787") is every interface.
+            host=LOOPBACK,
+            dashboard_address=f"{LOOPBACK}:0",
             preload=_WORKER_MODULES,
             # LocalCluster's default, warnings (a level for its nannies, here and in the
             # workers), unless this process has turned distributed's logs down further.

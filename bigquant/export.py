@@ -20,7 +20,7 @@ from .errors import BigquantError, ParameterError
 from .kernels.color import in_dtype
 from .kernels.nearest import check_labels
 from .progress import compute, progress
-from .store import Store, StoreMeta, atomic_output, open_store
+from .store import CENTIMETRES, Store, StoreMeta, atomic_output, open_store
 
 log = logging.getLogger("bigquant")
 
@@ -122,7 +122,12 @@ def decompress(
         if image.shape[2] == 1:
             image = image[:, :, 0]
     levels = overview_levels(store, palette) if overviews and suffix != ".zarr" else []
-    with atomic_output(out, overwrite=overwrite) as tmp, progress("writing", show_progress):
+    with (
+        atomic_output(
+            out, kind="zarr" if suffix == ".zarr" else "tiff", overwrite=overwrite
+        ) as tmp,
+        progress("writing", show_progress),
+    ):
         if suffix == ".zarr":
             _write_zarr(image, tmp, None if palette else store.meta.source.nodata_value)
         elif location.is_url(tmp):
@@ -326,16 +331,11 @@ def _tiles(image):
                 yield np.ascontiguousarray(band[ty : ty + tile, x : x + tile])
 
 
-#: Centimetres in a unit of OME-NGFF (TIFF resolution is per centimetre at best).
-_CENTIMETRES = {"angstrom": 1e-8, "nanometer": 1e-7, "micrometer": 1e-4, "millimeter": 0.1,
-                "centimeter": 1.0, "meter": 100.0}  # fmt: skip
-
-
 def _resolution(pixel_size: dict | None) -> dict:
     """tifffile's ``resolution`` arguments for a physical pixel size: pixels per centimetre."""
     if not pixel_size:
         return {}
-    cm = _CENTIMETRES[pixel_size["unit"]]
+    cm = CENTIMETRES[pixel_size["unit"]]
     return {
         "resolution": (1 / (pixel_size["x"] * cm), 1 / (pixel_size["y"] * cm)),
         "resolutionunit": "CENTIMETER",

@@ -40,6 +40,60 @@ def _renames(fs) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def _is_s3(fs) -> bool:
+    """Whether ``fs`` is s3fs, whose ``mode="create"`` writes only where no object is (S3's
+    conditional write, ``If-None-Match: *``)."""
+    return "s3" in fs.protocol
+
+
+def creates_exclusively(location) -> bool:
+    """Whether `create_exclusive` works at ``location``: a filesystem, or S3."""
+    fs, _ = filesystem(location)
+    return _renames(fs) or _is_s3(fs)
+
+
+def create_exclusive(location, data: bytes) -> bool:
+    """Create the file ``location`` holding ``data``, unless one exists there (then False).
+
+    On S3 a conditional write. On a filesystem a hard link of a complete file,
+    so that no one reads it half-written; an exclusive create where the
+    filesystem has no hard links (some network and FUSE mounts).
+    """
+    fs, path = filesystem(location)
+    if _is_s3(fs):
+        try:
+            fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+    draft = f"{path}.{os.getpid()}"
+    with open(draft, "wb") as f:
+        f.write(data)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        return False
+    except OSError:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    finally:
+        os.remove(draft)
+    return True
+
+
+def read_bytes(location) -> bytes | None:
+    """The bytes of the file ``location``, or None when there is none."""
+    fs, path = filesystem(location)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+
+
 def exists(location) -> bool:
     fs, path = filesystem(location)
     return fs.exists(path)

@@ -15,7 +15,8 @@ from . import defaults
 overwrite = click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace the output if it exists, once the new one is complete.",
+    help="Replace the output if it exists and is what the command writes (a bigquant store, "
+    "or an image file of its kind), once the new one is complete.",
 )
 verbose = click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
 quiet = click.option("-q", "--quiet", count=True, help="Less log output, no progress bar.")

@@ -34,9 +34,9 @@ from .store import (
     atomic_output,
     check_absent,
     check_zarr_format,
+    claim,
     create_store,
     finish_store,
-    left_by_a_cut_move,
     open_partial,
     open_store,
     origin_text,
@@ -213,14 +213,65 @@ def compress(
     settings = Settings(n_colors, sample_size, seed, max_iter, space, dither, pyramid, zarr_format)
     settings.check()
     dst = location.normalize(dst)
-    if not resume:  # a resume may finish a move that left part of `dst` (checked below)
-        check_absent(dst, overwrite)
-    given = None if codebook is None else _given(codebook)
-    image, sampling = _open_source(src, dst, chunks=chunks, resume=resume)
-    data = regular_chunks(image.data)
-    nodata = _nodata(image)
-    settings.check_image(data, nodata)
-    colors = None if given is None else check_codebook(given, data.dtype, data.shape[2], nodata)
+    # The claim on `dst` first, before a partial store is looked at or written: a second run
+    # into the same output stops here.
+    with claim(dst, take_stale=resume or overwrite):
+        if not resume:  # a resume may finish a move that left part of `dst` (checked below)
+            check_absent(dst, overwrite, "store")
+        given = None if codebook is None else _given(codebook)
+        image, sampling = _open_source(src, dst, chunks=chunks, resume=resume)
+        data = regular_chunks(image.data)
+        nodata = _nodata(image)
+        settings.check_image(data, nodata)
+        colors = None if given is None else check_codebook(given, data.dtype, data.shape[2], nodata)
+        _describe(image, data)
+        run = settings.identity(image, data, colors)
+        partial = _resumable(dst, run) if resume else None
+        if isinstance(partial, Store):
+            log.info(
+                "resuming: %s is complete, only moving it into place was cut short", partial.path
+            )
+            with atomic_output(dst, kind="store", overwrite=overwrite, resumable=True):
+                pass  # leaving the block moves the finished store into place
+            return partial.meta
+        with (
+            scheduler(client, workers=workers),
+            atomic_output(
+                dst, kind="store", overwrite=overwrite, resumable=image.path is not None
+            ) as tmp,
+        ):
+            done = None
+            if partial is None:
+                applied = None if given is None else (colors, given.origin)
+                partial = _start(
+                    tmp, image, data, sampling, settings, run, nodata, applied, show_progress
+                )
+            else:
+                done = partial.finished_chunks()
+                log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
+            ready()  # local worker processes have started while the codebook was fitted here
+            with progress("labelling", show_progress):
+                write_labels(
+                    data, partial.codebook, partial.labels, partial.stats,
+                    space=space, dither=dither, nodata=nodata, skip=done,
+                )  # fmt: skip
+            meta = _with_quality(partial.meta, partial.stats, data)
+            if pyramid:
+                # After the labels, before completion: a store is never complete without its levels.
+                levels = write_pyramid(
+                    partial.group,
+                    partial.codebook,
+                    pixel_size=partial.meta.source.pixel_size,
+                    nodata_label=partial.meta.nodata_label,
+                    peak=partial.meta.source.peak,
+                    show_progress=show_progress,
+                )
+                meta = dataclasses.replace(meta, pyramid=levels)
+            meta = finish_store(partial, meta)
+        return meta
+
+
+def _describe(image: Image, data) -> None:
     log.info(
         "%s: %d x %d pixels, %d channel(s) of %s, chunks of %d x %d",
         image.path or "array",
@@ -229,47 +280,6 @@ def compress(
         data.chunks[0][0],
         data.chunks[1][0],
     )
-    run = settings.identity(image, data, colors)
-    partial = _resumable(dst, run) if resume else None
-    if isinstance(partial, Store):
-        log.info("resuming: %s is complete, only moving it into place was cut short", partial.path)
-        replace = overwrite or left_by_a_cut_move(partial.path, dst)
-        with atomic_output(dst, overwrite=replace, resumable=True):
-            pass  # leaving the block moves the finished store into place
-        return partial.meta
-    with (
-        scheduler(client, workers=workers),
-        atomic_output(dst, overwrite=overwrite, resumable=image.path is not None) as tmp,
-    ):
-        done = None
-        if partial is None:
-            applied = None if given is None else (colors, given.origin)
-            partial = _start(
-                tmp, image, data, sampling, settings, run, nodata, applied, show_progress
-            )
-        else:
-            done = partial.finished_chunks()
-            log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
-        ready()  # local worker processes have started while the codebook was fitted here
-        with progress("labelling", show_progress):
-            write_labels(
-                data, partial.codebook, partial.labels, partial.stats,
-                space=space, dither=dither, nodata=nodata, skip=done,
-            )  # fmt: skip
-        meta = _with_quality(partial.meta, partial.stats, data)
-        if pyramid:
-            # After the labels, before completion: a store is never complete without its levels.
-            levels = write_pyramid(
-                partial.group,
-                partial.codebook,
-                pixel_size=partial.meta.source.pixel_size,
-                nodata_label=partial.meta.nodata_label,
-                peak=partial.meta.source.peak,
-                show_progress=show_progress,
-            )
-            meta = dataclasses.replace(meta, pyramid=levels)
-        meta = finish_store(partial, meta)
-    return meta
 
 
 def _open_source(src, dst: str, *, chunks: int | None, resume: bool) -> tuple[Image, object]:
@@ -394,7 +404,7 @@ def compress_many(
     for src, dst in zip(srcs, dsts, strict=True):
         if src == dst:
             raise BigquantError(f"{dst}: the output would replace its own source")
-        check_absent(dst, overwrite)
+        check_absent(dst, overwrite, "store")
     images = [open_image(src, chunks=chunks) for src in srcs]
     nodata = [_nodata(image) for image in images]
     first = images[0].data
@@ -408,7 +418,11 @@ def compress_many(
             )
     if not location.is_url(outdir):
         os.makedirs(outdir, exist_ok=True)
-    with scheduler(client, workers=workers):
+    with contextlib.ExitStack() as stack:
+        # Every store claimed before the fit: a second run into the same outputs stops at once.
+        for dst in dsts:
+            stack.enter_context(claim(dst, take_stale=overwrite))
+        stack.enter_context(scheduler(client, workers=workers))
         if codebook is not None:
             shared = _given(codebook)
         else:

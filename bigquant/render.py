@@ -97,7 +97,10 @@ def preview(
     # Where the image has pixels without data, each block is as opaque as its share of data.
     opacity = nodata is not None and bool(counts) and counts[nodata] > 0
     image = block_means(labels, store.codebook, f, np.uint8, to_8bits, skip=nodata, opacity=opacity)
-    with atomic_output(out, overwrite=overwrite) as tmp, progress("preview", show_progress):
+    with (
+        atomic_output(out, kind="png", overwrite=overwrite) as tmp,
+        progress("preview", show_progress),
+    ):
         (small,) = compute(image)
         if opacity:
             small = _with_opacity(small[:, :, :-1], small[:, :, -1:], source.extrasamples)
@@ -288,7 +291,7 @@ def palette_image(
             ink = 0 if light[i] > _LIGHT else 255
             fill = (ink,) * min(n_channels, 3) + (255,) * (n_channels in (2, 4))
             draw.multiline_text((x + 3, y + 2), text, fill=fill, font=font, spacing=1)
-    with atomic_output(out, overwrite=overwrite) as tmp:
+    with atomic_output(out, kind="png", overwrite=overwrite) as tmp:
         _save_png(np.asarray(canvas), tmp)
     return n
 

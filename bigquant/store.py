@@ -17,15 +17,22 @@ read one back (the OME-Zarr keys of a pyramid belong to `bigquant.pyramid`).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
+import json
 import logging
+import math
+import os
+import posixpath
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import __version__, location
+from . import __version__, defaults, location
 from .defaults import ZARR_FORMATS
 from .errors import BigquantError, ClusterError, ParameterError
 from .label import apply_codebook
@@ -46,6 +53,10 @@ STATS_HEAD = 3
 #: A Zarr node's own metadata files (format 3, and 2). At the root of an output they are what
 #: makes it readable (and a store complete): copied last, deleted first (see `atomic_output`).
 ROOT_METADATA = ("zarr.json", ".zattrs", ".zarray", ".zgroup")
+
+#: Centimetres in each unit of OME-NGFF a physical pixel size (`SourceInfo.pixel_size`) can be in.
+CENTIMETRES = {"angstrom": 1e-8, "nanometer": 1e-7, "micrometer": 1e-4, "millimeter": 0.1,
+               "centimeter": 1.0, "meter": 100.0}  # fmt: skip
 
 log = logging.getLogger("bigquant")
 
@@ -301,18 +312,190 @@ def left_by_a_cut_move(tmp: str, dst: str) -> bool:
     )
 
 
-def check_absent(dst: str, overwrite: bool) -> None:
-    """Refuse an existing ``dst`` unless ``overwrite``."""
-    if not overwrite and location.exists(dst):
+def check_absent(dst: str, overwrite: bool, kind: str) -> None:
+    """Refuse an existing ``dst`` unless ``overwrite`` and it is what bigquant writes there.
+
+    ``kind`` is one of `OUTPUT_KINDS`: an output of another kind (a folder of
+    someone's files, a text file) is never replaced, ``overwrite`` or not.
+    """
+    if not location.exists(dst):
+        return
+    if not overwrite:
         raise ParameterError(f"{dst} already exists (use `overwrite` to replace it)")
+    what, is_one = OUTPUT_KINDS[kind]
+    fs, path = location.filesystem(dst)
+    if fs.isdir(path):
+        entries = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+        if entries and not is_one(dst, fs, path):
+            shown = ", ".join(entries[:3]) + (
+                f" and {len(entries) - 3} more" if len(entries) > 3 else ""
+            )
+            raise ParameterError(
+                f"{dst} is a folder holding {shown}, not {what}: `overwrite` replaces only "
+                f"{what}; nothing was deleted"
+            )
+    elif not is_one(dst, fs, path):
+        raise ParameterError(
+            f"{dst} is a file that is not {what}: `overwrite` replaces only {what}; "
+            "nothing was deleted"
+        )
+
+
+def _is_bigquant_store(dst: str, fs, path: str) -> bool:
+    """A Zarr group with the ``bigquant`` attribute, finished or not."""
+    import zarr
+
+    try:
+        group = zarr.open_group(location.zarr_store(dst, read_only=True), mode="r")
+    except Exception:
+        return False
+    return ATTR_KEY in group.attrs
+
+
+def _is_zarr_array(dst: str, fs, path: str) -> bool:
+    import zarr
+
+    try:
+        zarr.open_array(location.zarr_store(dst, read_only=True), mode="r")
+    except Exception:
+        return False
+    return True
+
+
+def _starts_with(*magics: bytes):
+    """Whether a file's first bytes are one of ``magics`` (a file format's signature)."""
+
+    def check(dst: str, fs, path: str) -> bool:
+        if fs.isdir(path):
+            return False
+        with fs.open(path, "rb") as f:
+            head = f.read(max(map(len, magics)))
+        return any(head.startswith(m) for m in magics)
+
+    return check
+
+
+#: What each kind of output is, in words, and how to tell one: what ``overwrite`` may replace.
+OUTPUT_KINDS = {
+    "store": ("a bigquant store", _is_bigquant_store),
+    "zarr": ("a Zarr array", _is_zarr_array),
+    # Classic TIFF and BigTIFF, little- and big-endian.
+    "tiff": ("a TIFF file", _starts_with(b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")),
+    "png": ("a PNG file", _starts_with(b"\x89PNG\r\n\x1a\n")),
+}
+
+
+def lock_path(dst) -> str:
+    """The claim of the run writing ``dst``: ``.NAME.lock``, beside its partial output."""
+    return location.sibling(dst, f".{location.name(dst)}.lock")
+
+
+#: The outputs claimed in this context: `compress` claims its store before it looks for one to
+#: resume, and `atomic_output` inside it claims it again (`compress_many`, each of its stores).
+_held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "bigquant_claims", default=frozenset()
+)
 
 
 @contextlib.contextmanager
-def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> Iterator[str]:
+def claim(dst: str, *, take_stale: bool) -> Iterator[None]:
+    """Hold the exclusive claim on writing ``dst`` for the block; release it after.
+
+    The claim is a file, `lock_path`, created atomically where none is
+    (`location.create_exclusive`) and holding the run's pid, host and start
+    time. A second run into the same output raises a `BigquantError` at
+    once, naming the run that holds it. A claim left by a run that is gone
+    (its pid no longer runs on this host) is taken over if ``take_stale``,
+    else refused as well. Claiming an output already claimed in this context
+    does nothing. Outputs on an object store without conditional writes
+    (anything but S3) are not claimed.
+    """
+    held = _held.get()
+    lock = lock_path(dst)
+    if dst in held or not location.creates_exclusively(lock):
+        yield
+        return
+    parent = location.sibling(dst, "")
+    if not location.is_url(dst) and not location.isdir(parent):
+        raise BigquantError(f"{parent}: no such directory")
+    mine = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    while not location.create_exclusive(lock, json.dumps(mine).encode()):
+        holder = _holder(lock)
+        if holder is None:
+            continue  # released meanwhile
+        if not (take_stale and _gone(holder)):
+            raise _claimed(dst, lock, holder)
+        # Unless another run took it over first (and holds it now): then the loop refuses.
+        if _holder(lock) == holder:
+            log.warning(
+                "taking over the claim of a run that is gone (pid %s on host %s since %s)",
+                holder.get("pid"), holder.get("host"), holder.get("since"),
+            )  # fmt: skip
+            location.remove(lock)
+    token = _held.set(held | {dst})
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        if _holder(lock) == mine:
+            location.remove(lock)
+
+
+def _holder(lock: str) -> dict | None:
+    """What a claim file says (``{}`` if unreadable), or None when there is none."""
+    text = location.read_bytes(lock)
+    if text is None:
+        return None
+    try:
+        held = json.loads(text)
+    except ValueError:
+        return {}
+    return held if isinstance(held, dict) else {}
+
+
+def _gone(holder: dict) -> bool:
+    """Whether the run holding a claim is known to be gone: its pid runs no more on this host."""
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process
+        return False
+    return False
+
+
+def _claimed(dst: str, lock: str, holder: dict) -> BigquantError:
+    who = (
+        f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+        f"since {holder.get('since', '?')}"
+    )
+    if _gone(holder):
+        return ParameterError(
+            f"{location.name(dst)} was being written by a run that is gone ({who}): resume it "
+            f"(`resume`) or start afresh (`overwrite`)"
+        )
+    return BigquantError(
+        f"{location.name(dst)} is being written by another run ({who}); wait for it, "
+        f"or remove {lock} if that run is gone"
+    )
+
+
+@contextlib.contextmanager
+def atomic_output(
+    dst, *, kind: str, overwrite: bool = False, resumable: bool = False
+) -> Iterator[str]:
     """Yield a temporary sibling location to write ``dst`` into; move it in place on success.
 
-    An existing ``dst`` is refused unless ``overwrite``, and is only replaced
-    once the new output is complete (by a rename on filesystems, a copy on
+    The run holds the claim on ``dst`` (`claim`) throughout. An existing
+    ``dst`` is refused unless ``overwrite`` and it is of ``kind`` (see
+    `check_absent`), and is only replaced once the new output is complete (by a rename on filesystems, a copy on
     object stores). On a `BigquantError` (bad input) the partial output is
     removed. On an interrupt, lost workers (`ClusterError`) or any other failure
     it is removed too, unless ``resumable``: then it is kept for a later run to
@@ -324,28 +507,28 @@ def atomic_output(dst, *, overwrite: bool = False, resumable: bool = False) -> I
     refuses; never a store that reads as complete with objects missing.
     """
     dst = location.normalize(dst)
-    check_absent(dst, overwrite)
-    parent = location.sibling(dst, "")
-    if not location.is_url(dst) and not location.isdir(parent):
-        raise BigquantError(f"{parent}: no such directory")
     tmp = partial_path(dst)
-    if not resumable:
-        location.remove(tmp)
-    try:
-        yield tmp
-    except BaseException as exc:
-        bad_input = isinstance(exc, BigquantError) and not isinstance(exc, ClusterError)
-        if resumable and not bad_input and location.exists(tmp):
-            log.warning(
-                "kept the unfinished output in %s: resume the run (--resume, or resume=True) "
-                "to finish it",
-                tmp,
-            )
-        else:
+    with claim(dst, take_stale=overwrite or not resumable):
+        # What a move of this partial output cut short left at `dst` is no one's: replaced.
+        if not (resumable and left_by_a_cut_move(tmp, dst)):
+            check_absent(dst, overwrite, kind)
+        if not resumable:
             location.remove(tmp)
-        raise
-    location.remove(dst, first=ROOT_METADATA)
-    location.move(tmp, dst, last=ROOT_METADATA)
+        try:
+            yield tmp
+        except BaseException as exc:
+            bad_input = isinstance(exc, BigquantError) and not isinstance(exc, ClusterError)
+            if resumable and not bad_input and location.exists(tmp):
+                log.warning(
+                    "kept the unfinished output in %s: resume the run (--resume, or "
+                    "resume=True) to finish it",
+                    tmp,
+                )
+            else:
+                location.remove(tmp)
+            raise
+        location.remove(dst, first=ROOT_METADATA)
+        location.move(tmp, dst, last=ROOT_METADATA)
 
 
 def labels_compressor(zarr_format: int):
@@ -640,9 +823,9 @@ def open_store(path) -> Store:
     BigquantError
         For anything that is not a complete store this version reads: a
         missing path, a plain Zarr array, a store whose run never completed,
-        a newer store format, malformed metadata or codebook, label chunks
-        missing. Labels past the codebook are caught only when the labels
-        are read.
+        a newer store format, any value of its metadata or codebook that no
+        run writes (the message names the field), label chunks missing.
+        Labels past the codebook are caught only when the labels are read.
 
     Examples
     --------
@@ -667,19 +850,23 @@ def open_store(path) -> Store:
         raise BigquantError(
             f"{path}: incomplete bigquant store (the run that wrote it did not finish)"
         )
-    if attrs.get("format_version", 0) > FORMAT_VERSION:
+    version = attrs.get("format_version", 0)
+    if not _is_int(version):
+        raise BigquantError(f"{path}: corrupt store (format_version {version!r} is not a number)")
+    if version > FORMAT_VERSION:
         raise BigquantError(
-            f"{path}: store format {attrs['format_version']} is newer than this bigquant reads "
+            f"{path}: store format {version} is newer than this bigquant reads "
             f"({FORMAT_VERSION}); upgrade bigquant"
         )
     try:
         meta = StoreMeta.from_attrs(attrs)
-        codebook = np.asarray(group.attrs[CODEBOOK_KEY], dtype=meta.source.dtype)
     except (KeyError, TypeError, ValueError):
-        raise BigquantError(f"{path}: corrupt store (malformed metadata or codebook)") from None
+        raise BigquantError(f"{path}: corrupt store (malformed metadata)") from None
     labels = group[LABELS_KEY]
-    if codebook.ndim != 2 or len(codebook) == 0 or labels.ndim != 2:
-        raise BigquantError(f"{path}: corrupt store (codebook or labels have the wrong shape)")
+    try:
+        codebook = _check_meta(meta, group.attrs[CODEBOOK_KEY], labels)
+    except _Invalid as exc:
+        raise BigquantError(f"{path}: corrupt store ({exc})") from None
     # Every label chunk is written, even an all-zero one: a missing chunk is lost data, which
     # zarr would read back as label 0.
     if labels.nchunks_initialized < labels.nchunks:
@@ -687,6 +874,212 @@ def open_store(path) -> Store:
             f"{path}: corrupt store ({labels.nchunks - labels.nchunks_initialized} of "
             f"{labels.nchunks} label chunks missing)"
         )
-    if not np.issubdtype(labels.dtype, np.unsignedinteger):
-        raise BigquantError(f"{path}: corrupt store (labels are {labels.dtype}, not unsigned)")
     return Store(path, labels, codebook, meta)
+
+
+class _Invalid(ValueError):
+    """A value of a store's metadata that no run writes: the message names the field."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    """A finite JSON number (JSON has no NaN or infinity; Python's json reads them anyway)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, field: str, why: str) -> None:
+    if not ok:
+        raise _Invalid(f"{field} {why}")
+
+
+def _check_meta(meta: StoreMeta, codebook, labels) -> np.ndarray:
+    """Check every value of a store's metadata against the others and the labels array.
+
+    Returns the codebook as an array of the source's dtype. Raises `_Invalid`,
+    naming the field, for a value no run writes: what a hand-edited or forged
+    store holds, which would otherwise fail deep inside a command.
+    """
+    source = meta.source
+    _check_source(source, labels)
+    shape, nodata = source.shape, source.nodata
+    dtype = np.dtype(source.dtype)
+    for field in ("n_colors_requested", "n_colors", "seed", "sample_size", "n_iter"):
+        value = getattr(meta, field)
+        _require(_is_int(value) and value >= 0, field, f"is {value!r}, not a whole number")
+    _require(meta.max_iter is None or _is_int(meta.max_iter), "max_iter", "is not a number")
+    _require(meta.n_colors >= 1, "n_colors", "is 0")
+    n_rows = meta.n_colors + (meta.nodata_label is not None)
+    _require(
+        meta.nodata_label is None or meta.nodata_label == meta.n_colors,
+        "nodata_label",
+        f"is {meta.nodata_label!r}: the codebook's last row, {meta.n_colors}, or none",
+    )
+    _require(
+        (meta.nodata_label is None) == (nodata is None),
+        "nodata_label",
+        "and source.nodata disagree",
+    )
+    _require(meta.space in defaults.SPACES, "space", f"is {meta.space!r}")
+    _require(meta.dither is None or meta.dither in defaults.DITHERS, "dither", "is unknown")
+    _require(isinstance(meta.run, dict), "run", "is not a set of parameters")
+    _check_quality(meta, n_rows, shape[0] * shape[1])
+    return _checked_codebook(codebook, dtype, shape[2], n_rows, meta.nodata_label)
+
+
+def _check_quality(meta: StoreMeta, n_rows: int, n_pixels: int) -> None:
+    """The fields a run adds as it finishes, and where its codebook came from."""
+    origin = meta.codebook_from
+    _require(origin is None or _origin_ok(origin), "codebook_from", f"is {origin!r}")
+    _require(_is_number(meta.mse) and meta.mse >= 0, "mse", f"is {meta.mse!r}")
+    _require(meta.psnr is None or _is_number(meta.psnr), "psnr", f"is {meta.psnr!r}")
+    _require(
+        meta.delta_e is None or (_is_number(meta.delta_e) and meta.delta_e >= 0),
+        "delta_e",
+        f"is {meta.delta_e!r}",
+    )
+    counts = meta.counts
+    _require(
+        counts is None
+        or (
+            isinstance(counts, list)
+            and len(counts) == n_rows
+            and all(_is_int(n) and n >= 0 for n in counts)
+            and sum(counts) == n_pixels
+        ),
+        "counts",
+        f"are not {n_rows} pixel counts adding up to the image's {n_pixels}",
+    )
+    _require(
+        meta.pyramid is None
+        or (
+            isinstance(meta.pyramid, list) and all(isinstance(level, str) for level in meta.pyramid)
+        ),
+        "pyramid",
+        "is not a list of label levels",
+    )
+
+
+def _origin_ok(origin) -> bool:
+    """Whether ``codebook_from`` is what `origin_text` and ``bigquant info`` can tell."""
+    if not isinstance(origin, dict) or not isinstance(origin.get("kind"), str):
+        return False
+    if origin["kind"] != "collection":
+        return isinstance(origin.get("path", ""), (str, type(None)))
+    return isinstance(origin.get("paths"), list) and all(
+        _is_int(origin.get(k)) for k in ("n_colors_requested", "sample_size", "n_iter")
+    )
+
+
+def _checked_codebook(
+    rows, dtype: np.dtype, n_channels: int, n_rows: int, nodata_label
+) -> np.ndarray:
+    """The codebook attribute as an array of ``dtype``: ``n_rows`` rows of ``n_channels``
+    values that ``dtype`` holds exactly; null (NaN) only in a float image's nodata row."""
+    _require(
+        isinstance(rows, list)
+        and len(rows) == n_rows
+        and all(isinstance(row, list) and len(row) == n_channels for row in rows),
+        "codebook",
+        f"is not {n_rows} rows of {n_channels} values",
+    )
+    for i, row in enumerate(rows):
+        for value in row:
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                _require(dtype.kind == "f" and i == nodata_label, "codebook", f"row {i} holds NaN")
+                continue
+            _require(_is_number(value), "codebook", f"row {i} holds {value!r}")
+            if dtype.kind in "iu":
+                info = np.iinfo(dtype)
+                _require(
+                    value == int(value) and info.min <= value <= info.max,
+                    "codebook",
+                    f"row {i} holds {value!r}, not a {dtype} value",
+                )
+            else:
+                _require(
+                    abs(value) <= np.finfo(dtype).max,
+                    "codebook",
+                    f"row {i} holds {value!r}, past {dtype}'s range",
+                )
+    return np.asarray([[np.nan if v is None else v for v in row] for row in rows], dtype=dtype)
+
+
+def _check_source(source: SourceInfo, labels) -> None:
+    """The image the store says it was made from, against its labels array."""
+    shape = source.shape
+    _require(
+        isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n > 0 for n in shape),
+        "source.shape",
+        f"is {shape!r}, not [rows, columns, channels]",
+    )
+    dtype = np.dtype(source.dtype)
+    _require(dtype.kind in "uif", "source.dtype", f"{source.dtype} is not a pixel type")
+    _require(
+        hasattr(labels, "shape") and tuple(labels.shape) == tuple(shape[:2]),
+        "labels",
+        f"have shape {getattr(labels, 'shape', None)}, source.shape says {shape[:2]}",
+    )
+    _require(
+        np.issubdtype(labels.dtype, np.unsignedinteger),
+        "labels",
+        f"are {labels.dtype}, not unsigned",
+    )
+    for field in ("photometric", "converted"):
+        value = getattr(source, field)
+        _require(value is None or isinstance(value, str), f"source.{field}", f"is {value!r}")
+    _require(source.path is None or isinstance(source.path, str), "source.path", "is not a path")
+    _check_scale(source)
+    _require(
+        isinstance(source.extrasamples, list)
+        and len(source.extrasamples) < shape[2]
+        and all(_is_int(code) and code in (0, 1, 2) for code in source.extrasamples),
+        "source.extrasamples",
+        f"is {source.extrasamples!r}",
+    )
+    bits = source.bits
+    _require(
+        bits is None or (_is_int(bits) and dtype.kind in "iu" and 1 <= bits <= 8 * dtype.itemsize),
+        "source.bits",
+        f"is {bits!r} for {dtype} pixels",
+    )
+    _require(
+        _is_int(source.orientation) and 1 <= source.orientation <= 8,
+        "source.orientation",
+        f"is {source.orientation!r}, not 1 to 8",
+    )
+    nodata = source.nodata
+    _require(
+        nodata is None or _is_number(nodata) or (nodata == "nan" and dtype.kind == "f"),
+        "source.nodata",
+        f"is {nodata!r}",
+    )
+
+
+def _check_scale(source: SourceInfo) -> None:
+    """Where the pixels are: GeoTIFF tags, or a physical pixel size, written into TIFF outputs."""
+    _require(
+        source.geotiff is None
+        or (
+            isinstance(source.geotiff, dict)
+            and all(
+                isinstance(tag, dict) and _is_int(tag.get("type")) and _is_int(tag.get("count"))
+                for tag in source.geotiff.values()
+            )
+        ),
+        "source.geotiff",
+        "is not a set of TIFF tags",
+    )
+    size = source.pixel_size
+    _require(
+        size is None
+        or (
+            isinstance(size, dict)
+            and all(_is_number(size.get(k)) and size[k] > 0 for k in "yx")
+            and size.get("unit") in CENTIMETRES
+        ),
+        "source.pixel_size",
+        f"is {size!r}",
+    )

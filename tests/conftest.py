@@ -73,7 +73,7 @@ def made_up_meta(shape, codebook: np.ndarray, **fields):
     source = SourceInfo(None, [*shape[:2], codebook.shape[1]], str(codebook.dtype), "rgb")
     defaults = dict(
         n_colors_requested=len(codebook), n_colors=len(codebook), seed=0, sample_size=0,
-        max_iter=0, space="rgb", dither=None, n_iter=0, run={}, complete=True,
+        max_iter=0, space="rgb", dither=None, n_iter=0, run={}, complete=True, mse=0.0,
     )  # fmt: skip
     return StoreMeta(source=source, **{**defaults, **fields})
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,7 +269,9 @@ def test_labels_past_codebook(tmp_path, store, command):
     broken = tmp_path / "broken.zarr"
     shutil.copytree(store, broken)
     group = zarr.open_group(broken, mode="r+")
-    group.attrs["codebook"] = group.attrs["codebook"][:3]
+    # A codebook cut short, its metadata to match: caught only when the labels are read.
+    meta = {**group.attrs["bigquant"], "n_colors": 3, "counts": None}
+    group.attrs.update({"codebook": group.attrs["codebook"][:3], "bigquant": meta})
     command, *flags = command.split()
     extra = [tmp_path / "out.tif"] if command == "decompress" else []
     result = cli(command, broken, *extra, *flags)
@@ -357,3 +362,75 @@ def test_stores_of_earlier_versions_still_open(tmp_path, store):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["space"] == "rgb" and data["counts"] is None and data["n_colors"] == 16
+
+
+def test_overwrite_replaces_only_what_bigquant_writes(tmp_path, store):
+    # A file of another kind under each output name: refused with one line, left as it was.
+    for command, name, what in [
+        ("decompress", "notes.tif", "a TIFF file"),
+        ("decompress", "notes.zarr", "a Zarr array"),
+        ("preview", "notes.png", "a PNG file"),
+        ("compress", "notes.zarr", "a bigquant store"),
+    ]:
+        out = tmp_path / name
+        if command == "compress":
+            out.mkdir()
+            (out / "thesis.txt").write_text("mine")
+            args = (tmp_path / "missing.tif", out)  # refused before the source is opened
+        else:
+            out.write_text("mine")
+            args = (store, out)
+        result = cli(command, *args, "--overwrite")
+        assert_clean_failure(result, f"{out} is a ")
+        assert f"not {what}: --overwrite replaces only {what}; nothing was deleted" in (
+            result.stderr
+        )
+        if command == "compress":
+            assert "is a folder holding thesis.txt" in result.stderr
+            assert (out / "thesis.txt").read_text() == "mine"
+        else:
+            assert "is a file that is not" in result.stderr and out.read_text() == "mine"
+            out.unlink()
+    # What bigquant wrote there is replaced.
+    for command, name in [("decompress", "i.tif"), ("decompress", "i.zarr"), ("preview", "i.png")]:
+        assert cli(command, store, tmp_path / name).returncode == 0
+        result = cli(command, store, tmp_path / name, "--overwrite")
+        assert result.returncode == 0, result.stderr
+
+
+def test_a_claim_held_by_another_run_or_left_by_a_gone_one(tmp_path, store, src):
+    dst, lock, host = tmp_path / "c.zarr", tmp_path / ".c.zarr.lock", socket.gethostname()
+    # A live run's claim (this process's pid stands for it) stops every writing command at once.
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": host, "since": "noon"}))
+    for command, args in [
+        ("compress", (src, dst)),
+        ("decompress", (store, tmp_path / "o.tif")),
+        ("preview", (store, tmp_path / "o.png")),
+        ("compress", (src, "--into", tmp_path / "in")),  # claimed before the fit
+    ]:
+        (tmp_path / "in").mkdir(exist_ok=True)
+        for name in ("o.tif", "o.png", "in/in.zarr"):
+            (tmp_path / name).with_name(f".{Path(name).name}.lock").write_bytes(lock.read_bytes())
+        result = cli(command, *args, "--overwrite")
+        out = args[-1] / "in.zarr" if "--into" in args else args[1]
+        assert_clean_failure(
+            result,
+            f"bigquant: error: {out.name} is being written by another run (pid {os.getpid()} on "
+            f"host {host} since noon); wait for it, or remove {out.parent}/.{out.name}.lock if "
+            "that run is gone",
+        )
+        assert not out.exists()
+    # A run that is gone (a pid that ran and ended): taken over by --overwrite or --resume only.
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout
+    lock.write_text(json.dumps({"pid": int(gone), "host": host, "since": "noon"}))
+    result = cli("compress", src, dst, "-c", 4)
+    assert_clean_failure(
+        result,
+        f"c.zarr was being written by a run that is gone (pid {int(gone)} on host {host} since "
+        "noon): resume it (--resume) or start afresh (--overwrite)",
+    )
+    result = cli("compress", src, dst, "-c", 4, "--overwrite")
+    assert result.returncode == 0 and "taking over the claim of a run that is gone" in result.stderr
+    assert not lock.exists() and cli("info", dst).returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +36,21 @@ def assert_same_store(a, b):
     np.testing.assert_array_equal(la, lb)
 
 
+def listening() -> set[tuple[int, str, int]]:
+    """``(pid, address, port)`` of every socket this process and its children listen on."""
+    import psutil
+
+    me = psutil.Process()
+    found = set()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        found |= {(proc.pid, *c.laddr) for c in conns if c.status == psutil.CONN_LISTEN}
+    return found
+
+
 def wait_for_chunks(dst, n: int, proc: subprocess.Popen | None = None) -> None:
     """Return once ``n`` chunks of the run writing ``dst`` are written (or ``proc`` ended)."""
     stats = Path(partial_path(dst)) / "chunk_stats"
@@ -49,7 +65,7 @@ def wait_for_chunks(dst, n: int, proc: subprocess.Popen | None = None) -> None:
 def cluster():
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
         ) as cluster,
         # Not the default client: bigquant must route its work through the one it is given.
         Client(cluster, set_as_default=False) as client,
@@ -123,7 +139,10 @@ def test_local_cluster_from_worker_count(
         warnings.warn("a worker's warning", stacklevel=1)
         return os.getpid(), "dask.array" in sys.modules
 
+    sockets = []
+
     def compute_and_collect(*tasks):
+        sockets.append(listening())  # while the cluster runs
         results = real_compute(*tasks)
         writers.extend(results)
         return results
@@ -131,10 +150,21 @@ def test_local_cluster_from_worker_count(
     monkeypatch.setattr(write_stage, "_assign_write", write_and_report)
     monkeypatch.setattr(write_stage, "compute", compute_and_collect)
     caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.INFO, logger="bigquant")
+    before = listening()  # other tests' clusters in this process
     bigquant.compress(
         src, tmp_path / "w.zarr", 32, sample_size=40_000, seed=3, chunks=128, workers=2
     )
     assert_same_store(tmp_path / "w.zarr", local_store)
+    # The scheduler, the workers and the dashboard listened on loopback only, and the log
+    # gave the dashboard's real address.
+    ours = sockets[0] - before
+    assert {address for _, address, _ in ours} == {"127.0.0.1"}
+    assert len({pid for pid, _, _ in ours}) == 3  # this process and two workers
+    dashboard = [r.getMessage() for r in caplog.records if "dashboard: " in r.getMessage()]
+    ports = {port for _, _, port in ours}
+    assert len(dashboard) == 1 and "dashboard: http://127.0.0.1:" in dashboard[0]
+    assert int(dashboard[0].split("127.0.0.1:")[-1].split("/")[0]) in ports
     # 16 chunks, written by worker processes (at most two), never by this one.
     pids = {pid for pid, _ in writers}
     assert len(writers) == 16 and os.getpid() not in pids and len(pids) <= 2
@@ -237,7 +267,7 @@ def test_killed_workers_do_not_change_the_result(mosaic, tmp_path):
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -295,6 +325,9 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
     # A resume with other parameters is refused and leaves the unfinished store alone.
     other = cli(*args[:3], "-c", 32, *args[5:], "--resume")
     assert other.returncode == 1 and "different --colors" in other.stderr
+    # The killed run's claim was taken over (its pid is gone), and released again.
+    assert f"taking over the claim of a run that is gone (pid {proc.pid} on host " in other.stderr
+    assert not (tmp_path / ".r.zarr.lock").exists()
     assert Path(partial_path(dst)).exists()
 
     result = cli(*args, "--resume", "-v")
@@ -331,6 +364,30 @@ def test_ctrl_c_on_worker_processes_prints_no_traceback(mosaic, tmp_path):
         f"bigquant: kept the unfinished output in {partial_path(dst)}: resume the run "
         "(--resume, or resume=True) to finish it\nbigquant: error: interrupted\n"
     )
+
+
+def test_sigterm_keeps_the_unfinished_store_as_ctrl_c_does(mosaic, tmp_path):
+    # SIGTERM to the command alone, as `timeout`, Kubernetes and SLURM's first signal send it.
+    src, reference = mosaic
+    dst = tmp_path / "t.zarr"
+    args = ["compress", src, dst, "--codebook", reference, "--chunks", 128, "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigquant", *map(str, args)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DASK_NUM_WORKERS": "1"},
+    )
+    wait_for_chunks(dst, 20, proc)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err == (
+        f"bigquant: kept the unfinished output in {partial_path(dst)}: resume the run "
+        "(--resume, or resume=True) to finish it\nbigquant: error: terminated\n"
+    )
+    done = np.isfinite(zarr.open_group(partial_path(dst), mode="r")["chunk_stats"][:, :, 0])
+    assert 20 <= done.sum() < done.size and not dst.exists()
+    assert not (tmp_path / ".t.zarr.lock").exists()  # the claim released: free to --resume
 
 
 def test_resume_of_an_array_source_is_refused(tmp_path):
@@ -419,3 +476,44 @@ def test_workers_label_with_the_clients_colour_table(cluster, tmp_path):
     codebook, labels = store_bytes(tmp_path / "c.zarr")
     pixels = image.reshape(-1, 3)[::7]  # every 7th pixel: the exact nearest colour
     np.testing.assert_array_equal(labels.reshape(-1)[::7], nearest(pixels, codebook)[0])
+
+
+def test_one_writer_per_output(photo_tif, tmp_path):
+    # Two runs into one store started together, as a requeued job beside its first attempt;
+    # each applies a palette of its own (no fit: the processes are quick to run).
+    for name, colours in [("a.hex", "000000 ff0000 00ff00 0000ff"), ("b.hex", "ffffff 808080")]:
+        (tmp_path / name).write_text(colours.replace(" ", "\n"))
+    dst = tmp_path / "c.zarr"
+    args = [sys.executable, "-m", "bigquant", "compress", photo_tif, dst, "-q", "--chunks", "128"]
+    procs = {
+        palette: subprocess.Popen(
+            [*map(str, args), "--codebook", str(tmp_path / palette)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for palette in ("a.hex", "b.hex")
+    }
+    errs = {palette: proc.communicate(timeout=120)[1] for palette, proc in procs.items()}
+    # One run wrote the store; the other stopped in one line, having written nothing: at the
+    # claim while the first ran, or at the finished store.
+    (survivor,) = [palette for palette, proc in procs.items() if proc.returncode == 0]
+    (other,) = set(procs) - {survivor}
+    assert procs[other].returncode == 1 and "Traceback" not in errs[other], errs[other]
+    claimed = "bigquant: error: c.zarr is being written by another run (pid "
+    assert errs[other].startswith(claimed) or errs[other] == (
+        f"bigquant: error: {dst} already exists (use --overwrite to replace it)\n"
+    ), errs[other]
+    if errs[other].startswith(claimed):
+        pid = procs[survivor].pid
+        assert f"(pid {pid} on host {socket.gethostname()} since " in errs[other]
+        assert f"wait for it, or remove {tmp_path}/.c.zarr.lock if that run is gone" in errs[other]
+    # The store is the survivor's own uninterrupted run, bit for bit, and nothing is left beside.
+    reference = tmp_path / "reference.zarr"
+    bigquant.compress(photo_tif, reference, chunks=128, codebook=tmp_path / survivor)
+    assert_same_store(dst, reference)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.hex",
+        "b.hex",
+        "c.zarr",
+        "reference.zarr",
+    ]

@@ -237,10 +237,14 @@ def test_existing_output_untouched_without_overwrite(tmp_path, china):
     (dst / "precious.txt").write_text("mine")
     with pytest.raises(BigquantError, match="already exists"):
         bigquant.compress(src, dst, 4)
+    # Not even with `overwrite`: only a bigquant store is replaced.
+    with pytest.raises(BigquantError, match=r"s.zarr is a folder holding precious.txt, not a"):
+        bigquant.compress(src, dst, 4, overwrite=True)
     assert (dst / "precious.txt").read_text() == "mine"
-    bigquant.compress(src, dst, 4, overwrite=True)
-    assert not (dst / "precious.txt").exists()
-    assert bigquant.open_store(dst).codebook.shape == (4, 3)
+    (dst / "precious.txt").unlink()
+    bigquant.compress(src, dst, 4, overwrite=True)  # an empty folder holds nothing to lose
+    bigquant.compress(src, dst, 3, overwrite=True)  # a store is replaced
+    assert bigquant.open_store(dst).codebook.shape == (3, 3)
 
 
 def test_failure_mid_write_keeps_old_output_and_the_partial_for_resume(

@@ -191,7 +191,7 @@ def test_moving_a_store_into_place_is_safe_to_interrupt(
 
     monkeypatch.setattr(s3, method, cut_short)
     assert cli(*args, *flags).returncode == 130
-    assert len(calls) == 2
+    assert len(calls) == 2 + (method == "rm")  # and the run's claim released after the cut
     monkeypatch.undo()
     # Something is there, but neither the old store nor one that reads as complete.
     assert s3.exists(dst.removeprefix("s3://"))
@@ -229,3 +229,42 @@ def test_s3_without_s3fs_names_the_extra(tmp_path, monkeypatch):
     result = cli("compress", "s3://bucket/scan.tif", tmp_path / "o.zarr")
     assert result.returncode == 1
     assert "pip install 'bigquant[s3]'" in result.stderr.strip().splitlines()[-1]
+
+
+def test_one_writer_per_store_and_overwrite_rules_in_the_bucket(s3, china_s3, tmp_path):
+    # Two runs into one store started together, each applying a palette of its own (no fit,
+    # so the processes start quickly): the claim is a conditional write there.
+    for name, colours in [("a.hex", "000000 ff0000 00ff00 0000ff"), ("b.hex", "ffffff 808080")]:
+        (tmp_path / name).write_text(colours.replace(" ", "\n"))
+    args = ["compress", url("china.tif"), url("c.zarr"), "-q", "--codebook"]
+    procs = {
+        palette: subprocess.Popen(
+            [sys.executable, "-m", "bigquant", *args, str(tmp_path / palette)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for palette in ("a.hex", "b.hex")
+    }
+    errs = {palette: proc.communicate(timeout=120)[1] for palette, proc in procs.items()}
+    (survivor,) = [palette for palette, proc in procs.items() if proc.returncode == 0]
+    (other,) = set(procs) - {survivor}
+    assert procs[other].returncode == 1 and errs[other].count("\n") == 1, errs[other]
+    assert errs[other].startswith(
+        "bigquant: error: c.zarr is being written by another run (pid "
+    ) or errs[other].endswith("c.zarr already exists (use --overwrite to replace it)\n")
+    bigquant.compress(china_s3, tmp_path / "c.zarr", codebook=tmp_path / survivor)
+    assert_same(url("c.zarr"), tmp_path / "c.zarr")
+    assert not s3.exists(f"{BUCKET}/.c.zarr.lock") and not s3.exists(f"{BUCKET}/.c.zarr.partial")
+
+    # --overwrite replaces only a bigquant store there: not a prefix of other files, nor a
+    # file of another kind under a preview's name.
+    s3.pipe(f"{BUCKET}/theirs.zarr/thesis.txt", b"mine")
+    s3.pipe(f"{BUCKET}/notes.png", b"mine")
+    result = cli("compress", china_s3, url("theirs.zarr"), "--overwrite", "-c", 4)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{url('theirs.zarr')} is a folder holding thesis.txt, not a bigquant store" in (
+        result.stderr
+    )
+    result = cli("preview", url("c.zarr"), url("notes.png"), "--overwrite")
+    assert result.returncode == 1 and "is a file that is not a PNG file" in result.stderr
+    assert s3.cat(f"{BUCKET}/theirs.zarr/thesis.txt") == s3.cat(f"{BUCKET}/notes.png") == b"mine"
