@@ -8,6 +8,7 @@ Heavy imports happen inside the commands so that ``bigquant --help`` is quick.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import gc
 import json
@@ -92,15 +93,23 @@ def _logging(verbose: int, quiet: int):
             "logging": _DISTRIBUTED_QUIET,
             "distributed.nanny.pre-spawn-environ.DASK_LOGGING": repr(_DISTRIBUTED_QUIET),
         }
-    with warnings.catch_warnings(), dask.config.set(distributed):
-        logging.captureWarnings(True)
-        try:
-            yield
-        finally:
-            logging.captureWarnings(False)
-            for lg, (handlers, level, propagate) in saved.items():
-                lg.handlers[:], lg.propagate = handlers, propagate
-                lg.setLevel(level)
+    try:
+        with warnings.catch_warnings(), dask.config.set(distributed):
+            logging.captureWarnings(True)
+            try:
+                yield
+            finally:
+                logging.captureWarnings(False)
+                for lg, (handlers, level, propagate) in saved.items():
+                    lg.handlers[:], lg.propagate = handlers, propagate
+                    lg.setLevel(level)
+    finally:
+        # Leaving dask.config.set deletes each section it created: when distributed was
+        # first imported inside, that is its whole "distributed" section, defaults and
+        # all, and every later Client in this process fails (KeyError: 'distributed').
+        # The libraries' defaults are put back where missing; nothing set is overridden.
+        for defaults in dask.config.defaults:
+            dask.config.update(dask.config.config, copy.deepcopy(defaults), priority="old")
 
 
 class Terminated(KeyboardInterrupt):

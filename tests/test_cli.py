@@ -118,6 +118,22 @@ def test_commands_leave_logging_as_they_found_it(store):
     assert (log.handlers[:], log.level, log.propagate) == before
 
 
+def test_a_command_leaves_dask_config_whole_when_it_first_imports_distributed():
+    """A process where a command (a --workers run, say) first imports distributed can
+    still start clients afterwards: distributed's config defaults survive the command."""
+    code = (
+        "import dask.config\n"
+        "from bigquant.cli import _logging\n"
+        "with _logging(0, 0):\n"
+        "    import distributed\n"
+        "print(dask.config.get('distributed.nanny.pre-spawn-environ.OMP_NUM_THREADS'))\n"
+        "print(dask.config.get('logging', None))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "None"]
+
+
 def test_preview_and_palette_pictures(store, tmp_path):
     from PIL import Image
 
