@@ -244,7 +244,7 @@ def fit_collection(
     Raises
     ------
     ParameterError
-        As in `fit_codebook`.
+        As in `fit_codebook`, and for an empty ``images``.
     BigquantError
         Images of different numbers of channels or dtypes, or no sampled
         pixel with data.
@@ -262,6 +262,8 @@ def fit_collection(
     ((32, 3), 10000)
     """
     check_fit(n_colors, sample_size, max_iter)
+    if not images:
+        raise ParameterError("`images` must hold at least one image")
     images = [d[:, :, None] if d.ndim == 2 else d for d in images]
     nodata = nodata or [None] * len(images)
     first = images[0]

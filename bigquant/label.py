@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import dask
 import numpy as np
 
+from .errors import ParameterError
 from .kernels.color import check_space
 from .kernels.dither import check_dither, dithered_labels, margin, spread
 from .kernels.nearest import label_block, label_dtype, lookup, nodata_mask, score, table_pays
@@ -201,14 +202,13 @@ def assign(
 
     Raises
     ------
-    ValueError
-        ``codebook`` is not 2-D or its channels do not match ``data``'s.
     ParameterError
-        An unknown ``space`` or ``dither``, a perceptual ``space`` for an
-        image that is not 3 channels, or ``"floyd-steinberg"`` where it cannot
-        run (signed values; without the colour table of 8-bit images of up
-        to 3 channels, a ``space`` other than ``"rgb"`` or more than its limit
-        of colours).
+        ``codebook`` is not 2-D or its channels do not match ``data``'s; an
+        unknown ``space`` or ``dither``; a perceptual ``space`` for an image
+        that is not 3 channels of unsigned or float values; or
+        ``"floyd-steinberg"`` where it cannot run (signed values; without the
+        colour table of 8-bit images of up to 3 channels, a ``space`` other
+        than ``"rgb"`` or more than its limit of colours).
 
     Examples
     --------
@@ -227,10 +227,10 @@ def assign(
     if data.ndim == 2:
         data = data[:, :, None]
     if codebook.ndim != 2 or codebook.shape[1] != data.shape[2]:
-        raise ValueError(
-            f"codebook of shape {codebook.shape} does not match {data.shape[2]} channels"
+        raise ParameterError(
+            f"`codebook` of shape {codebook.shape} does not match {data.shape[2]} channels"
         )
-    check_space(space, data.shape[2])
+    check_space(space, data.shape[2], data.dtype)
     check_dither(dither, data.shape[2], data.dtype, space, len(codebook))
     data = data.rechunk({2: -1})
     how = Labelling.for_image(data, codebook, space, dither, nodata)

@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from bigquant.errors import ParameterError
+from bigquant.fit import fit_collection
 from bigquant.kernels.nearest import label_block, label_dtype, nearest
 from bigquant.label import assign
 
@@ -72,9 +74,14 @@ def test_more_than_256_colours_gives_uint16_labels():
     np.testing.assert_array_equal(labels, np.arange(400).reshape(20, 20))
 
 
-def test_codebook_must_match_channels():
-    with pytest.raises(ValueError, match="channels"):
+def test_bad_arguments_are_parameter_errors_as_in_compress():
+    with pytest.raises(ParameterError, match=r"`codebook`.*channels"):
         assign(da.zeros((4, 4, 3), np.uint8), np.zeros((2, 4), np.uint8))
+    # Perceptual spaces assume [0, peak] values: refused for signed images, as compress does.
+    with pytest.raises(ParameterError, match="space"):
+        assign(da.zeros((4, 4, 3), dtype=np.int16), np.zeros((2, 3), np.int16), space="oklab")
+    with pytest.raises(ParameterError, match="`images`"):
+        fit_collection([], 4)
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3])
