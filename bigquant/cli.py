@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, options
+from . import __version__, defaults, options
 from .cluster import NOTICE_LOGGERS
 from .errors import BigquantError, ParameterError
 
@@ -262,6 +262,51 @@ def decompress(store, out, **kwargs):
     started = time.perf_counter()
     run(store, out, **kwargs)
     log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
+
+
+@main.command()
+@click.argument("store")
+@click.argument("out")
+@click.option(
+    "--layout",
+    type=click.Choice(defaults.TILE_LAYOUTS),
+    default=defaults.TILE_LAYOUTS[0],
+    show_default=True,
+    help="deepzoom: OUT.dzi + OUT_files/LEVEL/COL_ROW.png (OpenSeadragon); "
+    "xyz: OUT/Z/X/Y.png, 256-pixel tiles (Leaflet L.CRS.Simple, OpenLayers).",
+)
+@click.option(
+    "--tile-size",
+    type=int,
+    default=defaults.TILE_SIZE,
+    show_default=True,
+    help="Deep Zoom tile side in pixels, without the overlap.",
+)
+@click.option(
+    "--overlap",
+    type=int,
+    default=defaults.TILE_OVERLAP,
+    show_default=True,
+    help="Deep Zoom pixels each tile repeats of its neighbours.",
+)
+@options.overwrite
+@options.scheduler
+@options.workers
+@_command
+def tiles(store, out, **kwargs):
+    """Write the quantized image of STORE as a pyramid of PNG web tiles to the folder OUT.
+
+    Every tile is an indexed PNG with the store's codebook as its one colour
+    table (nodata transparent), so tiles never disagree; stores of more than
+    256 colours give RGB tiles. Lower levels are the store's label pyramid,
+    or the same 2x2 mode of the labels. Run again after an interruption, it
+    writes only the tiles still missing.
+    """
+    from .tiles import write_tiles
+
+    started = time.perf_counter()
+    n = write_tiles(store, out, **kwargs)
+    log.info("wrote %d tiles to %s in %.1f s", n, out, time.perf_counter() - started)
 
 
 def store_summary(store) -> dict:
