@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, defaults, options
+from . import __version__, options
 from .cluster import NOTICE_LOGGERS
 from .errors import BigquantError, ParameterError
 
@@ -267,29 +267,10 @@ def decompress(store, out, **kwargs):
 @main.command()
 @click.argument("store")
 @click.argument("out")
-@click.option(
-    "--layout",
-    type=click.Choice(defaults.TILE_LAYOUTS),
-    default=defaults.TILE_LAYOUTS[0],
-    show_default=True,
-    help="deepzoom: OUT.dzi + OUT_files/LEVEL/COL_ROW.png (OpenSeadragon); "
-    "xyz: OUT/Z/X/Y.png, 256-pixel tiles (Leaflet L.CRS.Simple, OpenLayers).",
-)
-@click.option(
-    "--tile-size",
-    type=int,
-    default=defaults.TILE_SIZE,
-    show_default=True,
-    help="Deep Zoom tile side in pixels, without the overlap.",
-)
-@click.option(
-    "--overlap",
-    type=int,
-    default=defaults.TILE_OVERLAP,
-    show_default=True,
-    help="Deep Zoom pixels each tile repeats of its neighbours.",
-)
-@options.overwrite
+@options.layout
+@options.tile_size
+@options.overlap
+@options.overwrite_tiles
 @options.scheduler
 @options.workers
 @_command

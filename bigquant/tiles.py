@@ -79,7 +79,8 @@ def _palette(store: Store, pad: bool) -> _Palette:
         pad_label = nodata
         if pad_label is None:
             # A colour of its own past the codebook, so padding is never mistaken for a colour.
-            rgb, alpha = np.vstack([rgb, [[0, 0, 0]]]), np.append(alpha, 0).astype(np.uint8)
+            rgb = np.vstack([rgb, np.zeros((1, 3), np.uint8)])
+            alpha = np.append(alpha, np.uint8(0))
             pad_label = n
     if len(rgb) <= 256:
         opaque = bool((alpha == 255).all())

@@ -1,0 +1,242 @@
+"""Web tiles: every pixel is the codebook's colour of its label, one palette, no seams."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+from conftest import cli, made_up_meta
+from PIL import Image
+
+import bigquant
+from bigquant.pyramid import mode_2x2
+from bigquant.store import create_store, finish_store, open_store
+from bigquant.tiles import DeepZoom, write_tiles
+
+TILE, OVERLAP = 254, 1
+
+
+@pytest.fixture(scope="module")
+def photo_stores(tmp_path_factory, astronaut) -> dict[bool, Path]:
+    """The astronaut in 16 colours, chunks of 96 (tiles cross chunk borders), with and without
+    a label pyramid (the same labels: same seed)."""
+    where = tmp_path_factory.mktemp("stores")
+    image = da.from_array(astronaut, chunks=(96, 96, 3))
+    stores = {}
+    for pyramid in (False, True):
+        stores[pyramid] = where / f"astronaut-{pyramid}.zarr"
+        bigquant.compress(image, stores[pyramid], 16, pyramid=pyramid)
+    return stores
+
+
+def png_chunks(path) -> dict[bytes, bytes]:
+    """A PNG's chunks by type (the last of each), read without Pillow."""
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    found, i = {}, 8
+    while i < len(data):
+        (n,) = struct.unpack(">I", data[i : i + 4])
+        kind, body = data[i + 4 : i + 8], data[i + 8 : i + 8 + n]
+        assert struct.unpack(">I", data[i + 8 + n : i + 12 + n])[0] == zlib.crc32(kind + body)
+        found[kind], i = body, i + 12 + n
+    return found
+
+
+def level_labels(labels: np.ndarray, halvings: int) -> np.ndarray:
+    for _ in range(halvings):
+        labels = mode_2x2(labels)
+    return labels
+
+
+def test_deep_zoom_tiles_are_codebook_of_labels_at_every_level(tmp_path, photo_stores):
+    """Level 0 equals the decompressed image (overlaps included: no seams), lower levels the
+    2x2 mode of the labels, with or without the store's pyramid; one PLTE in every tile."""
+    decompressed = tmp_path / "astronaut.tif"
+    bigquant.decompress(photo_stores[False], decompressed)
+    image = tifffile.imread(decompressed)
+    store = open_store(photo_stores[False])
+    labels, codebook = store.labels[:], store.codebook
+    for pyramid, src in photo_stores.items():
+        out = tmp_path / f"dz-{pyramid}"
+        assert write_tiles(src, out) == 21  # 3x3 + 2x2 + one tile at each of 8 levels
+        dzi = (tmp_path / f"dz-{pyramid}.dzi").read_text()
+        assert 'Overlap="1" TileSize="254"' in dzi and '<Size Width="512" Height="512"/>' in dzi
+        root = tmp_path / f"dz-{pyramid}_files"
+        top = math.ceil(math.log2(512))
+        assert sorted(int(p.name) for p in root.iterdir() if p.is_dir()) == list(range(top + 1))
+        for level in range(top + 1):
+            expected = level_labels(labels, top - level)
+            side = math.ceil(512 / 2 ** (top - level))
+            assert expected.shape == (side, side)
+            n = math.ceil(side / TILE)
+            names = {p.name for p in (root / str(level)).iterdir()}
+            assert names == {f"{c}_{r}.png" for c in range(n) for r in range(n)}
+            for c in range(n):
+                for r in range(n):
+                    x0, y0 = max(c * TILE - OVERLAP, 0), max(r * TILE - OVERLAP, 0)
+                    x1, y1 = (
+                        min((c + 1) * TILE + OVERLAP, side),
+                        min((r + 1) * TILE + OVERLAP, side),
+                    )
+                    path = root / str(level) / f"{c}_{r}.png"
+                    assert png_chunks(path)[b"PLTE"] == codebook.tobytes()
+                    with Image.open(path) as tile:
+                        assert tile.mode == "P"
+                        np.testing.assert_array_equal(np.asarray(tile), expected[y0:y1, x0:x1])
+                        rgb = np.asarray(tile.convert("RGB"))
+                    if level == top:
+                        np.testing.assert_array_equal(rgb, image[y0:y1, x0:x1])
+                    else:
+                        np.testing.assert_array_equal(rgb, codebook[expected[y0:y1, x0:x1]])
+
+
+def test_one_tile_on_demand_reads_only_its_window(photo_stores):
+    """`DeepZoom.tile` of a deep level reads the few labels it needs, not the whole image."""
+    store = open_store(photo_stores[False])
+    dz = DeepZoom(store)
+    reads = []
+
+    class Counting:
+        def __init__(self, labels):
+            self.labels, self.shape, self.chunks = labels, labels.shape, labels.chunks
+
+        def __getitem__(self, index):
+            reads.append(index)
+            return self.labels[index]
+
+    dz.levels[0].labels = Counting(store.labels)
+    with Image.open(io.BytesIO(dz.tile(dz.top, 1, 1))) as tile:
+        assert tile.size == (256, 256)
+        np.testing.assert_array_equal(np.asarray(tile), store.labels[253:509, 253:509])
+    assert reads == [(slice(253, 509), slice(253, 509))]
+
+
+def test_rerun_writes_only_missing_tiles(tmp_path, photo_stores):
+    """An interrupted run (no .dzi, some tiles missing) is finished, not redone; a finished one
+    is refused without --overwrite, and other tiles are never mixed in."""
+    out, root = tmp_path / "dz", tmp_path / "dz_files"
+    assert cli("tiles", photo_stores[True], out).returncode == 0
+    tiles = sorted(root.glob("*/*.png"))
+    for p in tiles:  # marked as written long ago: a tile written again is newer
+        os.utime(p, ns=(0, 0))
+    gone = [root / "9" / "1_1.png", root / "8" / "0_1.png", root / "0" / "0_0.png"]
+    for p in gone:
+        p.unlink()
+
+    refused = cli("tiles", photo_stores[True], out)
+    assert refused.returncode == 1
+    assert (
+        refused.stderr
+        == f"bigquant: error: {out}.dzi already exists (use --overwrite to replace it)\n"
+    )
+
+    (tmp_path / "dz.dzi").unlink()
+    assert write_tiles(photo_stores[True], out) == 3
+    assert sorted(root.glob("*/*.png")) == tiles
+    assert [p for p in tiles if p.stat().st_mtime_ns != 0] == sorted(gone)
+    assert not list(tmp_path.glob("**/*.part")) and not list(tmp_path.glob(".bigquant-levels-*"))
+
+    (tmp_path / "dz.dzi").unlink()
+    other = cli("tiles", photo_stores[True], out, "--tile-size", "128")
+    assert other.returncode == 1
+    assert "holds tiles of another store or other options (use --overwrite" in other.stderr
+    assert (
+        cli("tiles", photo_stores[True], out, "--tile-size", "128", "--overwrite").returncode == 0
+    )
+    assert {p.name for p in (root / "9").iterdir()} == {
+        f"{c}_{r}.png" for c in range(4) for r in range(4)
+    }
+
+
+def made_up_store(path, labels: np.ndarray, codebook: np.ndarray, **fields):
+    partial = create_store(
+        str(path), (64, 64), codebook, made_up_meta(labels.shape, codebook, **fields)
+    )
+    partial.labels[:] = labels
+    finish_store(partial, partial.meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo_labels(astronaut) -> np.ndarray:
+    """Labels 0..15 of a 300 x 500 crop of the photograph (its grey level in 16 steps)."""
+    return (astronaut[:300, :500].mean(axis=2) // 16).astype(np.uint8)
+
+
+def test_nodata_is_the_transparent_palette_entry(tmp_path, photo_labels):
+    codebook = np.array([[16 * i, 255 - 16 * i, 7 * i] for i in range(16)], np.uint8)
+    src = made_up_store(tmp_path / "nd.zarr", photo_labels, codebook, nodata_label=15)
+    write_tiles(src, tmp_path / "dz")
+    alpha = np.full(16, 255, np.uint8)
+    alpha[15] = 0
+    for path in (tmp_path / "dz_files").glob("*/*.png"):
+        chunks = png_chunks(path)
+        assert chunks[b"PLTE"] == codebook.tobytes()
+        assert chunks[b"tRNS"] == alpha.tobytes()
+    with Image.open(tmp_path / "dz_files" / "9" / "0_0.png") as tile:
+        rgba = np.asarray(tile.convert("RGBA"))
+    window = photo_labels[:255, :255]
+    np.testing.assert_array_equal(rgba[:, :, 3] == 0, window == 15)
+    np.testing.assert_array_equal(rgba[:, :, :3], codebook[window])
+
+
+def test_more_than_256_colours_give_rgb_tiles(tmp_path, astronaut):
+    labels = (astronaut[:300, :500, 0].astype(np.uint16) * 300 // 256).astype(np.uint16)
+    rng = np.random.default_rng(0)
+    codebook = rng.integers(0, 256, (300, 3), dtype=np.uint8)
+    src = made_up_store(tmp_path / "many.zarr", labels, codebook)
+    write_tiles(src, tmp_path / "dz")
+    with Image.open(tmp_path / "dz_files" / "9" / "1_0.png") as tile:
+        assert tile.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(tile), codebook[labels[:255, 253:509]])
+
+
+def test_xyz_layout_pads_edge_tiles_transparent(tmp_path, photo_labels):
+    """z/x/y with 256-pixel tiles: zoom 1 full resolution (300 x 500 fits 512), zoom 0 one tile
+    of the 2x2 mode; past the image the extra palette entry 16, transparent."""
+    codebook = np.array([[16 * i, 255 - 16 * i, 7 * i] for i in range(16)], np.uint8)
+    src = made_up_store(tmp_path / "s.zarr", photo_labels, codebook)
+    result = cli("tiles", "--layout", "xyz", src, tmp_path / "xyz")
+    assert result.returncode == 0, result.stderr
+    found = sorted(
+        str(p.relative_to(tmp_path / "xyz")) for p in (tmp_path / "xyz").glob("*/*/*.png")
+    )
+    assert found == ["0/0/0.png", "1/0/0.png", "1/0/1.png", "1/1/0.png", "1/1/1.png"]
+    for z, labels in ((1, photo_labels), (0, mode_2x2(photo_labels))):
+        padded = np.full((256 * 2**z, 256 * 2**z), 16, np.uint8)
+        padded[: labels.shape[0], : labels.shape[1]] = labels
+        for x in range(2**z):
+            for y in range(2**z):
+                path = tmp_path / "xyz" / str(z) / str(x) / f"{y}.png"
+                chunks = png_chunks(path)
+                assert chunks[b"PLTE"] == codebook.tobytes() + b"\0\0\0"
+                assert chunks[b"tRNS"] == b"\xff" * 16 + b"\0"
+                with Image.open(path) as tile:
+                    want = padded[256 * y : 256 * (y + 1), 256 * x : 256 * (x + 1)]
+                    np.testing.assert_array_equal(np.asarray(tile), want)
+    again = cli("tiles", "--layout", "xyz", src, tmp_path / "xyz")
+    assert again.returncode == 1 and "already exists (use --overwrite" in again.stderr
+
+
+def test_bad_input_is_one_line(tmp_path, photo_stores):
+    for args, message in (
+        (("tiles", tmp_path / "nothing.zarr", tmp_path / "o"), "no such file or directory"),
+        (
+            ("tiles", photo_stores[False], tmp_path / "o", "--tile-size", "0"),
+            "--tile-size must be at least 1",
+        ),
+        (("tiles", photo_stores[False], tmp_path / "no" / "o"), "no such directory"),
+    ):
+        result = cli(*args)
+        assert result.returncode == 1
+        assert result.stderr.startswith("bigquant: error: ") and message in result.stderr
+        assert result.stderr.count("\n") == 1
+    assert not os.path.exists(tmp_path / "o_files")
