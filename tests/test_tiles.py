@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import io
 import math
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -240,3 +244,138 @@ def test_bad_input_is_one_line(tmp_path, photo_stores):
         assert result.stderr.startswith("bigquant: error: ") and message in result.stderr
         assert result.stderr.count("\n") == 1
     assert not os.path.exists(tmp_path / "o_files")
+
+
+# -- In the viewers people use: OpenSeadragon and Leaflet, in a headless chromium ---------------
+
+NPM = Path(__file__).parent.parent / ".ci" / "npm" / "node_modules"
+CHROMIUM = "/usr/bin/chromium"
+#: The browser's window on the image: a region across the tile borders at 254 (Deep Zoom) and
+#: 256 (XYZ), drawn at 1:1.
+VIEW_W, VIEW_H, LEFT, TOP = 400, 300, 100, 150
+
+OPENSEADRAGON_PAGE = """<!doctype html>
+<html><head><style>html, body {{ margin: 0; background: #000 }}
+#view {{ width: {w}px; height: {h}px }}</style>
+<script src="openseadragon/openseadragon.min.js"></script></head>
+<body><div id="view"></div><script>
+// The canvas drawer with smoothing off: at 1:1 every screen pixel is one tile pixel.
+window.viewer = OpenSeadragon({{
+  id: "view", tileSources: "dz.dzi", drawer: "canvas", imageSmoothingEnabled: false,
+  showNavigationControl: false, animationTime: 0, blendTime: 0, immediateRender: false,
+  minPixelRatio: 1, visibilityRatio: 0, constrainDuringPan: false, minZoomImageRatio: 0,
+  maxZoomPixelRatio: 100,
+}});
+viewer.addHandler("open", () => {{
+  const vp = viewer.viewport;
+  vp.fitBounds(vp.imageToViewportRectangle({left}, {top}, {w}, {h}), true);
+}});
+</script></body></html>
+"""
+
+LEAFLET_PAGE = """<!doctype html>
+<html><head><link rel="stylesheet" href="leaflet/leaflet.css">
+<style>html, body {{ margin: 0; background: #000 }} #view {{ width: {w}px; height: {h}px }}</style>
+<script src="leaflet/leaflet.js"></script></head>
+<body><div id="view"></div><script>
+const zmax = {zoom};  // not `top`: window.top is taken
+window.map = L.map("view", {{
+  crs: L.CRS.Simple, zoomControl: false, attributionControl: false,
+  fadeAnimation: false, zoomAnimation: false, minZoom: 0, maxZoom: zmax,
+}});
+window.loaded = false;
+L.tileLayer("xyz/{{z}}/{{x}}/{{y}}.png", {{ tileSize: 256, noWrap: true, minZoom: 0, maxZoom: zmax }})
+  .on("load", () => {{ window.loaded = true; }})
+  .addTo(map);
+// The container's centre on image pixel (left + w/2, top + h/2), at zoom zmax: 1:1.
+map.setView(map.unproject([{left} + {w} / 2, {top} + {h} / 2], zmax), zmax, {{ animate: false }});
+</script></body></html>
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, driven by Playwright (its own browser downloads do not work here)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: .ci/tiles-setup.sh installs Debian's chromium")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    args += ["--disable-component-update", "--disable-sync", "--no-first-run"]
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield chromium
+        chromium.close()
+
+
+@contextlib.contextmanager
+def served(root: Path):
+    """``root`` over HTTP on 127.0.0.1 (a free port), from a thread; its base URL."""
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no request lines in the test output
+        pass
+
+
+def viewer_site(tmp_path: Path, package: str, build: str) -> Path:
+    """A folder to serve: the npm package's build (or a skip, before `npm ci`). Tests call it
+    before they ask for the browser, so that a skip starts none."""
+    if not (NPM / package).is_dir():
+        pytest.skip(
+            f"{NPM / package} is missing: run `npm ci --prefix .ci/npm` (.ci/tiles-setup.sh)"
+        )
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / package).symlink_to(NPM / package / build)
+    return site
+
+
+def screenshot(browser, url: str, ready: str) -> np.ndarray:
+    """The RGB pixels of the page's viewer element once ``ready`` (JavaScript) is true."""
+    page = browser.new_page(viewport={"width": VIEW_W, "height": VIEW_H}, device_scale_factor=1)
+    try:
+        page.goto(url)
+        page.wait_for_function(ready, timeout=20_000)
+        page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        png = page.locator("#view").screenshot()
+    finally:
+        page.close()
+    with Image.open(io.BytesIO(png)) as shot:
+        return np.asarray(shot.convert("RGB"))
+
+
+def test_openseadragon_shows_the_deep_zoom_tiles_at_1_to_1(tmp_path, photo_stores, request):
+    """The screenshot across tile borders is codebook[labels], pixel for pixel."""
+    site = viewer_site(tmp_path, "openseadragon", "build/openseadragon")
+    write_tiles(photo_stores[False], site / "dz")
+    page = OPENSEADRAGON_PAGE.format(w=VIEW_W, h=VIEW_H, left=LEFT, top=TOP)
+    (site / "index.html").write_text(page)
+    store = open_store(photo_stores[False])
+    ready = (
+        "window.viewer && viewer.world.getItemCount() && viewer.world.getItemAt(0).getFullyLoaded()"
+    )
+    with served(site) as url:
+        shot = screenshot(request.getfixturevalue("browser"), f"{url}/index.html", ready)
+    expected = store.codebook[store.labels[TOP : TOP + VIEW_H, LEFT : LEFT + VIEW_W]]
+    np.testing.assert_array_equal(shot, expected)
+
+
+def test_leaflet_shows_the_xyz_tiles_at_1_to_1(tmp_path, photo_stores, request):
+    site = viewer_site(tmp_path, "leaflet", "dist")
+    write_tiles(photo_stores[False], site / "xyz", layout="xyz")
+    page = LEAFLET_PAGE.format(w=VIEW_W, h=VIEW_H, left=LEFT, top=TOP, zoom=1)
+    (site / "index.html").write_text(page)
+    store = open_store(photo_stores[False])
+    with served(site) as url:
+        shot = screenshot(request.getfixturevalue("browser"), f"{url}/index.html", "window.loaded")
+    expected = store.codebook[store.labels[TOP : TOP + VIEW_H, LEFT : LEFT + VIEW_W]]
+    np.testing.assert_array_equal(shot, expected)
