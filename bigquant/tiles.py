@@ -46,23 +46,26 @@ _TASK_PIXELS = 32 << 20
 
 @dataclass(frozen=True)
 class _Palette:
-    """How label windows become PNG bytes: a Pillow mode with its tables.
+    """The 8-bit colours of a store's labels, and which tiles are indexed PNGs.
 
-    ``mode`` is ``"P"`` with ``palette`` (RGB bytes) and ``alpha`` (tRNS bytes,
-    or None when every entry is opaque), or ``"RGB"`` / ``"RGBA"`` with
-    ``lut``, the 8-bit colour of each label. ``pad`` is the label that fills
-    the part of an edge tile past the image (transparent), or None.
+    ``colours`` holds an RGBA row per label, then, for padding with no nodata
+    label to use, a transparent row of its own. Its first ``indexed`` rows are
+    the palette (PLTE, and tRNS unless all are opaque) of every indexed tile;
+    0 when the labels do not fit a palette. ``pad`` is the label that fills the
+    part of an edge tile past the image, or None when tiles are not padded.
     """
 
-    mode: str
-    palette: bytes | None
-    alpha: bytes | None
-    lut: np.ndarray | None
+    colours: np.ndarray
+    indexed: int
     pad: int | None
 
 
 def _palette(store: Store, pad: bool) -> _Palette:
-    """The PNG tables of ``store``'s codebook; with ``pad``, a transparent label for padding."""
+    """The PNG colours of ``store``'s codebook; with ``pad``, a transparent label for padding.
+
+    A 256-colour codebook with no nodata label has no room for the padding's
+    entry: its padded edge tiles are RGBA, every other tile indexed.
+    """
     codebook, nodata = store.codebook, store.meta.nodata_label
     n, channels = codebook.shape
     if channels not in (1, 2, 3, 4):
@@ -71,23 +74,17 @@ def _palette(store: Store, pad: bool) -> _Palette:
         )
     values = to_8bit(codebook, codebook.dtype, store.meta.source.peak)
     rgb = np.repeat(values[:, :1], 3, axis=1) if channels <= 2 else values[:, :3]
-    alpha = values[:, -1].copy() if channels in (2, 4) else np.full(n, 255, np.uint8)
+    alpha = values[:, -1:].copy() if channels in (2, 4) else np.full((n, 1), 255, np.uint8)
     if nodata is not None:
         alpha[nodata] = 0
-    pad_label = None
+    colours, pad_label = np.hstack([rgb, alpha]), None
     if pad:
         pad_label = nodata
         if pad_label is None:
             # A colour of its own past the codebook, so padding is never mistaken for a colour.
-            rgb = np.vstack([rgb, np.zeros((1, 3), np.uint8)])
-            alpha = np.append(alpha, np.uint8(0))
-            pad_label = n
-    if len(rgb) <= 256:
-        opaque = bool((alpha == 255).all())
-        return _Palette("P", rgb.tobytes(), None if opaque else alpha.tobytes(), None, pad_label)
-    if (alpha == 255).all():
-        return _Palette("RGB", None, None, np.ascontiguousarray(rgb), pad_label)
-    return _Palette("RGBA", None, None, np.hstack([rgb, alpha[:, None]]), pad_label)
+            colours, pad_label = np.vstack([colours, np.zeros((1, 4), np.uint8)]), n
+    indexed = len(colours) if len(colours) <= 256 else n if n <= 256 else 0
+    return _Palette(colours, indexed, pad_label)
 
 
 def label_levels(store: Store) -> list:
@@ -235,14 +232,18 @@ class DeepZoom:
             full[: labels.shape[0], : labels.shape[1]] = labels
             labels = full
         buffer = io.BytesIO()
-        if p.mode == "P":
+        if p.indexed and int(labels.max(initial=0)) < p.indexed:
             # An "L" image of the labels that the palette turns into a "P" one.
             image = Image.fromarray(labels.astype(np.uint8, copy=False))
-            image.putpalette(p.palette)
-            extra = {} if p.alpha is None else {"transparency": p.alpha}
+            image.putpalette(p.colours[: p.indexed, :3].tobytes())
+            alpha = p.colours[: p.indexed, 3]
+            extra = {} if (alpha == 255).all() else {"transparency": alpha.tobytes()}
             image.save(buffer, format="PNG", **extra)
         else:
-            Image.fromarray(p.lut[labels]).save(buffer, format="PNG")
+            opaque = (p.colours[:, 3] == 255).all()
+            Image.fromarray(p.colours[labels][..., :3] if opaque else p.colours[labels]).save(
+                buffer, format="PNG"
+            )
         return buffer.getvalue()
 
     def path(self, level: int, col: int, row: int) -> str:

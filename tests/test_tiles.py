@@ -230,6 +230,28 @@ def test_xyz_layout_pads_edge_tiles_transparent(tmp_path, photo_labels):
     assert again.returncode == 1 and "already exists (use --overwrite" in again.stderr
 
 
+def test_xyz_of_256_colours_pads_edge_tiles_in_rgba(tmp_path, astronaut):
+    """A full palette has no entry left for the padding: tiles that need it are RGBA (same
+    colours, padding transparent); every other tile keeps the codebook as its palette."""
+    labels = astronaut[:300, :500, 1]
+    codebook = np.random.default_rng(1).integers(0, 256, (256, 3), dtype=np.uint8)
+    write_tiles(
+        made_up_store(tmp_path / "s.zarr", labels, codebook), tmp_path / "xyz", layout="xyz"
+    )
+    with Image.open(tmp_path / "xyz" / "1" / "0" / "0.png") as full:
+        assert full.mode == "P" and png_chunks(full.filename)[b"PLTE"] == codebook.tobytes()
+        np.testing.assert_array_equal(np.asarray(full), labels[:256, :256])
+    with Image.open(tmp_path / "xyz" / "1" / "1" / "1.png") as edge:
+        assert edge.mode == "RGBA" and edge.size == (256, 256)
+        rgba = np.asarray(edge)
+    np.testing.assert_array_equal(rgba[:44, :244, :3], codebook[labels[256:, 256:]])
+    assert (
+        (rgba[:44, :244, 3] == 255).all()
+        and not rgba[44:, :, 3].any()
+        and not rgba[:, 244:, 3].any()
+    )
+
+
 def test_bad_input_is_one_line(tmp_path, photo_stores):
     for args, message in (
         (("tiles", tmp_path / "nothing.zarr", tmp_path / "o"), "no such file or directory"),
