@@ -40,6 +40,8 @@ from .store import LABELS_KEY, Store, _CheckedLabels, open_store
 #: Where a run records what it writes, beside the tiles: a rerun with the same store and
 #: options finishes the tiles an interrupted run left out, and refuses to mix in others.
 MANIFEST = ".bigquant-tiles.json"
+#: The end of a file's name while it is written.
+_PART = ".part"
 #: Most label pixels one task reads at once (uint16 labels: 64 MiB).
 _TASK_PIXELS = 32 << 20
 
@@ -289,7 +291,7 @@ class XYZ(DeepZoom):
 
 def _write_file(data: bytes | str, path: str) -> None:
     """Write ``path`` under a temporary name, then rename it: never half a file under its name."""
-    tmp = f"{path}.{os.getpid()}.part"
+    tmp = f"{path}.{os.getpid()}{_PART}"
     with open(tmp, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
@@ -311,7 +313,13 @@ def _missing(tiler: DeepZoom, root: str, level: int) -> list[list[tuple[int, int
     """Tiles of ``level`` not yet under ``root``, grouped in blocks of about one read each."""
     folder = os.path.join(root, str(level))
     os.makedirs(folder, exist_ok=True)
-    done = {os.path.join(dirpath, n) for dirpath, _, names in os.walk(folder) for n in names}
+    done = set()
+    for dirpath, _, names in os.walk(folder):
+        for n in names:
+            if n.endswith(_PART):  # a tile an interrupted run was writing: never finished
+                os.remove(os.path.join(dirpath, n))
+            else:
+                done.add(os.path.join(dirpath, n))
     cols, rows = tiler.grid(level)
     # Whole bands of tile rows about a source chunk high (read amplification stays small),
     # split across when a band would hold too many pixels.

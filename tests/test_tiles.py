@@ -13,6 +13,7 @@ import threading
 import zlib
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -158,6 +159,32 @@ def test_rerun_writes_only_missing_tiles(tmp_path, photo_stores):
     assert {p.name for p in (root / "9").iterdir()} == {
         f"{c}_{r}.png" for c in range(4) for r in range(4)
     }
+
+
+def test_an_interrupted_run_leaves_no_half_tile_and_is_finished(
+    tmp_path, photo_stores, monkeypatch
+):
+    """Cut short while writing its 6th tile, a run leaves that tile under its temporary name
+    only; the next run removes it and writes just the tiles still missing."""
+    renames = []
+
+    def replace(src, dst):
+        renames.extend([dst] if dst.endswith(".png") else [])  # not the manifest's
+        if len(renames) == 6:
+            raise KeyboardInterrupt
+        os.rename(src, dst)
+
+    monkeypatch.setattr("bigquant.tiles.os.replace", replace)
+    # One task at a time: on threads, the tasks already running go on after the interrupt.
+    with pytest.raises(KeyboardInterrupt), dask.config.set(scheduler="synchronous"):
+        write_tiles(photo_stores[True], tmp_path / "dz")
+    monkeypatch.undo()
+    root = tmp_path / "dz_files"
+    written = {p for p in root.glob("*/*.png")}
+    assert len(list(root.glob("*/*.part"))) >= 1 and len(written) >= 5
+    assert not (tmp_path / "dz.dzi").exists() and renames[5] not in map(str, written)
+    assert write_tiles(photo_stores[True], tmp_path / "dz") == 21 - len(written)
+    assert not list(root.glob("*/*.part")) and len(list(root.glob("*/*.png"))) == 21
 
 
 def made_up_store(path, labels: np.ndarray, codebook: np.ndarray, **fields):
