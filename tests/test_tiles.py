@@ -12,6 +12,7 @@ import struct
 import threading
 import zlib
 from pathlib import Path
+from xml.etree import ElementTree
 
 import dask
 import dask.array as da
@@ -185,6 +186,36 @@ def test_an_interrupted_run_leaves_no_half_tile_and_is_finished(
     assert not (tmp_path / "dz.dzi").exists() and renames[5] not in map(str, written)
     assert write_tiles(photo_stores[True], tmp_path / "dz") == 21 - len(written)
     assert not list(root.glob("*/*.part")) and len(list(root.glob("*/*.png"))) == 21
+
+
+@pytest.mark.parametrize(
+    ("shape", "tile_size", "overlap"),
+    [((512, 512), 254, 1), ((300, 500), 100, 3), ((1, 7), 254, 1)],
+)
+def test_deep_zoom_layout_matches_libvips_dzsave(tmp_path, photo_labels, shape, tile_size, overlap):
+    """The same levels, tile names and tile sizes as libvips' own Deep Zoom writer."""
+    pyvips = pytest.importorskip("pyvips", reason="pyvips is not installed (optional)")
+    labels = np.resize(photo_labels, shape)
+    codebook = np.array([[16 * i] * 3 for i in range(16)], np.uint8)
+    src = made_up_store(tmp_path / "s.zarr", labels, codebook)
+    write_tiles(src, tmp_path / "ours", tile_size=tile_size, overlap=overlap)
+    theirs = pyvips.Image.new_from_array(labels.astype(np.uint8))
+    theirs.dzsave(str(tmp_path / "vips"), suffix=".png", tile_size=tile_size, overlap=overlap)
+
+    def layout(root: Path) -> dict[str, tuple[int, int]]:
+        sizes = {}
+        for path in sorted(root.glob("*/*.png")):
+            with Image.open(path) as tile:
+                sizes[str(path.relative_to(root))] = tile.size
+        return sizes
+
+    assert layout(tmp_path / "ours_files") == layout(tmp_path / "vips_files")
+
+    def dzi(path: Path) -> tuple[dict, dict]:
+        image = ElementTree.parse(path).getroot()
+        return image.attrib, image[0].attrib
+
+    assert dzi(tmp_path / "ours.dzi") == dzi(tmp_path / "vips.dzi")
 
 
 def made_up_store(path, labels: np.ndarray, codebook: np.ndarray, **fields):
