@@ -35,7 +35,7 @@ from .errors import BigquantError, ParameterError
 from .kernels.nearest import check_labels
 from .pyramid import halve, mode_2x2
 from .render import to_8bit
-from .store import LABELS_KEY, Store, _CheckedLabels, open_store
+from .store import LABELS_KEY, Store, _CheckedLabels, codebook_json, open_store
 
 #: Where a run records what it writes, beside the tiles: a rerun with the same store and
 #: options finishes the tiles an interrupted run left out, and refuses to mix in others.
@@ -305,7 +305,9 @@ def _write_block(tiler: DeepZoom, root: str, level: int, tiles: list[tuple[int, 
     labels = tiler.window(level, x0, y0, x1, y1)
     for (c, r), (a, b, e, f) in zip(tiles, boxes, strict=True):
         png = tiler.encode(labels[b - y0 : f - y0, a - x0 : e - x0])
-        _write_file(png, os.path.join(root, tiler.path(level, c, r)))
+        path = os.path.join(root, tiler.path(level, c, r))
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # XYZ: a folder per column
+        _write_file(png, path)
     return len(tiles)
 
 
@@ -340,16 +342,11 @@ def _missing(tiler: DeepZoom, root: str, level: int) -> list[list[tuple[int, int
             ]
             if block:
                 blocks.append(block)
-    if isinstance(tiler, XYZ):
-        for c in range(cols):
-            os.makedirs(os.path.join(folder, str(c)), exist_ok=True)
     return blocks
 
 
 def _manifest(store: Store, layout: str, tiler: DeepZoom) -> dict:
     """What identifies a tile set: the store's labels and colours, and the options."""
-    from .store import codebook_json
-
     return {
         "store": store.path,
         "shape": list(store.labels.shape),
@@ -440,6 +437,12 @@ def write_tiles(
         tiler = XYZ(store)
     if not os.path.isdir(os.path.dirname(root)):
         raise BigquantError(f"{os.path.dirname(root)}: no such directory")
+    if not location.is_url(store.path) and os.path.commonpath([root, store.path]) in (
+        root,
+        store.path,
+    ):
+        # --overwrite empties the tiles' folder: never one that holds the store, or inside it.
+        raise BigquantError(f"{root}: the tiles would overwrite their own store")
     manifest = {**_manifest(store, layout, tiler), "complete": False}
     _prepare(root, finished, manifest, layout, overwrite)
     with scheduler(client, workers=workers):

@@ -318,12 +318,18 @@ def test_bad_input_is_one_line(tmp_path, photo_stores):
             "--tile-size must be at least 1",
         ),
         (("tiles", photo_stores[False], tmp_path / "no" / "o"), "no such directory"),
+        (
+            ("tiles", photo_stores[False], photo_stores[False], "--layout", "xyz", "--overwrite"),
+            "the tiles would overwrite their own store",
+        ),
+        (("tiles", photo_stores[False], photo_stores[False] / "tiles"), "their own store"),
     ):
         result = cli(*args)
         assert result.returncode == 1
         assert result.stderr.startswith("bigquant: error: ") and message in result.stderr
         assert result.stderr.count("\n") == 1
     assert not os.path.exists(tmp_path / "o_files")
+    assert open_store(photo_stores[False]).labels.nchunks_initialized == 36  # left whole
 
 
 # -- In the viewers people use: OpenSeadragon and Leaflet, in a headless chromium ---------------
