@@ -42,8 +42,9 @@ from .store import LABELS_KEY, Store, _CheckedLabels, codebook_json, open_store
 MANIFEST = ".bigquant-tiles.json"
 #: The end of a file's name while it is written.
 _PART = ".part"
-#: Most label pixels one task reads at once (uint16 labels: 64 MiB).
-_TASK_PIXELS = 32 << 20
+#: Most label pixels one task reads at once (uint16 labels: 16 MiB): blocks small enough that
+#: the last few leave no thread idle for long (encoding, not reading, takes the time).
+_TASK_PIXELS = 8 << 20
 
 
 @dataclass(frozen=True)
