@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -36,6 +37,8 @@ from .kernels.nearest import check_labels
 from .pyramid import halve, mode_2x2
 from .render import to_8bit
 from .store import LABELS_KEY, Store, _CheckedLabels, codebook_json, open_store
+
+log = logging.getLogger("bigquant")
 
 #: Where a run records what it writes, beside the tiles: a rerun with the same store and
 #: options finishes the tiles an interrupted run left out, and refuses to mix in others.
@@ -144,6 +147,14 @@ class DeepZoom:
     ------
     BigquantError
         For a store that is not one, or whose codebook no PNG can show.
+
+    Notes
+    -----
+    A tile ``k`` levels below the last stored level reads ``4**k`` labels per
+    pixel it shows. Of a store without a pyramid the coarse levels thus read
+    much of the image: a viewer serving tiles on demand should pass ``levels``
+    (`write_tiles` makes them in a temporary group; `bigquant.pyramid.write_pyramid`
+    into the store).
 
     Examples
     --------
@@ -269,8 +280,9 @@ class XYZ(DeepZoom):
 
     Zoom ``z`` is Deep Zoom level ``z + (ceil(log2(max(w, h))) - top)``: the
     full resolution is zoom ``top``, the first whose single tile would hold the
-    image. Edge tiles are padded to the full size with a transparent colour
-    (the nodata label, else an entry past the codebook; RGBA past 255 colours).
+    image. Edge tiles are padded to the full size with a transparent colour:
+    the nodata label, else an entry after the codebook; a 256-colour codebook
+    without nodata has no room for it, so its padded tiles are RGBA.
 
     Examples
     --------
@@ -452,6 +464,7 @@ def write_tiles(
         parent = os.path.dirname(root)
         with tempfile.TemporaryDirectory(prefix=".bigquant-levels-", dir=parent) as tmp:
             if len(tiler.levels) == 1 and any(need[level] for level in range(tiler.top)):
+                log.info("making the label levels %s lacks (2x2 mode)", store.path)
                 tiler.levels = _temporary_pyramid(tiler, tmp, show_progress)
                 need = _need(tiler, root)  # blocks sized for the levels read now
             tasks = _tasks(tiler, root, need)
