@@ -96,6 +96,15 @@ def _palette(store: Store, pad: bool) -> _Palette:
 def label_levels(store: Store) -> list:
     """The store's label arrays, ``labels`` then its pyramid levels (each a 2x2 mode of the last).
 
+    Parameters
+    ----------
+    store : Store
+
+    Returns
+    -------
+    list of zarr.Array
+        Level 0 first; just ``[store.labels]`` for a store without a pyramid.
+
     Raises
     ------
     BigquantError
@@ -218,8 +227,8 @@ class DeepZoom:
     def window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """The labels of pixels ``[y0:y1, x0:x1]`` of ``level``, read from the nearest stored level.
 
-        A level finer than the stored ones is the 2x2 mode of the last, applied as
-        often as it takes, to a window whose corners fall on whole cells: the same
+        A level coarser than the last stored one is the 2x2 mode of that one, applied
+        as often as it takes, to a window whose corners fall on whole cells: the same
         labels as halving the whole level, for a window's worth of reading.
         """
         k = self._halvings(level)
@@ -232,7 +241,32 @@ class DeepZoom:
         return check_labels(labels, len(self.store.codebook))
 
     def tile(self, level: int, col: int, row: int) -> bytes:
-        """The PNG of tile ``(col, row)`` at ``level``, reading only the labels it shows."""
+        """The PNG of one tile, reading only the labels it shows.
+
+        Parameters
+        ----------
+        level : int
+            0 (one pixel) to `top` (full resolution).
+        col, row : int
+            The tile's column and row, from the top-left; `grid` gives how many.
+
+        Returns
+        -------
+        bytes
+            An indexed PNG with the codebook as palette (RGB or RGBA past 256 colours).
+
+        Raises
+        ------
+        ParameterError
+            For a level or tile the pyramid does not have.
+        BigquantError
+            For labels that cannot be read, or that point past the codebook.
+
+        Examples
+        --------
+        >>> DeepZoom("scan.zarr").tile(0, 0, 0)[:4]  # doctest: +SKIP
+        b'\\x89PNG'
+        """
         return self.encode(self.window(level, *self.box(level, col, row)))
 
     def encode(self, labels: np.ndarray) -> bytes:
