@@ -9,12 +9,15 @@ from .read import Image, as_image, open_image
 from .render import palette_image, preview
 from .sample import sample_pixels
 from .store import Store, StoreMeta, open_store
+from .tiles import XYZ, DeepZoom, write_tiles
 
 __version__: str
 
 __all__ = [
+    "XYZ",
     "BigquantError",
     "ClusterError",
+    "DeepZoom",
     "FitResult",
     "Image",
     "ParameterError",
@@ -34,4 +37,5 @@ __all__ = [
     "palette_image",
     "preview",
     "sample_pixels",
+    "write_tiles",
 ]

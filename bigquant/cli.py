@@ -308,6 +308,32 @@ def decompress(store, out, **kwargs):
     log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
 
 
+@main.command()
+@click.argument("store")
+@click.argument("out")
+@options.layout
+@options.tile_size
+@options.overlap
+@options.overwrite_tiles
+@options.scheduler
+@options.workers
+@_command
+def tiles(store, out, **kwargs):
+    """Write the quantized image of STORE as a pyramid of PNG web tiles to the folder OUT.
+
+    Every tile is an indexed PNG with the store's codebook as its one colour
+    table (nodata transparent), so tiles never disagree; stores of more than
+    256 colours give RGB tiles. Lower levels are the store's label pyramid,
+    or the same 2x2 mode of the labels. Run again after an interruption, it
+    writes only the tiles still missing.
+    """
+    from .tiles import write_tiles
+
+    started = time.perf_counter()
+    n = write_tiles(store, out, **kwargs)
+    log.info("wrote %d tiles to %s in %.1f s", n, out, time.perf_counter() - started)
+
+
 def store_summary(store) -> dict:
     """What ``bigquant info`` reports: the store's metadata and sizes (no label is read)."""
     from .read import georeference

@@ -33,3 +33,10 @@ PALETTE_SORTS = ("lightness", "count")
 SEGMENT_BYTES = 1 << 30
 #: Most memory one chunk of an image may take: images of many channels get smaller chunks.
 CHUNK_BYTES = 256 << 20
+#: Tile layouts of `bigquant tiles`; the first is the default.
+TILE_LAYOUTS = ("deepzoom", "xyz")
+#: Deep Zoom tile side and overlap: libvips dzsave's defaults.
+TILE_SIZE = 254
+TILE_OVERLAP = 1
+#: XYZ tiles: the side map viewers expect.
+XYZ_TILE_SIZE = 256

@@ -85,3 +85,23 @@ sort = _choice(
     "--sort", choices=defaults.PALETTE_SORTS,
     help="Order of the swatches: dark to light, or most pixels first.",
 )  # fmt: skip
+layout = _choice(
+    "--layout", choices=defaults.TILE_LAYOUTS,
+    help="deepzoom: OUT.dzi + OUT_files/LEVEL/COL_ROW.png (OpenSeadragon); "
+    "xyz: OUT/Z/X/Y.png, 256-pixel tiles without overlap (Leaflet L.CRS.Simple, OpenLayers).",
+)  # fmt: skip
+tile_size = _number(
+    "--tile-size",
+    default=defaults.TILE_SIZE,
+    help="Deep Zoom tile side in pixels, without overlap.",
+)
+overlap = _number(
+    "--overlap",
+    default=defaults.TILE_OVERLAP,
+    help="Pixels a Deep Zoom tile repeats of each neighbour.",
+)
+overwrite_tiles = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Delete a finished tile set at OUT (or another run's unfinished one) and write it anew.",
+)

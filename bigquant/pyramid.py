@@ -60,10 +60,9 @@ def _mode_write(block: np.ndarray, out, row: int, col: int) -> None:
     out[row * cy : row * cy + halved.shape[0], col * cx : col * cx + halved.shape[1]] = halved
 
 
-def _halve(group, source: str, target: str, nodata: int | None) -> tuple[int, int]:
-    """Write ``target`` as the 2x2 mode of array ``source``, one Zarr chunk per task
-    (``nodata``: the nodata label, its fill value as level 0's)."""
-    src = group[source]
+def halve(src, group, target: str, nodata: int | None) -> tuple[int, int]:
+    """Write array ``target`` of ``group`` as the 2x2 mode of the Zarr array ``src``, one Zarr
+    chunk per task (``nodata``: the nodata label, its fill value as level 0's); its shape."""
     cy, cx = src.chunks
     shape = (-(-src.shape[0] // 2), -(-src.shape[1] // 2))
     # Dimensions of their own: xarray opens the group as one dataset, and a level's y is not
@@ -151,7 +150,7 @@ def write_pyramid(
     while h > cy or w > cx:
         name = level_name(len(paths))
         with progress(f"pyramid level {len(paths)}", show_progress):
-            h, w = _halve(group, paths[-1], name, nodata_label)
+            h, w = halve(group[paths[-1]], group, name, nodata_label)
         paths.append(name)
 
     size = pixel_size or {"y": 1, "x": 1}

@@ -70,6 +70,7 @@ def test_threaded_runs_do_not_import_distributed(tmp_path, store):
         ["compress", str(src), str(new), "--codebook", str(store), "-q"],
         ["decompress", str(new), str(tmp_path / "a.tif"), "-q"],
         ["info", str(new), "--check"],
+        ["tiles", str(new), str(tmp_path / "tiles"), "-q"],
     ]
     code = (
         "import sys; from click.testing import CliRunner; from bigquant.cli import main; "

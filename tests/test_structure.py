@@ -120,3 +120,9 @@ def test_every_public_name_loads_from_the_package():
     for name in bigquant.__all__:
         assert getattr(bigquant, name).__name__ == name
     assert bigquant.__version__ == version("bigquant")
+
+
+def test_the_api_reference_lists_every_public_name():
+    reference = (PACKAGE.parent / "docs" / "api" / "index.rst").read_text()
+    listed = set(re.findall(r"^   (\w+)$", reference, re.MULTILINE))
+    assert listed == set(bigquant.__all__)

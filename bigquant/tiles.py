@@ -1,0 +1,572 @@
+"""Web tiles of a store: a Deep Zoom or XYZ pyramid of PNG tiles, all with the store's palette.
+
+Tiles are cut from the labels, not from colours: every tile is an indexed PNG
+whose colour table is the codebook (the same bytes in every tile, the nodata
+label a transparent entry), so every pixel is exactly ``codebook[label]`` and
+neighbouring tiles cannot disagree. Lower levels are the store's own label
+pyramid (`bigquant.pyramid`, a 2x2 mode) where it has one, else the same
+rule applied to the labels. More than 256 colours do not fit a PNG palette:
+such stores give RGB(A) tiles.
+
+Layouts::
+
+    deepzoom   OUT.dzi + OUT_files/LEVEL/COL_ROW.png   (OpenSeadragon, libvips dzsave)
+    xyz        OUT/Z/X/Y.png, 256-pixel tiles           (Leaflet L.CRS.Simple, OpenLayers)
+
+Deep Zoom level ``L`` of a ``w x h`` image is ``ceil(w / 2**(top - L)) x
+ceil(h / 2**(top - L))`` with ``top = ceil(log2(max(w, h)))``; XYZ zoom
+``z`` is the same with ``top`` the first zoom whose one tile holds the image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import defaults, location
+from .errors import BigquantError, ParameterError
+from .kernels.nearest import check_labels
+from .pyramid import halve, mode_2x2
+from .render import to_8bit
+from .store import LABELS_KEY, Store, _CheckedLabels, codebook_json, open_store
+
+log = logging.getLogger("bigquant")
+
+#: Where a run records what it writes, beside the tiles: a rerun with the same store and
+#: options finishes the tiles an interrupted run left out, and refuses to mix in others.
+MANIFEST = ".bigquant-tiles.json"
+#: The end of a file's name while it is written.
+_PART = ".part"
+#: Most label pixels one task reads at once (uint16 labels: 16 MiB): blocks small enough that
+#: the last few leave no thread idle for long (encoding, not reading, takes the time).
+_TASK_PIXELS = 8 << 20
+
+
+@dataclass(frozen=True)
+class _Palette:
+    """The 8-bit colours of a store's labels, and which tiles are indexed PNGs.
+
+    ``colours`` holds an RGBA row per label, then, for padding with no nodata
+    label to use, a transparent row of its own. Its first ``indexed`` rows are
+    the palette (PLTE, and tRNS unless all are opaque) of every indexed tile;
+    0 when the labels do not fit a palette. ``pad`` is the label that fills the
+    part of an edge tile past the image, or None when tiles are not padded.
+    """
+
+    colours: np.ndarray
+    indexed: int
+    pad: int | None
+
+
+def _palette(store: Store, pad: bool) -> _Palette:
+    """The PNG colours of ``store``'s codebook; with ``pad``, a transparent label for padding.
+
+    A 256-colour codebook with no nodata label has no room for the padding's
+    entry: its padded edge tiles are RGBA, every other tile indexed.
+    """
+    codebook, nodata = store.codebook, store.meta.nodata_label
+    n, channels = codebook.shape
+    if channels not in (1, 2, 3, 4):
+        raise BigquantError(
+            f"{store.path}: PNG tiles need 1 to 4 channels, the store has {channels}"
+        )
+    values = to_8bit(codebook, codebook.dtype, store.meta.source.peak)
+    rgb = np.repeat(values[:, :1], 3, axis=1) if channels <= 2 else values[:, :3]
+    alpha = values[:, -1:].copy() if channels in (2, 4) else np.full((n, 1), 255, np.uint8)
+    if nodata is not None:
+        alpha[nodata] = 0
+    colours, pad_label = np.hstack([rgb, alpha]), None
+    if pad:
+        pad_label = nodata
+        if pad_label is None:
+            # A colour of its own past the codebook, so padding is never mistaken for a colour.
+            colours, pad_label = np.vstack([colours, np.zeros((1, 4), np.uint8)]), n
+    indexed = len(colours) if len(colours) <= 256 else n if n <= 256 else 0
+    return _Palette(colours, indexed, pad_label)
+
+
+def label_levels(store: Store) -> list:
+    """The store's label arrays, ``labels`` then its pyramid levels (each a 2x2 mode of the last).
+
+    Parameters
+    ----------
+    store : Store
+
+    Returns
+    -------
+    list of zarr.Array
+        Level 0 first; just ``[store.labels]`` for a store without a pyramid.
+
+    Raises
+    ------
+    BigquantError
+        When a listed level is missing or is not the halving of the one before.
+    """
+    import zarr
+
+    names = store.meta.pyramid or [LABELS_KEY]
+    if names == [LABELS_KEY]:
+        return [store.labels]
+    group = zarr.open_group(location.zarr_store(store.path, read_only=True), mode="r")
+    levels = [store.labels]
+    for name in names[1:]:
+        if name not in group:
+            raise BigquantError(f"{store.path}: corrupt store (pyramid level {name} missing)")
+        level, (h, w) = group[name], levels[-1].shape
+        if level.shape != (-(-h // 2), -(-w // 2)):
+            raise BigquantError(
+                f"{store.path}: corrupt store (pyramid level {name} is {level.shape}, "
+                f"not half of {(h, w)})"
+            )
+        levels.append(level)
+    return levels
+
+
+class DeepZoom:
+    """Deep Zoom tiles of a store, each rendered on its own from the label window it needs.
+
+    Parameters
+    ----------
+    store : path-like, URL or Store
+    tile_size : int
+        Side of a tile without its overlap, at least 1.
+    overlap : int
+        Pixels each tile repeats of its neighbours on every side that has one, at least 0.
+    levels : list of zarr.Array, optional
+        Label arrays level 0 first, each the 2x2 mode of the one before
+        (`label_levels`, the default, reads the store's own); a level past the last
+        is made from the last by `bigquant.pyramid.mode_2x2`.
+
+    Attributes
+    ----------
+    width, height : int
+        The image's size at full resolution.
+    top : int
+        The full-resolution level: ``ceil(log2(max(width, height)))``.
+
+    Raises
+    ------
+    BigquantError
+        For a store that is not one, or whose codebook no PNG can show.
+
+    Notes
+    -----
+    A tile ``k`` levels below the last stored level reads ``4**k`` labels per
+    pixel it shows. Of a store without a pyramid the coarse levels thus read
+    much of the image: a viewer serving tiles on demand should pass ``levels``
+    (`write_tiles` makes them in a temporary group; `bigquant.pyramid.write_pyramid`
+    into the store).
+
+    Examples
+    --------
+    >>> dz = DeepZoom("scan.zarr")  # doctest: +SKIP
+    >>> png = dz.tile(dz.top, 0, 0)  # the top-left tile at full resolution  # doctest: +SKIP
+    """
+
+    #: Pad edge tiles to the full tile size (XYZ viewers stretch whatever they get to it).
+    pad = False
+
+    def __init__(
+        self,
+        store,
+        tile_size: int = defaults.TILE_SIZE,
+        overlap: int = defaults.TILE_OVERLAP,
+        *,
+        levels: list | None = None,
+    ):
+        if tile_size < 1:
+            raise ParameterError(f"`tile_size` must be at least 1, not {tile_size}")
+        if overlap < 0:
+            raise ParameterError(f"`overlap` must be at least 0, not {overlap}")
+        self.store = store if isinstance(store, Store) else open_store(store)
+        self.tile_size, self.overlap = tile_size, overlap
+        self.height, self.width = self.store.labels.shape
+        self.levels = [
+            _CheckedLabels(self.store.path, a) for a in (levels or label_levels(self.store))
+        ]
+        self.palette = _palette(self.store, self.pad)
+        self.top = self._top()
+
+    def _top(self) -> int:
+        return math.ceil(math.log2(max(self.width, self.height, 1)))
+
+    def _halvings(self, level: int) -> int:
+        """How many times ``level`` halves the full-resolution image."""
+        if not 0 <= level <= self.top:
+            raise ParameterError(f"`level` must be 0 to {self.top}, not {level}")
+        return self.top - level
+
+    def size(self, level: int) -> tuple[int, int]:
+        """``(width, height)`` of ``level``."""
+        f = 2 ** self._halvings(level)
+        return -(-self.width // f), -(-self.height // f)
+
+    def grid(self, level: int) -> tuple[int, int]:
+        """``(columns, rows)`` of tiles at ``level``."""
+        w, h = self.size(level)
+        return -(-w // self.tile_size), -(-h // self.tile_size)
+
+    def box(self, level: int, col: int, row: int) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)``: the pixels of ``level`` tile ``(col, row)`` holds, overlap included."""
+        w, h = self.size(level)
+        cols, rows = self.grid(level)
+        if not (0 <= col < cols and 0 <= row < rows):
+            raise ParameterError(f"level {level} has no tile ({col}, {row})")
+        t, o = self.tile_size, self.overlap
+        x0, y0 = max(col * t - o, 0), max(row * t - o, 0)
+        return x0, y0, min((col + 1) * t + o, w), min((row + 1) * t + o, h)
+
+    def window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """The labels of pixels ``[y0:y1, x0:x1]`` of ``level``, read from the nearest stored level.
+
+        A level coarser than the last stored one is the 2x2 mode of that one, applied
+        as often as it takes, to a window whose corners fall on whole cells: the same
+        labels as halving the whole level, for a window's worth of reading.
+        """
+        k = self._halvings(level)
+        j = min(k, len(self.levels) - 1)
+        s = 2 ** (k - j)
+        h, w = self.levels[j].shape
+        labels = self.levels[j][y0 * s : min(y1 * s, h), x0 * s : min(x1 * s, w)]
+        for _ in range(k - j):
+            labels = mode_2x2(labels)
+        return check_labels(labels, len(self.store.codebook))
+
+    def tile(self, level: int, col: int, row: int) -> bytes:
+        """The PNG of one tile, reading only the labels it shows.
+
+        Parameters
+        ----------
+        level : int
+            0 (one pixel) to `top` (full resolution).
+        col, row : int
+            The tile's column and row, from the top-left; `grid` gives how many.
+
+        Returns
+        -------
+        bytes
+            An indexed PNG with the codebook as palette (RGB or RGBA past 256 colours).
+
+        Raises
+        ------
+        ParameterError
+            For a level or tile the pyramid does not have.
+        BigquantError
+            For labels that cannot be read, or that point past the codebook.
+
+        Examples
+        --------
+        >>> DeepZoom("scan.zarr").tile(0, 0, 0)[:4]  # doctest: +SKIP
+        b'\\x89PNG'
+        """
+        return self.encode(self.window(level, *self.box(level, col, row)))
+
+    def encode(self, labels: np.ndarray) -> bytes:
+        """PNG bytes of a label window: indexed with the codebook as palette, or RGB(A) past 256."""
+        from PIL import Image
+
+        p = self.palette
+        if self.pad and labels.shape != (self.tile_size, self.tile_size):
+            dtype = np.promote_types(labels.dtype, np.min_scalar_type(p.pad))
+            full = np.full((self.tile_size, self.tile_size), p.pad, dtype)
+            full[: labels.shape[0], : labels.shape[1]] = labels
+            labels = full
+        buffer = io.BytesIO()
+        if p.indexed and int(labels.max(initial=0)) < p.indexed:
+            # An "L" image of the labels that the palette turns into a "P" one.
+            image = Image.fromarray(labels.astype(np.uint8, copy=False))
+            image.putpalette(p.colours[: p.indexed, :3].tobytes())
+            alpha = p.colours[: p.indexed, 3]
+            extra = {} if (alpha == 255).all() else {"transparency": alpha.tobytes()}
+            image.save(buffer, format="PNG", **extra)
+        else:
+            opaque = (p.colours[:, 3] == 255).all()
+            Image.fromarray(p.colours[labels][..., :3] if opaque else p.colours[labels]).save(
+                buffer, format="PNG"
+            )
+        return buffer.getvalue()
+
+    def path(self, level: int, col: int, row: int) -> str:
+        """Where tile ``(col, row)`` of ``level`` goes, under the tiles' folder."""
+        return f"{level}/{col}_{row}.png"
+
+    def dzi(self) -> str:
+        """The ``.dzi`` XML describing the pyramid, as OpenSeadragon reads it."""
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="png" '
+            f'Overlap="{self.overlap}" TileSize="{self.tile_size}">\n'
+            f'  <Size Width="{self.width}" Height="{self.height}"/>\n'
+            "</Image>\n"
+        )
+
+
+class XYZ(DeepZoom):
+    """XYZ (``z/x/y``) tiles for map viewers: 256-pixel tiles without overlap, zoom 0 one tile.
+
+    Zoom ``z`` is Deep Zoom level ``z + (ceil(log2(max(w, h))) - top)``: the
+    full resolution is zoom ``top``, the first whose single tile would hold the
+    image. Edge tiles are padded to the full size with a transparent colour:
+    the nodata label, else an entry after the codebook; a 256-colour codebook
+    without nodata has no room for it, so its padded tiles are RGBA.
+
+    Examples
+    --------
+    >>> xyz = XYZ("scan.zarr")  # doctest: +SKIP
+    >>> png = xyz.tile(0, 0, 0)  # the whole image in one tile  # doctest: +SKIP
+    """
+
+    pad = True
+
+    def __init__(self, store, *, levels: list | None = None):
+        super().__init__(store, defaults.XYZ_TILE_SIZE, 0, levels=levels)
+
+    def _top(self) -> int:
+        return max(0, math.ceil(math.log2(max(self.width, self.height, 1) / self.tile_size)))
+
+    def path(self, level: int, col: int, row: int) -> str:
+        return f"{level}/{col}/{row}.png"
+
+
+def _write_file(data: bytes | str, path: str) -> None:
+    """Write ``path`` under a temporary name, then rename it: never half a file under its name."""
+    tmp = f"{path}.{os.getpid()}{_PART}"
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def _write_block(tiler: DeepZoom, root: str, level: int, tiles: list[tuple[int, int]]) -> int:
+    """Write ``tiles`` (``(col, row)`` of ``level``, one block) from one read of their labels."""
+    boxes = [tiler.box(level, c, r) for c, r in tiles]
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    labels = tiler.window(level, x0, y0, x1, y1)
+    for (c, r), (a, b, e, f) in zip(tiles, boxes, strict=True):
+        png = tiler.encode(labels[b - y0 : f - y0, a - x0 : e - x0])
+        path = os.path.join(root, tiler.path(level, c, r))
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # XYZ: a folder per column
+        _write_file(png, path)
+    return len(tiles)
+
+
+def _missing(tiler: DeepZoom, root: str, level: int) -> list[list[tuple[int, int]]]:
+    """Tiles of ``level`` not yet under ``root``, grouped in blocks of about one read each."""
+    folder = os.path.join(root, str(level))
+    os.makedirs(folder, exist_ok=True)
+    done = set()
+    for dirpath, _, names in os.walk(folder):
+        for n in names:
+            if n.endswith(_PART):  # a tile an interrupted run was writing: never finished
+                os.remove(os.path.join(dirpath, n))
+            else:
+                done.add(os.path.join(dirpath, n))
+    cols, rows = tiler.grid(level)
+    # Whole bands of tile rows about a source chunk high (read amplification stays small),
+    # split across when a band would hold too many pixels.
+    k = tiler.top - level
+    source = tiler.levels[min(k, len(tiler.levels) - 1)]
+    chunk_rows = source.labels.chunks[0]
+    per_tile = tiler.tile_size * 2 ** max(0, k - (len(tiler.levels) - 1))
+    band = max(1, chunk_rows // per_tile)
+    across = max(1, _TASK_PIXELS // (band * per_tile * per_tile))
+    blocks = []
+    for r0 in range(0, rows, band):
+        for c0 in range(0, cols, across):
+            block = [
+                (c, r)
+                for r in range(r0, min(r0 + band, rows))
+                for c in range(c0, min(c0 + across, cols))
+                if os.path.join(root, tiler.path(level, c, r)) not in done
+            ]
+            if block:
+                blocks.append(block)
+    return blocks
+
+
+def _manifest(store: Store, layout: str, tiler: DeepZoom) -> dict:
+    """What identifies a tile set: the store's labels and colours, and the options."""
+    return {
+        "store": store.path,
+        "shape": list(store.labels.shape),
+        "codebook": codebook_json(store.codebook),
+        "mse": store.meta.mse,
+        "layout": layout,
+        "tile_size": tiler.tile_size,
+        "overlap": tiler.overlap,
+    }
+
+
+def write_tiles(
+    store,
+    out,
+    *,
+    layout: str = defaults.TILE_LAYOUTS[0],
+    tile_size: int = defaults.TILE_SIZE,
+    overlap: int = defaults.TILE_OVERLAP,
+    overwrite: bool = False,
+    client=None,
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> int:
+    """Write the tile pyramid of ``store`` to the local folder ``out``.
+
+    Parameters
+    ----------
+    store : path-like, URL or Store
+    out : path-like
+        Deep Zoom: ``out.dzi`` and ``out_files/`` (a ``.dzi`` suffix given is
+        dropped); XYZ: the folder ``out/``.
+    layout : {"deepzoom", "xyz"}
+    tile_size, overlap : int
+        Deep Zoom's tile side and overlap (libvips' defaults); XYZ tiles are
+        always 256 pixels without overlap.
+    overwrite : bool
+        Replace a finished tile set; without it one is refused.
+    client : distributed.Client or str, optional
+        Run on this client, or on the scheduler at this address.
+    workers : int, optional
+        Run on a local cluster of this many worker processes.
+    show_progress : bool
+        Progress bars on stderr.
+
+    Returns
+    -------
+    int
+        The number of tiles written: all of them, or those an interrupted run
+        with the same store and options left out.
+
+    Raises
+    ------
+    BigquantError
+        A store that is not one, an output that is not a local path, or
+        unfinished tiles of another store or other options there.
+    ParameterError
+        A bad option, or a finished tile set at ``out`` without ``overwrite``.
+
+    Notes
+    -----
+    Each task reads one block of labels (about a chunk's rows) and writes its
+    tiles, each under a temporary name renamed once whole; the ``.dzi`` (and
+    the manifest's ``complete``) come last. A store without a label pyramid
+    first gets one in a temporary Zarr group beside the output, written
+    chunk by chunk (`bigquant.pyramid.halve`), so no level is held in memory.
+
+    Examples
+    --------
+    >>> write_tiles("scan.zarr", "web/scan")  # web/scan.dzi, web/scan_files/  # doctest: +SKIP
+    """
+    from .cluster import ready, scheduler
+    from .progress import compute, progress
+
+    if layout not in defaults.TILE_LAYOUTS:
+        raise ParameterError(
+            f"`layout` must be one of {', '.join(defaults.TILE_LAYOUTS)}, not {layout!r}"
+        )
+    if location.is_url(out):
+        raise BigquantError(f"{out}: tiles are written to a local folder, not a URL")
+    store = store if isinstance(store, Store) else open_store(store)
+    out = os.path.abspath(os.fspath(out))
+    if layout == "deepzoom":
+        out = out.removesuffix(".dzi")
+        root, finished = f"{out}_files", f"{out}.dzi"
+        tiler = DeepZoom(store, tile_size, overlap)
+    else:
+        root = finished = out
+        tiler = XYZ(store)
+    if not os.path.isdir(os.path.dirname(root)):
+        raise BigquantError(f"{os.path.dirname(root)}: no such directory")
+    if not location.is_url(store.path) and os.path.commonpath([root, store.path]) in (
+        root,
+        store.path,
+    ):
+        # --overwrite empties the tiles' folder: never one that holds the store, or inside it.
+        raise BigquantError(f"{root}: the tiles would overwrite their own store")
+    manifest = {**_manifest(store, layout, tiler), "complete": False}
+    _prepare(root, finished, manifest, layout, overwrite)
+    with scheduler(client, workers=workers):
+        ready()
+        need = _need(tiler, root)
+        parent = os.path.dirname(root)
+        with tempfile.TemporaryDirectory(prefix=".bigquant-levels-", dir=parent) as tmp:
+            if len(tiler.levels) == 1 and any(need[level] for level in range(tiler.top)):
+                log.info("making the label levels %s lacks (2x2 mode)", store.path)
+                tiler.levels = _temporary_pyramid(tiler, tmp, show_progress)
+                need = _need(tiler, root)  # blocks sized for the levels read now
+            tasks = _tasks(tiler, root, need)
+            with progress("tiles", show_progress):
+                written = sum(compute(*tasks))
+    if layout == "deepzoom":
+        _write_file(tiler.dzi(), finished)
+    _write_file(json.dumps({**manifest, "complete": True}), os.path.join(root, MANIFEST))
+    return written
+
+
+def _need(tiler: DeepZoom, root: str) -> dict[int, list]:
+    """The blocks of missing tiles (`_missing`) of every level."""
+    return {level: _missing(tiler, root, level) for level in range(tiler.top + 1)}
+
+
+def _tasks(tiler: DeepZoom, root: str, need: dict) -> list:
+    import dask
+
+    write = dask.delayed(_write_block, pure=False)
+    return [write(tiler, root, level, block) for level, blocks in need.items() for block in blocks]
+
+
+def _temporary_pyramid(tiler: DeepZoom, tmp: str, show_progress: bool) -> list:
+    """The store's labels and their halvings (written to a Zarr group in ``tmp``) until one
+    fits a chunk: the levels a store without a pyramid lacks, as `_CheckedLabels`."""
+    import zarr
+
+    from .progress import progress
+
+    labels = tiler.store.labels
+    group = zarr.open_group(f"{tmp}/levels.zarr", mode="w")
+    levels, (cy, cx) = [labels], labels.chunks
+    while levels[-1].shape[0] > cy or levels[-1].shape[1] > cx:
+        name = f"{LABELS_KEY}_{len(levels)}"
+        with progress(f"label level {len(levels)}", show_progress):
+            halve(levels[-1], group, name, tiler.store.meta.nodata_label)
+        levels.append(group[name])
+    return [_CheckedLabels(tiler.store.path, a) for a in levels]
+
+
+def _prepare(root: str, finished: str, manifest: dict, layout: str, overwrite: bool) -> None:
+    """Make ``root`` ready: emptied with ``overwrite``, else resumed or refused.
+
+    A finished tile set (its ``.dzi``, or a manifest marked complete) is refused
+    without ``overwrite``; unfinished tiles of the same store and options are
+    kept for this run to complete; any other content of ``root`` is refused.
+    """
+    path = os.path.join(root, MANIFEST)
+    try:
+        with open(path) as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        found = None
+    done = os.path.exists(finished) if layout == "deepzoom" else bool(found and found["complete"])
+    if overwrite:
+        if layout == "deepzoom" and os.path.exists(finished):
+            os.remove(finished)
+        shutil.rmtree(root, ignore_errors=True)
+    elif done:
+        raise ParameterError(f"{finished} already exists (use `overwrite` to replace it)")
+    elif (
+        os.path.exists(root)
+        and os.listdir(root)
+        and {**(found or {}), "complete": False} != manifest
+    ):
+        raise ParameterError(
+            f"{root} holds tiles of another store or other options (use `overwrite` to replace them)"
+        )
+    os.makedirs(root, exist_ok=True)
+    _write_file(json.dumps(manifest), path)

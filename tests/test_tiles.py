@@ -1,0 +1,467 @@
+"""Web tiles: every pixel is the codebook's colour of its label, one palette, no seams."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import io
+import math
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+from xml.etree import ElementTree
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+from conftest import cli, made_up_meta
+from PIL import Image
+
+import bigquant
+from bigquant.pyramid import mode_2x2
+from bigquant.store import create_store, finish_store, open_store
+from bigquant.tiles import DeepZoom, write_tiles
+
+TILE, OVERLAP = 254, 1
+
+
+@pytest.fixture(scope="module")
+def photo_stores(tmp_path_factory, astronaut) -> dict[bool, Path]:
+    """The astronaut in 16 colours, chunks of 96 (tiles cross chunk borders), with and without
+    a label pyramid (the same labels: same seed)."""
+    where = tmp_path_factory.mktemp("stores")
+    image = da.from_array(astronaut, chunks=(96, 96, 3))
+    stores = {}
+    for pyramid in (False, True):
+        stores[pyramid] = where / f"astronaut-{pyramid}.zarr"
+        bigquant.compress(image, stores[pyramid], 16, pyramid=pyramid)
+    return stores
+
+
+def png_chunks(path) -> dict[bytes, bytes]:
+    """A PNG's chunks by type (the last of each), read without Pillow."""
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    found, i = {}, 8
+    while i < len(data):
+        (n,) = struct.unpack(">I", data[i : i + 4])
+        kind, body = data[i + 4 : i + 8], data[i + 8 : i + 8 + n]
+        assert struct.unpack(">I", data[i + 8 + n : i + 12 + n])[0] == zlib.crc32(kind + body)
+        found[kind], i = body, i + 12 + n
+    return found
+
+
+def level_labels(labels: np.ndarray, halvings: int) -> np.ndarray:
+    for _ in range(halvings):
+        labels = mode_2x2(labels)
+    return labels
+
+
+def test_deep_zoom_tiles_are_codebook_of_labels_at_every_level(tmp_path, photo_stores):
+    """Level 0 equals the decompressed image (overlaps included: no seams), lower levels the
+    2x2 mode of the labels, with or without the store's pyramid; one PLTE in every tile."""
+    decompressed = tmp_path / "astronaut.tif"
+    bigquant.decompress(photo_stores[False], decompressed)
+    image = tifffile.imread(decompressed)
+    store = open_store(photo_stores[False])
+    labels, codebook = store.labels[:], store.codebook
+    for pyramid, src in photo_stores.items():
+        out = tmp_path / f"dz-{pyramid}"
+        assert write_tiles(src, out) == 21  # 3x3 + 2x2 + one tile at each of 8 levels
+        dzi = (tmp_path / f"dz-{pyramid}.dzi").read_text()
+        assert 'Overlap="1" TileSize="254"' in dzi and '<Size Width="512" Height="512"/>' in dzi
+        root = tmp_path / f"dz-{pyramid}_files"
+        top = math.ceil(math.log2(512))
+        assert sorted(int(p.name) for p in root.iterdir() if p.is_dir()) == list(range(top + 1))
+        for level in range(top + 1):
+            expected = level_labels(labels, top - level)
+            side = math.ceil(512 / 2 ** (top - level))
+            assert expected.shape == (side, side)
+            n = math.ceil(side / TILE)
+            names = {p.name for p in (root / str(level)).iterdir()}
+            assert names == {f"{c}_{r}.png" for c in range(n) for r in range(n)}
+            for c in range(n):
+                for r in range(n):
+                    x0, y0 = max(c * TILE - OVERLAP, 0), max(r * TILE - OVERLAP, 0)
+                    x1, y1 = (
+                        min((c + 1) * TILE + OVERLAP, side),
+                        min((r + 1) * TILE + OVERLAP, side),
+                    )
+                    path = root / str(level) / f"{c}_{r}.png"
+                    assert png_chunks(path)[b"PLTE"] == codebook.tobytes()
+                    with Image.open(path) as tile:
+                        assert tile.mode == "P"
+                        np.testing.assert_array_equal(np.asarray(tile), expected[y0:y1, x0:x1])
+                        rgb = np.asarray(tile.convert("RGB"))
+                    if level == top:
+                        np.testing.assert_array_equal(rgb, image[y0:y1, x0:x1])
+                    else:
+                        np.testing.assert_array_equal(rgb, codebook[expected[y0:y1, x0:x1]])
+
+
+def test_one_tile_on_demand_reads_only_its_window(photo_stores):
+    """`DeepZoom.tile` of a deep level reads the few labels it needs, not the whole image."""
+    store = open_store(photo_stores[False])
+    dz = DeepZoom(store)
+    reads = []
+
+    class Counting:
+        def __init__(self, labels):
+            self.labels, self.shape, self.chunks = labels, labels.shape, labels.chunks
+
+        def __getitem__(self, index):
+            reads.append(index)
+            return self.labels[index]
+
+    dz.levels[0].labels = Counting(store.labels)
+    with Image.open(io.BytesIO(dz.tile(dz.top, 1, 1))) as tile:
+        assert tile.size == (256, 256)
+        np.testing.assert_array_equal(np.asarray(tile), store.labels[253:509, 253:509])
+    assert reads == [(slice(253, 509), slice(253, 509))]
+
+
+def test_rerun_writes_only_missing_tiles(tmp_path, photo_stores):
+    """An interrupted run (no .dzi, some tiles missing) is finished, not redone; a finished one
+    is refused without --overwrite, and other tiles are never mixed in."""
+    out, root = tmp_path / "dz", tmp_path / "dz_files"
+    assert cli("tiles", photo_stores[True], out).returncode == 0
+    tiles = sorted(root.glob("*/*.png"))
+    for p in tiles:  # marked as written long ago: a tile written again is newer
+        os.utime(p, ns=(0, 0))
+    gone = [root / "9" / "1_1.png", root / "8" / "0_1.png", root / "0" / "0_0.png"]
+    for p in gone:
+        p.unlink()
+
+    refused = cli("tiles", photo_stores[True], out)
+    assert refused.returncode == 1
+    assert (
+        refused.stderr
+        == f"bigquant: error: {out}.dzi already exists (use --overwrite to replace it)\n"
+    )
+
+    (tmp_path / "dz.dzi").unlink()
+    assert write_tiles(photo_stores[True], out) == 3
+    assert sorted(root.glob("*/*.png")) == tiles
+    assert [p for p in tiles if p.stat().st_mtime_ns != 0] == sorted(gone)
+    assert not list(tmp_path.glob("**/*.part")) and not list(tmp_path.glob(".bigquant-levels-*"))
+
+    (tmp_path / "dz.dzi").unlink()
+    other = cli("tiles", photo_stores[True], out, "--tile-size", "128")
+    assert other.returncode == 1
+    assert "holds tiles of another store or other options (use --overwrite" in other.stderr
+    assert (
+        cli("tiles", photo_stores[True], out, "--tile-size", "128", "--overwrite").returncode == 0
+    )
+    assert {p.name for p in (root / "9").iterdir()} == {
+        f"{c}_{r}.png" for c in range(4) for r in range(4)
+    }
+
+
+def test_an_interrupted_run_leaves_no_half_tile_and_is_finished(
+    tmp_path, photo_stores, monkeypatch
+):
+    """Cut short while writing its 6th tile, a run leaves that tile under its temporary name
+    only; the next run removes it and writes just the tiles still missing."""
+    renames = []
+
+    def replace(src, dst):
+        renames.extend([dst] if dst.endswith(".png") else [])  # not the manifest's
+        if len(renames) == 6:
+            raise KeyboardInterrupt
+        os.rename(src, dst)
+
+    monkeypatch.setattr("bigquant.tiles.os.replace", replace)
+    # One task at a time: on threads, the tasks already running go on after the interrupt.
+    with pytest.raises(KeyboardInterrupt), dask.config.set(scheduler="synchronous"):
+        write_tiles(photo_stores[True], tmp_path / "dz")
+    monkeypatch.undo()
+    root = tmp_path / "dz_files"
+    written = {p for p in root.glob("*/*.png")}
+    assert len(list(root.glob("*/*.part"))) >= 1 and len(written) >= 5
+    assert not (tmp_path / "dz.dzi").exists() and renames[5] not in map(str, written)
+    assert write_tiles(photo_stores[True], tmp_path / "dz") == 21 - len(written)
+    assert not list(root.glob("*/*.part")) and len(list(root.glob("*/*.png"))) == 21
+
+
+@pytest.mark.parametrize(
+    ("shape", "tile_size", "overlap"),
+    [((512, 512), 254, 1), ((300, 500), 100, 3), ((1, 7), 254, 1)],
+)
+def test_deep_zoom_layout_matches_libvips_dzsave(tmp_path, photo_labels, shape, tile_size, overlap):
+    """The same levels, tile names and tile sizes as libvips' own Deep Zoom writer."""
+    pyvips = pytest.importorskip("pyvips", reason="pyvips is not installed (optional)")
+    labels = np.resize(photo_labels, shape)
+    codebook = np.array([[16 * i] * 3 for i in range(16)], np.uint8)
+    src = made_up_store(tmp_path / "s.zarr", labels, codebook)
+    write_tiles(src, tmp_path / "ours", tile_size=tile_size, overlap=overlap)
+    theirs = pyvips.Image.new_from_array(labels.astype(np.uint8))
+    theirs.dzsave(str(tmp_path / "vips"), suffix=".png", tile_size=tile_size, overlap=overlap)
+
+    def layout(root: Path) -> dict[str, tuple[int, int]]:
+        sizes = {}
+        for path in sorted(root.glob("*/*.png")):
+            with Image.open(path) as tile:
+                sizes[str(path.relative_to(root))] = tile.size
+        return sizes
+
+    assert layout(tmp_path / "ours_files") == layout(tmp_path / "vips_files")
+
+    def dzi(path: Path) -> tuple[dict, dict]:
+        image = ElementTree.parse(path).getroot()
+        return image.attrib, image[0].attrib
+
+    assert dzi(tmp_path / "ours.dzi") == dzi(tmp_path / "vips.dzi")
+
+
+def made_up_store(path, labels: np.ndarray, codebook: np.ndarray, **fields):
+    partial = create_store(
+        str(path), (64, 64), codebook, made_up_meta(labels.shape, codebook, **fields)
+    )
+    partial.labels[:] = labels
+    finish_store(partial, partial.meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo_labels(astronaut) -> np.ndarray:
+    """Labels 0..15 of a 300 x 500 crop of the photograph (its grey level in 16 steps)."""
+    return (astronaut[:300, :500].mean(axis=2) // 16).astype(np.uint8)
+
+
+def test_nodata_is_the_transparent_palette_entry(tmp_path, photo_labels):
+    codebook = np.array([[16 * i, 255 - 16 * i, 7 * i] for i in range(16)], np.uint8)
+    src = made_up_store(tmp_path / "nd.zarr", photo_labels, codebook, nodata_label=15)
+    write_tiles(src, tmp_path / "dz")
+    alpha = np.full(16, 255, np.uint8)
+    alpha[15] = 0
+    for path in (tmp_path / "dz_files").glob("*/*.png"):
+        chunks = png_chunks(path)
+        assert chunks[b"PLTE"] == codebook.tobytes()
+        assert chunks[b"tRNS"] == alpha.tobytes()
+    with Image.open(tmp_path / "dz_files" / "9" / "0_0.png") as tile:
+        rgba = np.asarray(tile.convert("RGBA"))
+    window = photo_labels[:255, :255]
+    np.testing.assert_array_equal(rgba[:, :, 3] == 0, window == 15)
+    np.testing.assert_array_equal(rgba[:, :, :3], codebook[window])
+
+
+def test_more_than_256_colours_give_rgb_tiles(tmp_path, astronaut):
+    labels = (astronaut[:300, :500, 0].astype(np.uint16) * 300 // 256).astype(np.uint16)
+    rng = np.random.default_rng(0)
+    codebook = rng.integers(0, 256, (300, 3), dtype=np.uint8)
+    src = made_up_store(tmp_path / "many.zarr", labels, codebook)
+    write_tiles(src, tmp_path / "dz")
+    with Image.open(tmp_path / "dz_files" / "9" / "1_0.png") as tile:
+        assert tile.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(tile), codebook[labels[:255, 253:509]])
+
+
+def test_xyz_layout_pads_edge_tiles_transparent(tmp_path, photo_labels):
+    """z/x/y with 256-pixel tiles: zoom 1 full resolution (300 x 500 fits 512), zoom 0 one tile
+    of the 2x2 mode; past the image the extra palette entry 16, transparent."""
+    codebook = np.array([[16 * i, 255 - 16 * i, 7 * i] for i in range(16)], np.uint8)
+    src = made_up_store(tmp_path / "s.zarr", photo_labels, codebook)
+    result = cli("tiles", "--layout", "xyz", src, tmp_path / "xyz")
+    assert result.returncode == 0, result.stderr
+    found = sorted(
+        str(p.relative_to(tmp_path / "xyz")) for p in (tmp_path / "xyz").glob("*/*/*.png")
+    )
+    assert found == ["0/0/0.png", "1/0/0.png", "1/0/1.png", "1/1/0.png", "1/1/1.png"]
+    for z, labels in ((1, photo_labels), (0, mode_2x2(photo_labels))):
+        padded = np.full((256 * 2**z, 256 * 2**z), 16, np.uint8)
+        padded[: labels.shape[0], : labels.shape[1]] = labels
+        for x in range(2**z):
+            for y in range(2**z):
+                path = tmp_path / "xyz" / str(z) / str(x) / f"{y}.png"
+                chunks = png_chunks(path)
+                assert chunks[b"PLTE"] == codebook.tobytes() + b"\0\0\0"
+                assert chunks[b"tRNS"] == b"\xff" * 16 + b"\0"
+                with Image.open(path) as tile:
+                    want = padded[256 * y : 256 * (y + 1), 256 * x : 256 * (x + 1)]
+                    np.testing.assert_array_equal(np.asarray(tile), want)
+    again = cli("tiles", "--layout", "xyz", src, tmp_path / "xyz")
+    assert again.returncode == 1 and "already exists (use --overwrite" in again.stderr
+
+
+def test_xyz_of_256_colours_pads_edge_tiles_in_rgba(tmp_path, astronaut):
+    """A full palette has no entry left for the padding: tiles that need it are RGBA (same
+    colours, padding transparent); every other tile keeps the codebook as its palette."""
+    labels = astronaut[:300, :500, 1]
+    codebook = np.random.default_rng(1).integers(0, 256, (256, 3), dtype=np.uint8)
+    write_tiles(
+        made_up_store(tmp_path / "s.zarr", labels, codebook), tmp_path / "xyz", layout="xyz"
+    )
+    with Image.open(tmp_path / "xyz" / "1" / "0" / "0.png") as full:
+        assert full.mode == "P" and png_chunks(full.filename)[b"PLTE"] == codebook.tobytes()
+        np.testing.assert_array_equal(np.asarray(full), labels[:256, :256])
+    with Image.open(tmp_path / "xyz" / "1" / "1" / "1.png") as edge:
+        assert edge.mode == "RGBA" and edge.size == (256, 256)
+        rgba = np.asarray(edge)
+    np.testing.assert_array_equal(rgba[:44, :244, :3], codebook[labels[256:, 256:]])
+    assert (
+        (rgba[:44, :244, 3] == 255).all()
+        and not rgba[44:, :, 3].any()
+        and not rgba[:, 244:, 3].any()
+    )
+
+
+def test_bad_input_is_one_line(tmp_path, photo_stores):
+    for args, message in (
+        (("tiles", tmp_path / "nothing.zarr", tmp_path / "o"), "no such file or directory"),
+        (
+            ("tiles", photo_stores[False], tmp_path / "o", "--tile-size", "0"),
+            "--tile-size must be at least 1",
+        ),
+        (("tiles", photo_stores[False], tmp_path / "no" / "o"), "no such directory"),
+        (
+            ("tiles", photo_stores[False], photo_stores[False], "--layout", "xyz", "--overwrite"),
+            "the tiles would overwrite their own store",
+        ),
+        (("tiles", photo_stores[False], photo_stores[False] / "tiles"), "their own store"),
+    ):
+        result = cli(*args)
+        assert result.returncode == 1
+        assert result.stderr.startswith("bigquant: error: ") and message in result.stderr
+        assert result.stderr.count("\n") == 1
+    assert not os.path.exists(tmp_path / "o_files")
+    assert open_store(photo_stores[False]).labels.nchunks_initialized == 36  # left whole
+
+
+# -- In the viewers people use: OpenSeadragon and Leaflet, in a headless chromium ---------------
+
+NPM = Path(__file__).parent.parent / ".ci" / "npm" / "node_modules"
+CHROMIUM = "/usr/bin/chromium"
+#: The browser's window on the image: a region across the tile borders at 254 (Deep Zoom) and
+#: 256 (XYZ), drawn at 1:1.
+VIEW_W, VIEW_H, LEFT, TOP = 400, 300, 100, 150
+
+OPENSEADRAGON_PAGE = """<!doctype html>
+<html><head><style>html, body {{ margin: 0; background: #000 }}
+#view {{ width: {w}px; height: {h}px }}</style>
+<script src="openseadragon/openseadragon.min.js"></script></head>
+<body><div id="view"></div><script>
+// The canvas drawer with smoothing off: at 1:1 every screen pixel is one tile pixel.
+window.viewer = OpenSeadragon({{
+  id: "view", tileSources: "dz.dzi", drawer: "canvas", imageSmoothingEnabled: false,
+  showNavigationControl: false, animationTime: 0, blendTime: 0, immediateRender: false,
+  minPixelRatio: 1, visibilityRatio: 0, constrainDuringPan: false, minZoomImageRatio: 0,
+  maxZoomPixelRatio: 100,
+}});
+viewer.addHandler("open", () => {{
+  const vp = viewer.viewport;
+  vp.fitBounds(vp.imageToViewportRectangle({left}, {top}, {w}, {h}), true);
+}});
+</script></body></html>
+"""
+
+LEAFLET_PAGE = """<!doctype html>
+<html><head><link rel="stylesheet" href="leaflet/leaflet.css">
+<style>html, body {{ margin: 0; background: #000 }} #view {{ width: {w}px; height: {h}px }}</style>
+<script src="leaflet/leaflet.js"></script></head>
+<body><div id="view"></div><script>
+const zmax = {zoom};  // not `top`: window.top is taken
+window.map = L.map("view", {{
+  crs: L.CRS.Simple, zoomControl: false, attributionControl: false,
+  fadeAnimation: false, zoomAnimation: false, minZoom: 0, maxZoom: zmax,
+}});
+window.loaded = false;
+L.tileLayer("xyz/{{z}}/{{x}}/{{y}}.png", {{ tileSize: 256, noWrap: true, minZoom: 0, maxZoom: zmax }})
+  .on("load", () => {{ window.loaded = true; }})
+  .addTo(map);
+// The container's centre on image pixel (left + w/2, top + h/2), at zoom zmax: 1:1.
+map.setView(map.unproject([{left} + {w} / 2, {top} + {h} / 2], zmax), zmax, {{ animate: false }});
+</script></body></html>
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, driven by Playwright (its own browser downloads do not work here)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: .ci/tiles-setup.sh installs Debian's chromium")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    args += ["--disable-component-update", "--disable-sync", "--no-first-run"]
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield chromium
+        chromium.close()
+
+
+@contextlib.contextmanager
+def served(root: Path):
+    """``root`` over HTTP on 127.0.0.1 (a free port), from a thread; its base URL."""
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no request lines in the test output
+        pass
+
+
+def viewer_site(tmp_path: Path, package: str, build: str) -> Path:
+    """A folder to serve: the npm package's build (or a skip, before `npm ci`). Tests call it
+    before they ask for the browser, so that a skip starts none."""
+    if not (NPM / package).is_dir():
+        pytest.skip(
+            f"{NPM / package} is missing: run `npm ci --prefix .ci/npm` (.ci/tiles-setup.sh)"
+        )
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / package).symlink_to(NPM / package / build)
+    return site
+
+
+def screenshot(browser, url: str, ready: str) -> np.ndarray:
+    """The RGB pixels of the page's viewer element once ``ready`` (JavaScript) is true."""
+    page = browser.new_page(viewport={"width": VIEW_W, "height": VIEW_H}, device_scale_factor=1)
+    try:
+        page.goto(url)
+        page.wait_for_function(ready, timeout=20_000)
+        page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        png = page.locator("#view").screenshot()
+    finally:
+        page.close()
+    with Image.open(io.BytesIO(png)) as shot:
+        return np.asarray(shot.convert("RGB"))
+
+
+def test_openseadragon_shows_the_deep_zoom_tiles_at_1_to_1(tmp_path, photo_stores, request):
+    """The screenshot across tile borders is codebook[labels], pixel for pixel."""
+    site = viewer_site(tmp_path, "openseadragon", "build/openseadragon")
+    write_tiles(photo_stores[False], site / "dz")
+    page = OPENSEADRAGON_PAGE.format(w=VIEW_W, h=VIEW_H, left=LEFT, top=TOP)
+    (site / "index.html").write_text(page)
+    store = open_store(photo_stores[False])
+    ready = (
+        "window.viewer && viewer.world.getItemCount() && viewer.world.getItemAt(0).getFullyLoaded()"
+    )
+    with served(site) as url:
+        shot = screenshot(request.getfixturevalue("browser"), f"{url}/index.html", ready)
+    expected = store.codebook[store.labels[TOP : TOP + VIEW_H, LEFT : LEFT + VIEW_W]]
+    np.testing.assert_array_equal(shot, expected)
+
+
+def test_leaflet_shows_the_xyz_tiles_at_1_to_1(tmp_path, photo_stores, request):
+    site = viewer_site(tmp_path, "leaflet", "dist")
+    write_tiles(photo_stores[False], site / "xyz", layout="xyz")
+    page = LEAFLET_PAGE.format(w=VIEW_W, h=VIEW_H, left=LEFT, top=TOP, zoom=1)
+    (site / "index.html").write_text(page)
+    store = open_store(photo_stores[False])
+    with served(site) as url:
+        shot = screenshot(request.getfixturevalue("browser"), f"{url}/index.html", "window.loaded")
+    expected = store.codebook[store.labels[TOP : TOP + VIEW_H, LEFT : LEFT + VIEW_W]]
+    np.testing.assert_array_equal(shot, expected)
