@@ -65,12 +65,13 @@ def china_tif(tmp_path, china):
     return write_tiff(tmp_path / "china.tif", china)
 
 
-def made_up_meta(shape, codebook: np.ndarray, **fields):
+def made_up_meta(shape, codebook: np.ndarray, nodata: float | None = None, **fields):
     """The metadata of a store of made-up labels, for cases no photograph gives."""
     from bigquant.store import SourceInfo, StoreMeta
 
     codebook = np.asarray(codebook)
-    source = SourceInfo(None, [*shape[:2], codebook.shape[1]], str(codebook.dtype), "rgb")
+    shape = [*shape[:2], codebook.shape[1]]
+    source = SourceInfo(None, shape, str(codebook.dtype), "rgb", nodata=nodata)
     defaults = dict(
         n_colors_requested=len(codebook), n_colors=len(codebook), seed=0, sample_size=0,
         max_iter=0, space="rgb", dither=None, n_iter=0, run={}, complete=True, mse=0.0,

@@ -235,7 +235,9 @@ def photo_labels(astronaut) -> np.ndarray:
 
 def test_nodata_is_the_transparent_palette_entry(tmp_path, photo_labels):
     codebook = np.array([[16 * i, 255 - 16 * i, 7 * i] for i in range(16)], np.uint8)
-    src = made_up_store(tmp_path / "nd.zarr", photo_labels, codebook, nodata_label=15)
+    src = made_up_store(
+        tmp_path / "nd.zarr", photo_labels, codebook, nodata=0, nodata_label=15, n_colors=15
+    )
     write_tiles(src, tmp_path / "dz")
     alpha = np.full(16, 255, np.uint8)
     alpha[15] = 0
