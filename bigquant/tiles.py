@@ -136,6 +136,8 @@ class DeepZoom:
     Parameters
     ----------
     store : path-like, URL or Store
+        The store to cut tiles from (`open_store` opens a path; only its
+        metadata is read here).
     tile_size : int
         Side of a tile without its overlap, at least 1.
     overlap : int
@@ -172,7 +174,7 @@ class DeepZoom:
     """
 
     #: Pad edge tiles to the full tile size (XYZ viewers stretch whatever they get to it).
-    pad = False
+    _pad = False
 
     def __init__(
         self,
@@ -192,7 +194,7 @@ class DeepZoom:
         self.levels = [
             _CheckedLabels(self.store.path, a) for a in (levels or label_levels(self.store))
         ]
-        self.palette = _palette(self.store, self.pad)
+        self.palette = _palette(self.store, self._pad)
         self.top = self._top()
 
     def _top(self) -> int:
@@ -205,16 +207,59 @@ class DeepZoom:
         return self.top - level
 
     def size(self, level: int) -> tuple[int, int]:
-        """``(width, height)`` of ``level``."""
+        """The size of the image at ``level``; reads nothing.
+
+        Parameters
+        ----------
+        level : int
+            0 (one pixel) to `top` (full resolution).
+
+        Returns
+        -------
+        tuple of int
+            ``(width, height)``: the full size halved ``top - level`` times, rounded up.
+
+        Raises
+        ------
+        ParameterError
+            For a level the pyramid does not have.
+
+        Examples
+        --------
+        >>> dz = DeepZoom("scan.zarr")  # doctest: +SKIP
+        >>> dz.size(dz.top) == (dz.width, dz.height)  # doctest: +SKIP
+        True
+        """
         f = 2 ** self._halvings(level)
         return -(-self.width // f), -(-self.height // f)
 
     def grid(self, level: int) -> tuple[int, int]:
-        """``(columns, rows)`` of tiles at ``level``."""
+        """How many tiles ``level`` has across and down; reads nothing.
+
+        Parameters
+        ----------
+        level : int
+            0 (one pixel) to `top` (full resolution).
+
+        Returns
+        -------
+        tuple of int
+            ``(columns, rows)``.
+
+        Raises
+        ------
+        ParameterError
+            For a level the pyramid does not have.
+
+        Examples
+        --------
+        >>> DeepZoom("scan.zarr").grid(0)  # doctest: +SKIP
+        (1, 1)
+        """
         w, h = self.size(level)
         return -(-w // self.tile_size), -(-h // self.tile_size)
 
-    def box(self, level: int, col: int, row: int) -> tuple[int, int, int, int]:
+    def _box(self, level: int, col: int, row: int) -> tuple[int, int, int, int]:
         """``(x0, y0, x1, y1)``: the pixels of ``level`` tile ``(col, row)`` holds, overlap included."""
         w, h = self.size(level)
         cols, rows = self.grid(level)
@@ -224,7 +269,7 @@ class DeepZoom:
         x0, y0 = max(col * t - o, 0), max(row * t - o, 0)
         return x0, y0, min((col + 1) * t + o, w), min((row + 1) * t + o, h)
 
-    def window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    def _window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """The labels of pixels ``[y0:y1, x0:x1]`` of ``level``, read from the nearest stored level.
 
         A level coarser than the last stored one is the 2x2 mode of that one, applied
@@ -267,14 +312,14 @@ class DeepZoom:
         >>> DeepZoom("scan.zarr").tile(0, 0, 0)[:4]  # doctest: +SKIP
         b'\\x89PNG'
         """
-        return self.encode(self.window(level, *self.box(level, col, row)))
+        return self._encode(self._window(level, *self._box(level, col, row)))
 
-    def encode(self, labels: np.ndarray) -> bytes:
+    def _encode(self, labels: np.ndarray) -> bytes:
         """PNG bytes of a label window: indexed with the codebook as palette, or RGB(A) past 256."""
         from PIL import Image
 
         p = self.palette
-        if self.pad and labels.shape != (self.tile_size, self.tile_size):
+        if self._pad and labels.shape != (self.tile_size, self.tile_size):
             dtype = np.promote_types(labels.dtype, np.min_scalar_type(p.pad))
             full = np.full((self.tile_size, self.tile_size), p.pad, dtype)
             full[: labels.shape[0], : labels.shape[1]] = labels
@@ -295,11 +340,41 @@ class DeepZoom:
         return buffer.getvalue()
 
     def path(self, level: int, col: int, row: int) -> str:
-        """Where tile ``(col, row)`` of ``level`` goes, under the tiles' folder."""
+        """Where a tile goes, relative to the tiles' folder.
+
+        Parameters
+        ----------
+        level : int
+            The tile's level (its zoom, for `XYZ`).
+        col, row : int
+            The tile's column and row, from the top-left.
+
+        Returns
+        -------
+        str
+            ``LEVEL/COL_ROW.png`` (Deep Zoom, under ``OUT_files``) or ``Z/X/Y.png`` (XYZ).
+
+        Examples
+        --------
+        >>> DeepZoom("scan.zarr").path(12, 3, 4)  # doctest: +SKIP
+        '12/3_4.png'
+        """
         return f"{level}/{col}_{row}.png"
 
     def dzi(self) -> str:
-        """The ``.dzi`` XML describing the pyramid, as OpenSeadragon reads it."""
+        """The ``.dzi`` XML describing the pyramid, as OpenSeadragon reads it; reads nothing.
+
+        Returns
+        -------
+        str
+            The XML: format ``png``, the overlap, the tile size and the full image size.
+
+        Examples
+        --------
+        >>> print(DeepZoom("scan.zarr").dzi())  # doctest: +SKIP
+        <?xml version="1.0" encoding="UTF-8"?>
+        ...
+        """
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
             '<Image xmlns="http://schemas.microsoft.com/deepzoom/2008" Format="png" '
@@ -318,13 +393,26 @@ class XYZ(DeepZoom):
     the nodata label, else an entry after the codebook; a 256-colour codebook
     without nodata has no room for it, so its padded tiles are RGBA.
 
+    Parameters
+    ----------
+    store : path-like, URL or Store
+        The store to cut tiles from (`open_store` opens a path; only its
+        metadata is read here).
+    levels : list of zarr.Array, optional
+        As for `DeepZoom`.
+
+    Raises
+    ------
+    BigquantError
+        For a store that is not one, or whose codebook no PNG can show.
+
     Examples
     --------
     >>> xyz = XYZ("scan.zarr")  # doctest: +SKIP
     >>> png = xyz.tile(0, 0, 0)  # the whole image in one tile  # doctest: +SKIP
     """
 
-    pad = True
+    _pad = True
 
     def __init__(self, store, *, levels: list | None = None):
         super().__init__(store, defaults.XYZ_TILE_SIZE, 0, levels=levels)
@@ -333,6 +421,25 @@ class XYZ(DeepZoom):
         return max(0, math.ceil(math.log2(max(self.width, self.height, 1) / self.tile_size)))
 
     def path(self, level: int, col: int, row: int) -> str:
+        """Where a tile goes, relative to the tiles' folder.
+
+        Parameters
+        ----------
+        level : int
+            The tile's zoom.
+        col, row : int
+            The tile's x and y, from the top-left.
+
+        Returns
+        -------
+        str
+            ``Z/X/Y.png``.
+
+        Examples
+        --------
+        >>> XYZ("scan.zarr").path(2, 3, 1)  # doctest: +SKIP
+        '2/3/1.png'
+        """
         return f"{level}/{col}/{row}.png"
 
 
@@ -346,12 +453,12 @@ def _write_file(data: bytes | str, path: str) -> None:
 
 def _write_block(tiler: DeepZoom, root: str, level: int, tiles: list[tuple[int, int]]) -> int:
     """Write ``tiles`` (``(col, row)`` of ``level``, one block) from one read of their labels."""
-    boxes = [tiler.box(level, c, r) for c, r in tiles]
+    boxes = [tiler._box(level, c, r) for c, r in tiles]
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    labels = tiler.window(level, x0, y0, x1, y1)
+    labels = tiler._window(level, x0, y0, x1, y1)
     for (c, r), (a, b, e, f) in zip(tiles, boxes, strict=True):
-        png = tiler.encode(labels[b - y0 : f - y0, a - x0 : e - x0])
+        png = tiler._encode(labels[b - y0 : f - y0, a - x0 : e - x0])
         path = os.path.join(root, tiler.path(level, c, r))
         os.makedirs(os.path.dirname(path), exist_ok=True)  # XYZ: a folder per column
         _write_file(png, path)
@@ -422,6 +529,7 @@ def write_tiles(
     Parameters
     ----------
     store : path-like, URL or Store
+        The store to cut tiles from; its labels are read once, band by band.
     out : path-like
         Deep Zoom: ``out.dzi`` and ``out_files/`` (a ``.dzi`` suffix given is
         dropped); XYZ: the folder ``out/``.
