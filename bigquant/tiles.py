@@ -36,7 +36,7 @@ from .errors import BigquantError, ParameterError
 from .kernels.nearest import check_labels
 from .pyramid import halve, mode_2x2
 from .render import to_8bit
-from .store import LABELS_KEY, Store, _CheckedLabels, codebook_json, open_store
+from .store import LABELS_KEY, Store, _CheckedLabels, claim, codebook_json, open_store
 
 log = logging.getLogger("bigquant")
 
@@ -572,9 +572,6 @@ def write_tiles(
     --------
     >>> write_tiles("scan.zarr", "web/scan")  # web/scan.dzi, web/scan_files/  # doctest: +SKIP
     """
-    from .cluster import ready, scheduler
-    from .progress import compute, progress
-
     if layout not in defaults.TILE_LAYOUTS:
         raise ParameterError(
             f"`layout` must be one of {', '.join(defaults.TILE_LAYOUTS)}, not {layout!r}"
@@ -599,7 +596,22 @@ def write_tiles(
         # --overwrite empties the tiles' folder: never one that holds the store, or inside it.
         raise BigquantError(f"{root}: the tiles would overwrite their own store")
     manifest = {**_manifest(store, layout, tiler), "complete": False}
-    _prepare(root, finished, manifest, layout, overwrite)
+    # One writer: a second run into the same output stops at once. A run that is gone
+    # left only whole tiles (each renamed once written), so its claim is taken over.
+    with claim(finished, take_stale=True):
+        _prepare(root, finished, manifest, layout, overwrite)
+        written = _write_missing(tiler, root, store, client, workers, show_progress)
+        if layout == "deepzoom":
+            _write_file(tiler.dzi(), finished)
+        _write_file(json.dumps({**manifest, "complete": True}), os.path.join(root, MANIFEST))
+    return written
+
+
+def _write_missing(tiler: DeepZoom, root: str, store: Store, client, workers, show_progress):
+    """Write the tiles ``root`` lacks, in parallel; return how many were written."""
+    from .cluster import ready, scheduler
+    from .progress import compute, progress
+
     with scheduler(client, workers=workers):
         ready()
         need = _need(tiler, root)
@@ -611,11 +623,7 @@ def write_tiles(
                 need = _need(tiler, root)  # blocks sized for the levels read now
             tasks = _tasks(tiler, root, need)
             with progress("tiles", show_progress):
-                written = sum(compute(*tasks))
-    if layout == "deepzoom":
-        _write_file(tiler.dzi(), finished)
-    _write_file(json.dumps({**manifest, "complete": True}), os.path.join(root, MANIFEST))
-    return written
+                return sum(compute(*tasks))
 
 
 def _need(tiler: DeepZoom, root: str) -> dict[int, list]:

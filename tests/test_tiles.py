@@ -6,8 +6,10 @@ import contextlib
 import functools
 import http.server
 import io
+import json
 import math
 import os
+import socket
 import struct
 import threading
 import zlib
@@ -332,6 +334,20 @@ def test_bad_input_is_one_line(tmp_path, photo_stores):
         assert result.stderr.count("\n") == 1
     assert not os.path.exists(tmp_path / "o_files")
     assert open_store(photo_stores[False]).labels.nchunks_initialized == 36  # left whole
+
+
+def test_a_run_into_tiles_another_run_is_writing_stops_at_once(tmp_path, photo_stores):
+    lock, host = tmp_path / ".o.dzi.lock", socket.gethostname()
+    # A live run's claim (this process's pid stands for it).
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": host, "since": "noon"}))
+    result = cli("tiles", photo_stores[False], tmp_path / "o")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "o.dzi is being written by another run (pid" in result.stderr
+    assert not (tmp_path / "o_files").exists()
+    # A gone run's claim is taken over: its tiles are whole, a rerun finishes them.
+    lock.write_text(json.dumps({"pid": 2**22 + 1, "host": host, "since": "noon"}))
+    assert cli("tiles", photo_stores[False], tmp_path / "o").returncode == 0
+    assert (tmp_path / "o.dzi").exists() and not lock.exists()
 
 
 # -- In the viewers people use: OpenSeadragon and Leaflet, in a headless chromium ---------------
