@@ -107,3 +107,27 @@ def run_cli(*args, timeout: float = 300, env: dict | None = None) -> subprocess.
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def two_writers(tmp_path, *args) -> tuple[str, str, dict, dict]:
+    """Start two ``bigquant`` runs of ``args`` together, as a requeued job beside its first
+    attempt, each applying a palette of its own (``--codebook a.hex`` or ``b.hex``: no fit,
+    so the processes are quick to start), and wait for both.
+
+    Returns ``(survivor, other, processes, stderrs)``: the palette of the one run that
+    exited 0, the other's, and each run's process and stderr by palette.
+    """
+    for name, colours in [("a.hex", "000000 ff0000 00ff00 0000ff"), ("b.hex", "ffffff 808080")]:
+        (tmp_path / name).write_text(colours.replace(" ", "\n"))
+    procs = {
+        palette: subprocess.Popen(
+            [sys.executable, "-m", "bigquant", *map(str, args), "--codebook", tmp_path / palette],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for palette in ("a.hex", "b.hex")
+    }
+    errs = {palette: proc.communicate(timeout=120)[1] for palette, proc in procs.items()}
+    (survivor,) = [palette for palette, proc in procs.items() if proc.returncode == 0]
+    (other,) = set(procs) - {survivor}
+    return survivor, other, procs, errs

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import cli, damage_software_tag, run_cli, write_tiff
+from conftest import cli, damage_software_tag, run_cli, two_writers, write_tiff
 from distributed import Client, LocalCluster
 
 import bigquant
@@ -479,25 +479,12 @@ def test_workers_label_with_the_clients_colour_table(cluster, tmp_path):
 
 
 def test_one_writer_per_output(photo_tif, tmp_path):
-    # Two runs into one store started together, as a requeued job beside its first attempt;
-    # each applies a palette of its own (no fit: the processes are quick to run).
-    for name, colours in [("a.hex", "000000 ff0000 00ff00 0000ff"), ("b.hex", "ffffff 808080")]:
-        (tmp_path / name).write_text(colours.replace(" ", "\n"))
+    # Two runs into one store started together, as a requeued job beside its first attempt.
     dst = tmp_path / "c.zarr"
-    args = [sys.executable, "-m", "bigquant", "compress", photo_tif, dst, "-q", "--chunks", "128"]
-    procs = {
-        palette: subprocess.Popen(
-            [*map(str, args), "--codebook", str(tmp_path / palette)],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for palette in ("a.hex", "b.hex")
-    }
-    errs = {palette: proc.communicate(timeout=120)[1] for palette, proc in procs.items()}
+    args = ["compress", photo_tif, dst, "-q", "--chunks", "128"]
+    survivor, other, procs, errs = two_writers(tmp_path, *args)
     # One run wrote the store; the other stopped in one line, having written nothing: at the
     # claim while the first ran, or at the finished store.
-    (survivor,) = [palette for palette, proc in procs.items() if proc.returncode == 0]
-    (other,) = set(procs) - {survivor}
     assert procs[other].returncode == 1 and "Traceback" not in errs[other], errs[other]
     claimed = "bigquant: error: c.zarr is being written by another run (pid "
     assert errs[other].startswith(claimed) or errs[other] == (

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import tifffile
-from conftest import cli, photo, write_tiff
+from conftest import cli, photo, two_writers, write_tiff
 from PIL import Image
 
 import bigquant
@@ -232,22 +232,9 @@ def test_s3_without_s3fs_names_the_extra(tmp_path, monkeypatch):
 
 
 def test_one_writer_per_store_and_overwrite_rules_in_the_bucket(s3, china_s3, tmp_path):
-    # Two runs into one store started together, each applying a palette of its own (no fit,
-    # so the processes start quickly): the claim is a conditional write there.
-    for name, colours in [("a.hex", "000000 ff0000 00ff00 0000ff"), ("b.hex", "ffffff 808080")]:
-        (tmp_path / name).write_text(colours.replace(" ", "\n"))
-    args = ["compress", url("china.tif"), url("c.zarr"), "-q", "--codebook"]
-    procs = {
-        palette: subprocess.Popen(
-            [sys.executable, "-m", "bigquant", *args, str(tmp_path / palette)],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for palette in ("a.hex", "b.hex")
-    }
-    errs = {palette: proc.communicate(timeout=120)[1] for palette, proc in procs.items()}
-    (survivor,) = [palette for palette, proc in procs.items() if proc.returncode == 0]
-    (other,) = set(procs) - {survivor}
+    # Two runs into one store started together: the claim is a conditional write there.
+    args = ["compress", url("china.tif"), url("c.zarr"), "-q"]
+    survivor, other, procs, errs = two_writers(tmp_path, *args)
     assert procs[other].returncode == 1 and errs[other].count("\n") == 1, errs[other]
     assert errs[other].startswith(
         "bigquant: error: c.zarr is being written by another run (pid "
