@@ -75,9 +75,9 @@ def sample_pixels(data, n: int = defaults.SAMPLE, seed=defaults.SEED) -> np.ndar
 
     Parameters
     ----------
-    data : dask.array.Array, shape (Y, X, C)
-        The image, its channels in one chunk (as `as_image` and
-        `open_image` make it).
+    data : dask.array.Array, shape (Y, X, C) or (Y, X)
+        The image (channels split across chunks are joined first; `as_image`
+        and `open_image` keep them in one).
     n : int
         Pixels to draw; all of them when the image has fewer.
     seed : int or numpy.random.SeedSequence
@@ -86,7 +86,8 @@ def sample_pixels(data, n: int = defaults.SAMPLE, seed=defaults.SEED) -> np.ndar
     Returns
     -------
     ndarray, shape (min(n, Y*X), C)
-        The pixels in the image's dtype, ordered by position (row-major).
+        The pixels in the image's dtype, ordered by position (row-major); C is 1
+        for a 2-D image.
 
     Raises
     ------
@@ -104,13 +105,17 @@ def sample_pixels(data, n: int = defaults.SAMPLE, seed=defaults.SEED) -> np.ndar
     >>> sample.shape, sample.dtype
     ((10000, 3), dtype('uint8'))
     """
+    if data.ndim == 2:
+        data = data[:, :, None]
     return sample_many([(data, n, seed)])[0]
 
 
 def sample_many(requests) -> list[np.ndarray]:
     """`sample_pixels` of several ``(data, n, seed)`` at once: one computation reads the sample
     blocks of every image (each once), in parallel."""
-    plans = [_plan(data, n, seed) for data, n, seed in requests]
+    # A sampled block is read whole with all its channels: one chunk must hold them
+    # (a no-op where it does, as in the images bigquant reads).
+    plans = [_plan(data.rechunk({2: -1}), n, seed) for data, n, seed in requests]
     gathered = compute(*(part for parts, _ in plans for part in parts))
     out, start = [], 0
     for parts, order in plans:

@@ -16,12 +16,13 @@ from bigquant.sample import sample_pixels, sample_positions
 @given(
     cy=st.integers(9, 120),
     cx=st.integers(9, 160),
+    cc=st.integers(1, 3),
     n=st.integers(1, 5000),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_sample_is_independent_of_chunking(china, cy, cx, n, seed):
+def test_sample_is_independent_of_chunking(china, cy, cx, cc, n, seed):
     expected = china.reshape(-1, 3)[sample_positions(china.shape[:2], n, seed)]
-    got = sample_pixels(da.from_array(china, chunks=(cy, cx, 3)), n, seed)
+    got = sample_pixels(da.from_array(china, chunks=(cy, cx, cc)), n, seed)
     np.testing.assert_array_equal(got, expected)
 
 
