@@ -1,9 +1,10 @@
-"""Draw the README's pictures: a preview, a palette swatch and dithering / colour-space crops.
+"""Draw the documentation's pictures: a preview, a palette swatch and dithering / colour-space crops.
 
     python examples/readme_pictures.py [OUTDIR]     # default: docs/images
 
 Uses real photographs shipped inside scikit-learn and scikit-image (no download) and only
-bigquant's public API. The README shows the committed copies; run this after a change that
+bigquant's public API. The README and the user guide show the committed
+copies (docs/images/); run this after a change that
 alters them.
 """
 
