@@ -3,9 +3,8 @@
     python examples/readme_pictures.py [OUTDIR]     # default: docs/images
 
 Uses real photographs shipped inside scikit-learn and scikit-image (no download) and only
-bigquant's public API. The README and the user guide show the committed
-copies (docs/images/); run this after a change that
-alters them.
+bigquant's public API. The README and the user guide show the committed copies
+(docs/images/); run this after a change that alters them.
 """
 
 from __future__ import annotations
