@@ -27,10 +27,10 @@ class BigquantError(Exception):
 class ClusterError(BigquantError):
     """Work lost where it ran (worker processes that died), not bad input.
 
-    A `compress` run that fails with it keeps its unfinished store in
-    ``.DST.partial``; run it again with ``resume=True`` to finish it. The usual
-    cause is a worker running out of memory: fewer or larger workers, or
-    smaller ``chunks``, help.
+    A `compress` run of a file that fails with it keeps its unfinished store in
+    ``.DST.partial``; run it again with ``resume=True`` to finish it. The
+    usual cause is a worker running out of memory: fewer or larger workers,
+    or smaller ``chunks``, help.
 
     Examples
     --------
@@ -43,11 +43,12 @@ class ClusterError(BigquantError):
 
 
 class ParameterError(BigquantError, ValueError):
-    """A bad argument. The message names parameters in backticks (``\\`n_colors\\```).
+    """A bad argument; the message names each parameter in backticks.
 
-    Python callers read the parameter names; the CLI shows its flags in their
-    place (`render`), so the library never speaks in flags. It is also a
-    `ValueError`, which is what code that knows nothing of bigquant catches.
+    As in ``"`n_colors` must be at least 1, not 0"``: Python callers read
+    the parameter names; the CLI shows its flags in their place (`render`),
+    so the library never speaks in flags. It is also a `ValueError`, which
+    is what code that knows nothing of bigquant catches.
 
     Parameters
     ----------

@@ -76,13 +76,13 @@ def decompress(
     ------
     ParameterError
         ``palette`` with a ``.zarr`` output, or ``out`` exists and not
-        ``overwrite``.
+        ``overwrite`` (or, even with it, is not a TIFF file or Zarr array).
     BigquantError
         ``out`` not ending in ``.tif``, ``.tiff`` or ``.zarr``, the store
-        itself, or in a missing directory; a store `open_store` refuses; a
-        ``palette`` the codebook cannot make (alpha, channels other than grey
-        or RGB, values other than uint8 or uint16); a label past the codebook found
-        while reading.
+        itself, in a missing directory, or being written by another run; a
+        store `open_store` refuses; a ``palette`` the codebook cannot make
+        (alpha, channels other than grey or RGB, values other than uint8 or
+        uint16); a label past the codebook found while reading.
     ClusterError
         Worker processes died while reading (on a cluster).
 

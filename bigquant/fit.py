@@ -171,7 +171,8 @@ def fit_codebook(
     BigquantError
         Every sampled pixel is nodata, NaN or infinite.
     ClusterError
-        Worker processes died while reading the sample (on a cluster).
+        Worker processes died while reading the sample, or fitting more
+        than 256 colours (on a cluster).
 
     Examples
     --------
@@ -249,7 +250,8 @@ def fit_collection(
         Images of different numbers of channels or dtypes, or no sampled
         pixel with data.
     ClusterError
-        Worker processes died while reading the sample (on a cluster).
+        Worker processes died while reading the sample, or fitting more
+        than 256 colours (on a cluster).
 
     Examples
     --------

@@ -54,7 +54,10 @@ class GivenCodebook:
 def load_codebook(source) -> GivenCodebook:
     """Read the codebook at ``source`` (a path or URL; see the module for the formats).
 
-    Reads only that file: a store's metadata, a TIFF's header, a palette file.
+    Reads only that file: a store's metadata (never its labels), a palette
+    file, or a palette TIFF's header. A palette TIFF that bigquant did not
+    write is the exception: its pixels are read whole once, chunk by chunk,
+    to keep only the colour-map entries they use.
 
     Parameters
     ----------
@@ -75,8 +78,11 @@ def load_codebook(source) -> GivenCodebook:
     ------
     BigquantError
         A missing file, a file of none of these formats, an unreadable or
-        empty palette, a TIFF without a colour map, or a store `open_store`
-        refuses.
+        empty palette, a TIFF without a colour map or whose pixels use none
+        of its entries, or a store `open_store` refuses.
+    ClusterError
+        Worker processes died while reading a palette TIFF's pixels (on a
+        cluster).
 
     Examples
     --------

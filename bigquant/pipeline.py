@@ -178,26 +178,35 @@ def compress(
         A parameter out of range or unfit for the image (``n_colors``,
         ``sample_size``, ``max_iter``, ``zarr_format``, ``chunks``,
         ``workers``, ``space``, ``dither``), both ``client`` and
-        ``workers``, ``dst`` existing without ``overwrite``, or a ``resume``
-        that cannot be (an in-memory source, or an unfinished store started
-        with other parameters).
+        ``workers``, ``dst`` existing without ``overwrite`` (or, even with
+        it, something other than a bigquant store), ``dst`` left claimed by
+        a run that is gone, without ``resume`` or ``overwrite``, or a
+        ``resume`` that cannot be (an in-memory source, or an unfinished
+        store started with other parameters).
     BigquantError
         A source `open_image` or `as_image` refuses, a ``dst`` that would
-        replace it or lies in a missing directory, a ``codebook`` that
-        cannot be read or does not fit the image, an image without a pixel
-        of data, a scheduler that cannot be reached or local workers that
-        do not start.
+        replace it, lies in a missing directory or is being written by
+        another run, a ``codebook`` that cannot be read or does not fit the
+        image, an image without a pixel of data, a scheduler that cannot be
+        reached or local workers that do not start.
     ClusterError
         Worker processes died (usually out of memory); the unfinished store
         of a file source is kept for ``resume``.
 
     Notes
     -----
-    Reads the image once to label it, chunk by chunk, plus the few hundred
-    blocks the sample is drawn from (all of an image up to 67 megapixels).
-    An interrupted or failed run (other than on bad input) leaves its
-    unfinished store in ``.DST.partial`` for ``resume``. The store's layout
-    is the store specification's (``docs/store.md``).
+    Reads the whole image once, chunk by chunk, to label it (with
+    ``dither="floyd-steinberg"`` each chunk also reads a margin of its
+    neighbours), and before that the blocks the sample is drawn from: for a
+    path, the few hundred 512-pixel blocks (all of an image up to 67
+    megapixels); for an array or an `Image`, every chunk that holds a
+    sampled pixel, whole. ``pyramid`` reads the labels back once more; a
+    ``codebook`` given as a palette TIFF that bigquant did not write is read
+    whole once (see `load_codebook`). Memory holds a few chunks and the
+    sample, never the image. An interrupted or failed run (other than on bad
+    input) leaves its unfinished store in ``.DST.partial`` for ``resume``.
+    For the store's layout, see the store format specification in the
+    documentation (docs/store.md).
 
     Examples
     --------
@@ -209,6 +218,10 @@ def compress(
     ...     "s3://bucket/mosaic.tif", "s3://bucket/mosaic.zarr", 64,
     ...     space="oklab", dither="ordered", workers=8,
     ... )
+    >>> import dask.array as da
+    >>> pixels = da.random.randint(0, 256, (1024, 1024, 3), chunks=512).astype("uint8")
+    >>> bigquant.compress(pixels, "random.zarr", 16).n_colors  # doctest: +SKIP
+    16
     """
     settings = Settings(n_colors, sample_size, seed, max_iter, space, dither, pyramid, zarr_format)
     settings.check()
@@ -324,8 +337,8 @@ def compress_many(
     once), then each image is labelled with it as `compress` does with a
     given ``codebook``; every store records the collection
     (``codebook_from``). With ``codebook``, that one is applied to every image
-    and nothing is fitted. Reads each image once to label it, plus its
-    sample blocks.
+    and nothing is fitted. Reads each image whole once, chunk by chunk, to
+    label it, plus its sample blocks before that; memory never holds an image.
 
     Parameters
     ----------
@@ -376,10 +389,12 @@ def compress_many(
         every image before any is read), or a parameter `compress` refuses.
     BigquantError
         Two sources of the same name, an output that would replace its
-        source, images of different channels or dtypes, or anything
-        `compress` refuses.
+        source or is being written by another run, images of different
+        channels or dtypes, or anything `compress` refuses.
     ClusterError
-        Worker processes died (usually out of memory).
+        Worker processes died (usually out of memory). The stores finished
+        before it stay (a rerun needs ``overwrite``); the unfinished one is
+        left in ``.NAME.zarr.partial``, which a rerun starts afresh.
 
     Examples
     --------

@@ -59,7 +59,7 @@ class Image:
         Pixels as ``(rows, columns, channels)``, as viewers show them (see
         `Decoding`); greyscale has one channel. Colour channels come first,
         then any extra ones (alpha, or others: see ``extrasamples``).
-    path : str | None
+    path : str or None
         Where it was read from, or None for an in-memory or user array.
     photometric : str
         ``"rgb"`` or ``"minisblack"``: how the values of ``data`` are to be shown.

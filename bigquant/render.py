@@ -60,11 +60,13 @@ def preview(
     Raises
     ------
     ParameterError
-        ``max_size`` below 1, or ``out`` exists and not ``overwrite``.
+        ``max_size`` below 1, or ``out`` exists and not ``overwrite`` (or,
+        even with it, is not a PNG file).
     BigquantError
-        ``out`` not a ``.png`` (or the store itself, or in a missing
-        directory), a store `open_store` refuses or of more than 4 channels,
-        or a label past the codebook found while reading.
+        ``out`` not a ``.png`` (or the store itself, in a missing directory,
+        or being written by another run), a store `open_store` refuses or of
+        more than 4 channels, or a label past the codebook found while
+        reading.
     ClusterError
         Worker processes died while reading (on a cluster).
 
@@ -84,7 +86,7 @@ def preview(
     --------
     >>> import bigquant
     >>> bigquant.preview("scan.zarr", "scan.png", max_size=1024)  # doctest: +SKIP
-    (683, 1024)
+    (678, 1017)
     """
     if max_size < 1:
         raise ParameterError(f"`max_size` must be at least 1, not {max_size}")
@@ -240,11 +242,13 @@ def palette_image(
     Raises
     ------
     ParameterError
-        An unknown ``sort``, or ``out`` exists and not ``overwrite``.
+        An unknown ``sort``, or ``out`` exists and not ``overwrite`` (or,
+        even with it, is not a PNG file).
     BigquantError
         ``sort="count"`` for a store without pixel counts; ``out`` not a
-        ``.png`` (or the store itself, or in a missing directory); a store
-        `open_store` refuses or of more than 4 channels.
+        ``.png`` (or the store itself, in a missing directory, or being
+        written by another run); a store `open_store` refuses or of more
+        than 4 channels.
 
     Notes
     -----

@@ -126,10 +126,10 @@ class SourceInfo:
 class StoreMeta:
     """The ``bigquant`` attribute of a store: how it was made and how good it is.
 
-    What `compress` returns and `Store.meta` holds. The attribute's exact
-    JSON form is the store specification's (``docs/store.md``). Fields later
-    versions added have defaults, so stores of earlier ones (same
-    ``format_version``) still read.
+    What `compress` returns and `Store.meta` holds. For the attribute's
+    exact JSON form, see the store format specification in the
+    documentation (docs/store.md). Fields later versions added have
+    defaults, so stores of earlier ones (same ``format_version``) still read.
 
     Parameters
     ----------
@@ -189,9 +189,9 @@ class StoreMeta:
     Examples
     --------
     >>> import bigquant
-    >>> meta = bigquant.compress("scan.tif", "scan.zarr", 64)  # doctest: +SKIP
+    >>> meta = bigquant.compress("scan.tif", "scan.zarr", 256)  # doctest: +SKIP
     >>> meta.n_colors, round(meta.psnr, 1)  # doctest: +SKIP
-    (64, 33.8)
+    (256, 38.2)
     >>> bigquant.open_store("scan.zarr").meta == meta  # doctest: +SKIP
     True
     """
@@ -231,8 +231,8 @@ class StoreMeta:
         Returns
         -------
         dict
-            The ``bigquant`` attribute, as the store specification
-            (``docs/store.md``) describes it; `from_attrs` reads it back.
+            The ``bigquant`` attribute (see the store format specification
+            in the documentation, docs/store.md); `from_attrs` reads it back.
 
         Examples
         --------
@@ -275,7 +275,7 @@ class StoreMeta:
         >>> with open("scan.zarr/zarr.json") as f:  # doctest: +SKIP
         ...     attrs = json.load(f)["attributes"]["bigquant"]
         >>> bigquant.StoreMeta.from_attrs(attrs).n_colors  # doctest: +SKIP
-        64
+        256
         """
         values = _known(cls, attrs)
         values["source"] = SourceInfo(**_known(SourceInfo, attrs["source"]))
@@ -675,10 +675,11 @@ def finish_store(partial: PartialStore, meta: StoreMeta) -> StoreMeta:
 class Store:
     """An opened, validated bigquant store.
 
-    Made by `open_store`, which checks what it can without reading pixels;
-    the layout on disk is the store specification's (``docs/store.md``).
-    Holding one reads nothing: `labels_dask` and `quantized` are lazy, and
-    computing either reads every label chunk once.
+    Made by `open_store`, which checks what it can without reading pixels. For
+    the layout on disk, see the store format specification in the
+    documentation (docs/store.md). Holding one reads nothing: `labels_dask`
+    and `quantized` are lazy, and computing either reads every label chunk
+    once.
 
     Parameters
     ----------
@@ -815,8 +816,9 @@ def open_store(path) -> Store:
     Returns
     -------
     Store
-        The opened store; its labels are read only when used. The format it
-        checks is the store specification's (``docs/store.md``).
+        The opened store; its labels are read only when used. For the
+        format it checks, see the store format specification in the
+        documentation (docs/store.md).
 
     Raises
     ------
