@@ -18,6 +18,7 @@ from dask.system import CPU_COUNT
 from . import location
 from .errors import BigquantError, ParameterError
 from .kernels.color import in_dtype
+from .kernels.downsample import block_means
 from .kernels.nearest import check_labels
 from .progress import compute, progress
 from .store import CENTIMETRES, Store, StoreMeta, atomic_output, open_store
@@ -144,12 +145,11 @@ def decompress(
 def overview_levels(store: Store, palette: bool) -> list:
     """Reduced-resolution levels of the image, each halving the one before until one fits a tile.
 
-    Lazy dask arrays, each computed from the labels (read once more per level):
-    the labels of every 2^n-th pixel for a palette TIFF (an average of indices
-    would invent colours), the mean colour of each 2^n x 2^n block otherwise.
+    Lazy dask arrays, each computed from the labels (read once more per level)
+    by the rule `bigquant.kernels.downsample` gives for this output: the labels
+    of every 2^n-th pixel for a palette TIFF, the mean colour of each
+    2^n x 2^n block otherwise.
     """
-    from .render import block_means
-
     labels, codebook, nodata = store.labels_dask(), store.codebook, store.meta.nodata_label
     convert = functools.partial(in_dtype, dtype=codebook.dtype)
     levels, f = [], 1

@@ -25,8 +25,9 @@ import dask
 import dask.array as da
 import numpy as np
 
+from .kernels.color import to_8bit
+from .kernels.downsample import mode_2x2
 from .progress import compute, progress
-from .render import to_8bit
 from .store import create_label_array
 
 LEVEL0 = "labels"
@@ -36,22 +37,6 @@ AXES = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
 def level_name(level: int) -> str:
     """Array name of pyramid level ``level``: ``labels``, ``labels_1``, ``labels_2``, ..."""
     return LEVEL0 if level == 0 else f"{LEVEL0}_{level}"
-
-
-def mode_2x2(block: np.ndarray) -> np.ndarray:
-    """Halve a 2-D label block by the mode of each 2x2 cell (odd sides rounded up).
-
-    With the cell's values sorted ``s0 <= s1 <= s2 <= s3``: ``s1`` if
-    ``s1 == s2`` (a value held 3 or 4 times, or a pair in the middle), else
-    ``s0`` if ``s0 == s1``, else ``s2`` if ``s2 == s3``, else the top-left value.
-    A two-two tie goes to the smaller label. An odd last row or column is
-    replicated first, so edge cells only ever hold their own pixels' values.
-    """
-    h, w = block.shape
-    block = np.pad(block, ((0, h % 2), (0, w % 2)), mode="edge")
-    cells = np.stack((block[0::2, 0::2], block[0::2, 1::2], block[1::2, 0::2], block[1::2, 1::2]))
-    s0, s1, s2, s3 = np.sort(cells, axis=0)
-    return np.where(s1 == s2, s1, np.where(s0 == s1, s0, np.where(s2 == s3, s2, cells[0])))
 
 
 def _mode_write(block: np.ndarray, out, row: int, col: int) -> None:

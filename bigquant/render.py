@@ -15,9 +15,8 @@ import numpy as np
 
 from . import defaults, location
 from .errors import BigquantError, ParameterError
-from .kernels.blocks import block_sums
-from .kernels.color import lightness
-from .kernels.nearest import check_labels, lookup
+from .kernels.color import lightness, to_8bit
+from .kernels.downsample import block_means
 from .progress import compute, progress
 from .store import Store, atomic_output, open_store
 
@@ -126,95 +125,6 @@ def oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
     flip_rows = orientation in (3, 4, 7, 8)
     flip_cols = orientation in (2, 3, 6, 7)
     return pixels[:: -1 if flip_rows else 1, :: -1 if flip_cols else 1]
-
-
-def block_means(
-    labels,
-    codebook: np.ndarray,
-    f: int,
-    dtype,
-    convert,
-    *,
-    skip: int | None = None,
-    opacity: bool = False,
-) -> object:
-    """The mean colour of every ``f × f`` block of ``codebook[labels]``, as ``convert`` makes it.
-
-    A lazy ``(ceil(Y / f), ceil(X / f), C)`` dask array of ``dtype``, computed
-    chunk by chunk from the ``labels`` dask array (partial blocks at the bottom
-    and right edges are averaged over the pixels they have). ``convert`` turns
-    float colour values into ``dtype``. Pixels labelled ``skip`` (nodata) are
-    left out of the means; a block of nothing else is ``codebook[skip]``. With
-    ``opacity`` (and ``skip``), a last channel holds each block's share of
-    pixels with data, from 0 to the largest value of ``dtype`` (an integer type).
-    """
-    # Chunk sides that are multiples of f near the labels': no block straddles two chunks.
-    labels = labels.rechunk(tuple(max(1, round(c / f)) * f for c in labels.chunksize))
-    return labels.map_blocks(
-        _block_means,
-        codebook,
-        f,
-        convert,
-        skip,
-        opacity,
-        dtype=dtype,
-        new_axis=2,
-        chunks=(
-            *(tuple(-(-c // f) for c in cs) for cs in labels.chunks),
-            (codebook.shape[1] + opacity,),
-        ),
-    )
-
-
-def _block_means(
-    labels: np.ndarray, codebook: np.ndarray, f: int, convert, skip: int | None, opacity: bool
-) -> np.ndarray:
-    """Mean colours of the ``f × f`` blocks of one chunk (partial ones at its end)."""
-    if skip is None:
-        if f == 1:  # every block one pixel: converting the codebook first is the same, faster
-            return lookup(labels, convert(codebook))
-        return convert(_means(labels, codebook, f))
-    # Weighted: colours of the pixels with data, and a last column counting them.
-    weights = np.ones((len(codebook), 1))
-    weights[skip] = 0
-    means = _means(labels, np.hstack([np.where(weights > 0, codebook, 0), weights]), f)
-    share = means[:, :, -1:]
-    colors = convert(
-        np.where(share > 0, means[:, :, :-1] / np.maximum(share, 1e-12), codebook[skip])
-    )
-    if not opacity:
-        return colors
-    top = np.iinfo(colors.dtype).max
-    return np.concatenate([colors, np.rint(share * top).astype(colors.dtype)], axis=2)
-
-
-def _means(labels: np.ndarray, codebook: np.ndarray, f: int) -> np.ndarray:
-    """Float means of ``codebook[labels]`` over the ``f × f`` blocks of one chunk."""
-    rows, cols = labels.shape
-    rows_in = np.minimum(f, rows - np.arange(0, rows, f))
-    cols_in = np.minimum(f, cols - np.arange(0, cols, f))
-    return (
-        block_sums(check_labels(labels, len(codebook)), codebook, f)
-        / np.outer(rows_in, cols_in)[:, :, None]
-    )
-
-
-def to_8bit(values: np.ndarray, dtype: np.dtype, peak: float | None = None) -> np.ndarray:
-    """Values of an image of ``dtype`` as rounded 8-bit ones.
-
-    Unsigned integers scale from ``[0, peak]`` (the dtype's largest value by
-    default; ``2**bits - 1`` for 12-bit data), signed ones from the dtype's
-    range, floats from [0, 1] (clipped; NaN is 0).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        low, high = (0, peak or info.max) if dtype.kind == "u" else (info.min, info.max)
-        values = np.clip((values - low) * 255 / (high - low), 0, 255)  # uint8 stays exact
-    else:
-        values = np.clip(np.nan_to_num(values), 0, 1) * 255
-    return np.rint(values).astype(np.uint8)
 
 
 def palette_image(

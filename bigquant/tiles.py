@@ -33,9 +33,10 @@ import numpy as np
 
 from . import defaults, location
 from .errors import BigquantError, ParameterError
+from .kernels.color import to_8bit
+from .kernels.downsample import mode_2x2
 from .kernels.nearest import check_labels
-from .pyramid import halve, mode_2x2
-from .render import to_8bit
+from .pyramid import halve
 from .store import LABELS_KEY, Store, _CheckedLabels, claim, codebook_json, open_store
 
 log = logging.getLogger("bigquant")
@@ -145,7 +146,7 @@ class DeepZoom:
     levels : list of zarr.Array, optional
         Label arrays level 0 first, each the 2x2 mode of the one before
         (`label_levels`, the default, reads the store's own); a level past the last
-        is made from the last by `bigquant.pyramid.mode_2x2`.
+        is made from the last by `bigquant.kernels.downsample.mode_2x2`.
 
     Attributes
     ----------

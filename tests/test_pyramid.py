@@ -18,7 +18,8 @@ from hypothesis.extra import numpy as hnp
 from zarr.errors import ContainsArrayError
 
 import bigquant
-from bigquant.pyramid import mode_2x2, pyramid_levels, write_pyramid
+from bigquant.kernels.downsample import mode_2x2
+from bigquant.pyramid import pyramid_levels, write_pyramid
 from bigquant.store import create_store
 
 

@@ -25,7 +25,7 @@ from conftest import cli, made_up_meta
 from PIL import Image
 
 import bigquant
-from bigquant.pyramid import mode_2x2
+from bigquant.kernels.downsample import mode_2x2
 from bigquant.store import create_store, finish_store, open_store
 from bigquant.tiles import DeepZoom, write_tiles
 

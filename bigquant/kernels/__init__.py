@@ -6,4 +6,8 @@
     The nearest codebook colour of pixels: direct distances, k-d tree, colour table.
 ``dither``
     Ordered (Bayer) and Floyd–Steinberg dithering of a block before its colours are chosen.
+``downsample``
+    Shrinking labels for reduced levels: which output uses which rule, and why.
+``convert``
+    Stored TIFF values to the colours bigquant quantizes (CMYK, Lab, palettes, …).
 """

@@ -188,3 +188,21 @@ def delta_e_sum(
         pixels, picked = pixels[picked != skip], picked[picked != skip]
     colors = oklab(codebook)[picked]
     return 100 * float(np.sqrt(((oklab(pixels) - colors) ** 2).sum(axis=1)).sum()), len(picked)
+
+
+def to_8bit(values: np.ndarray, dtype: np.dtype, peak: float | None = None) -> np.ndarray:
+    """Values of an image of ``dtype`` as rounded 8-bit ones.
+
+    Unsigned integers scale from ``[0, peak]`` (the dtype's largest value by
+    default; ``2**bits - 1`` for 12-bit data), signed ones from the dtype's
+    range, floats from [0, 1] (clipped; NaN is 0).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        low, high = (0, peak or info.max) if dtype.kind == "u" else (info.min, info.max)
+        values = np.clip((values - low) * 255 / (high - low), 0, 255)  # uint8 stays exact
+    else:
+        values = np.clip(np.nan_to_num(values), 0, 1) * 255
+    return np.rint(values).astype(np.uint8)
