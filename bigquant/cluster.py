@@ -36,8 +36,8 @@ NOTICE_LOGGERS = ("tifffile", "py.warnings")
 #: first task: the cluster starts during the fit. None of them imports dask.array, which
 #: only the client needs, to build graphs: with xarray, pandas and sparse it made a
 #: worker's imports 4.5-4.7 s of CPU instead of 1.8-2.0 s. TIFF chunks are read by plain
-#: indexing of `bigquant.read.TiffSource`. This module is one for its `dask_setup`.
-_WORKER_MODULES = ["bigquant.read", "bigquant.write", "zarr", __name__]
+#: indexing of `bigquant.read.tiff.TiffSource`. This module is one for its `dask_setup`.
+_WORKER_MODULES = ["bigquant.read.tiff", "bigquant.write", "zarr", __name__]
 
 
 def dask_setup(worker) -> None:

@@ -7,8 +7,12 @@ worker reaches by the same name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 
 from .errors import BigquantError
 
@@ -194,3 +198,57 @@ def zarr_store(location, *, read_only: bool):
 
     options = {"auto_mkdir": True} if location.startswith("file://") else {}
     return FsspecStore.from_url(location, storage_options=options, read_only=read_only)
+
+
+class HandleCache:
+    """Open files kept for reuse, at most ``size`` of them; what is evicted gets closed.
+
+    A handle is borrowed with `borrow` and closed on eviction only once no
+    thread is using it, so a long-lived worker that reads many files holds a
+    bounded number of them open.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._lock = threading.Lock()
+        # key -> [handle, what closes it, users]
+        self._open: OrderedDict[tuple, list] = OrderedDict()
+
+    @contextlib.contextmanager
+    def borrow(
+        self, key: tuple, opener: Callable[[], tuple[object, Callable[[], None]]]
+    ) -> Iterator[object]:
+        """The handle for ``key``, kept open while in use.
+
+        ``opener`` opens it, returning the handle and what closes it.
+        """
+        with self._lock:
+            entry = self._open.get(key)
+            if entry is not None:
+                entry[2] += 1
+                self._open.move_to_end(key)
+        if entry is None:
+            # Opened outside the lock: on an object store that takes requests, which must not
+            # hold up the threads reading other files.
+            handle, close = opener()
+            with self._lock:
+                entry = self._open.setdefault(key, [handle, close, 0])
+                entry[2] += 1
+                self._evict()
+            if entry[1] is not close:  # another thread opened it meanwhile
+                close()
+        try:
+            yield entry[0]
+        finally:
+            with self._lock:
+                entry[2] -= 1
+                self._evict()
+
+    def _evict(self) -> None:
+        for key in [k for k, (_, _, users) in self._open.items() if not users]:
+            if len(self._open) <= self.size:
+                break
+            self._open.pop(key)[1]()
+
+    def __len__(self) -> int:
+        return len(self._open)

@@ -167,7 +167,7 @@ def test_any_chunking_reads_the_same_pixels(tmp_path_factory, tile, target, stri
 
 
 def test_handle_cache_is_bounded_and_closes_what_it_evicts(tmp_path):
-    from bigquant.read import HandleCache
+    from bigquant.location import HandleCache
 
     closed = []
 
@@ -192,7 +192,7 @@ def test_handle_cache_is_bounded_and_closes_what_it_evicts(tmp_path):
 def test_reading_many_files_keeps_a_bounded_number_open(tmp_path):
     import psutil
 
-    from bigquant.read import _handles
+    from bigquant.read.tiff import HANDLES as _handles
 
     for i in range(_handles.size + 8):
         path = write_tiff(tmp_path / f"{i}.tif", np.full((40, 30, 3), i, np.uint8), tile=(16, 16))
