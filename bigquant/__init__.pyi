@@ -8,7 +8,7 @@ from .pipeline import compress, compress_many
 from .read import Image, as_image, open_image
 from .render import palette_image, preview
 from .sample import sample_pixels
-from .store import Store, StoreMeta, open_store
+from .store import LabelArray, Store, StoreMeta, open_store
 from .tiles import XYZ, DeepZoom, write_tiles
 
 __version__: str
@@ -20,6 +20,7 @@ __all__ = [
     "DeepZoom",
     "FitResult",
     "Image",
+    "LabelArray",
     "ParameterError",
     "Store",
     "StoreMeta",

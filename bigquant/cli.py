@@ -334,78 +334,6 @@ def tiles(store, out, **kwargs):
     log.info("wrote %d tiles to %s in %.1f s", n, out, time.perf_counter() - started)
 
 
-def store_summary(store) -> dict:
-    """What ``bigquant info`` reports: the store's metadata and sizes (no label is read)."""
-    from .read import georeference
-    from .store import codebook_json
-
-    meta = store.meta
-    crs, transform = georeference(meta.source.geotiff)
-    height, width, channels = store.shape
-    raw = height * width * channels * store.codebook.dtype.itemsize
-    stored = store.stored_bytes()
-    return {
-        "path": str(store.path),
-        "shape": [height, width, channels],
-        "dtype": str(store.codebook.dtype),
-        "photometric": meta.source.photometric,
-        "extrasamples": meta.source.extrasamples,
-        "bits": meta.source.bits,
-        "converted": meta.source.converted,
-        "orientation": meta.source.orientation,
-        "source": meta.source.path,
-        "n_colors": meta.n_colors,
-        "nodata": meta.source.nodata,
-        "nodata_label": meta.nodata_label,
-        "codebook_from": meta.codebook_from,
-        "n_colors_requested": meta.n_colors_requested,
-        "seed": meta.seed,
-        "sample_size": meta.sample_size,
-        "n_iter": meta.n_iter,
-        "space": meta.space,
-        "mse": meta.mse,
-        "psnr": meta.psnr,
-        "delta_e": meta.delta_e,
-        "pyramid": meta.pyramid,
-        "crs": crs,
-        "geotransform": transform,
-        "stored_bytes": stored,
-        "raw_bytes": raw,
-        "compression_ratio": raw / stored if stored else None,
-        "codebook": codebook_json(store.codebook),
-        "counts": meta.counts,
-    }
-
-
-def codebook_origin(meta) -> str:
-    """Where a store's codebook came from, and how it was fitted, in words."""
-    from .store import origin_text
-
-    origin = meta.codebook_from
-    if origin is None:
-        return (
-            f"({meta.n_colors_requested} requested), fitted on {meta.sample_size} sampled "
-            f"pixels in {meta.n_iter} iterations, seed {meta.seed}"
-        )
-    if origin.get("kind") == "collection":
-        return (
-            f"({origin['n_colors_requested']} requested), fitted to {origin_text(origin)} on "
-            f"{origin['sample_size']} sampled pixels in {origin['n_iter']} iterations, "
-            f"seed {meta.seed}"
-        )
-    return f"applied from {origin_text(origin)}"
-
-
-def check_labels(store, show_progress: bool) -> None:
-    """Read every label once: a `BigquantError` if one points past the codebook."""
-    from .kernels.nearest import check_labels
-    from .progress import compute, progress
-
-    with progress("checking labels", show_progress):
-        (top,) = compute(store.labels_dask().max())
-    check_labels(top.reshape(1), len(store.codebook))
-
-
 @main.command()
 @click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -424,8 +352,8 @@ def info(store, as_json, check, show_progress):
 
     opened = open_store(store)
     if check:
-        check_labels(opened, show_progress)
-    s = store_summary(opened)
+        opened.check(show_progress)
+    s = opened.summary()
     if as_json:
         click.echo(json.dumps(s, indent=2, allow_nan=False))
         return
@@ -443,7 +371,7 @@ def info(store, as_json, check, show_progress):
             if s["nodata_label"] is not None
             else []
         ),
-        f"colours      {s['n_colors']} " + codebook_origin(opened.meta),
+        f"colours      {s['n_colors']} " + opened.meta.codebook_text(),
         f"quality      MSE {s['mse']:.4g}, PSNR {psnr}"
         + ("" if s["delta_e"] is None else f", mean ΔE_OK {s['delta_e']:.2f}")
         + f" (fitted in {s['space']})",
@@ -505,7 +433,7 @@ def palette(store, out, sort, overwrite, show_progress):
 
     opened = open_store(store)
     n = palette_image(opened, out, sort=sort, overwrite=overwrite)
-    log.info("wrote %s (%d colours %s)", out, n, codebook_origin(opened.meta))
+    log.info("wrote %s (%d colours %s)", out, n, opened.meta.codebook_text())
 
 
 def _georef_line(crs: str | None, transform: list[float] | None) -> str:

@@ -244,6 +244,35 @@ class StoreMeta:
         values = dataclasses.asdict(self)
         return {k: values[k] for k in self._ORDER if k != "pyramid" or self.pyramid is not None}
 
+    def codebook_text(self) -> str:
+        """Where the codebook came from and how it was fitted, in words (as ``info`` says it).
+
+        Returns
+        -------
+        str
+            ``"(256 requested), fitted on … sampled pixels in … iterations, seed 0"``,
+            the same for a codebook fitted to a collection, or ``"applied from …"``.
+
+        Examples
+        --------
+        >>> import bigquant
+        >>> bigquant.open_store("scan.zarr").meta.codebook_text()  # doctest: +SKIP
+        '(256 requested), fitted on 1000000 sampled pixels in 10 iterations, seed 0'
+        """
+        origin = self.codebook_from
+        if origin is None:
+            return (
+                f"({self.n_colors_requested} requested), fitted on {self.sample_size} sampled "
+                f"pixels in {self.n_iter} iterations, seed {self.seed}"
+            )
+        if origin.get("kind") == "collection":
+            return (
+                f"({origin['n_colors_requested']} requested), fitted to {origin_text(origin)} on "
+                f"{origin['sample_size']} sampled pixels in {origin['n_iter']} iterations, "
+                f"seed {self.seed}"
+            )
+        return f"applied from {origin_text(origin)}"
+
     @classmethod
     def from_attrs(cls, attrs: dict) -> StoreMeta:
         """Read the attribute back; keys this version does not know are ignored.
@@ -740,7 +769,7 @@ class Store:
         import dask.array as da
 
         return da.from_array(
-            _CheckedLabels(self.path, self.labels),
+            LabelArray(self.path, self.labels),
             chunks=self.labels.chunks,
             asarray=False,
             fancy=False,
@@ -788,13 +817,158 @@ class Store:
         """
         return location.size(self.path)
 
+    def levels(self) -> list[LabelArray]:
+        """The label arrays: ``labels``, then the pyramid's levels, each the 2x2 mode of the last.
 
-class _CheckedLabels:
-    """A store's label array for `da.from_array`: a chunk that fails to read is a corrupt store."""
+        Returns
+        -------
+        list of LabelArray
+            Level 0 first; just the labels for a store without a pyramid. Reads
+            the levels' metadata only.
+
+        Raises
+        ------
+        BigquantError
+            A listed level is missing or is not the halving of the one before.
+
+        Examples
+        --------
+        >>> import bigquant
+        >>> [a.shape for a in bigquant.open_store("scan.zarr").levels()]  # doctest: +SKIP
+        [(40000, 60000), (20000, 30000), (10000, 15000)]
+        """
+        import zarr
+
+        names = self.meta.pyramid or [LABELS_KEY]
+        levels = [self.labels]
+        if names != [LABELS_KEY]:
+            group = zarr.open_group(location.zarr_store(self.path, read_only=True), mode="r")
+            for name in names[1:]:
+                if name not in group:
+                    raise BigquantError(
+                        f"{self.path}: corrupt store (pyramid level {name} missing)"
+                    )
+                level, (h, w) = group[name], levels[-1].shape
+                if level.shape != (-(-h // 2), -(-w // 2)):
+                    raise BigquantError(
+                        f"{self.path}: corrupt store (pyramid level {name} is {level.shape}, "
+                        f"not half of {(h, w)})"
+                    )
+                levels.append(level)
+        return [LabelArray(self.path, a) for a in levels]
+
+    def check(self, show_progress: bool = False) -> None:
+        """Read every label once and check that each is a row of the codebook.
+
+        `open_store` checks all it can without reading pixels; this reads the
+        whole label array, chunk by chunk (memory holds a few chunks).
+
+        Parameters
+        ----------
+        show_progress : bool
+            A progress bar on stderr.
+
+        Raises
+        ------
+        BigquantError
+            A label chunk cannot be read, or a label points past the codebook.
+
+        Examples
+        --------
+        >>> import bigquant
+        >>> bigquant.open_store("scan.zarr").check()  # doctest: +SKIP
+        """
+        from .kernels.nearest import check_labels
+        from .progress import compute, progress
+
+        with progress("checking labels", show_progress):
+            (top,) = compute(self.labels_dask().max())
+        check_labels(top.reshape(1), len(self.codebook))
+
+    def summary(self) -> dict:
+        """What the store holds and how it was made, as JSON-ready values; reads no label.
+
+        Returns
+        -------
+        dict
+            Shape, dtype, source and how it was read, colours and their
+            origin, quality, pyramid, CRS and GDAL geotransform, stored and
+            raw bytes, the codebook and pixels per colour: what ``bigquant
+            info --json`` prints (its keys are listed in the user guide).
+
+        Examples
+        --------
+        >>> import bigquant
+        >>> s = bigquant.open_store("scan.zarr").summary()  # doctest: +SKIP
+        >>> s["crs"], round(s["compression_ratio"], 1)  # doctest: +SKIP
+        ('EPSG:32633', 7.9)
+        """
+        from .read import georeference
+
+        meta = self.meta
+        crs, transform = georeference(meta.source.geotiff)
+        height, width, channels = self.shape
+        raw = height * width * channels * self.codebook.dtype.itemsize
+        stored = self.stored_bytes()
+        return {
+            "path": str(self.path),
+            "shape": [height, width, channels],
+            "dtype": str(self.codebook.dtype),
+            "photometric": meta.source.photometric,
+            "extrasamples": meta.source.extrasamples,
+            "bits": meta.source.bits,
+            "converted": meta.source.converted,
+            "orientation": meta.source.orientation,
+            "source": meta.source.path,
+            "n_colors": meta.n_colors,
+            "nodata": meta.source.nodata,
+            "nodata_label": meta.nodata_label,
+            "codebook_from": meta.codebook_from,
+            "n_colors_requested": meta.n_colors_requested,
+            "seed": meta.seed,
+            "sample_size": meta.sample_size,
+            "n_iter": meta.n_iter,
+            "space": meta.space,
+            "mse": meta.mse,
+            "psnr": meta.psnr,
+            "delta_e": meta.delta_e,
+            "pyramid": meta.pyramid,
+            "crs": crs,
+            "geotransform": transform,
+            "stored_bytes": stored,
+            "raw_bytes": raw,
+            "compression_ratio": raw / stored if stored else None,
+            "codebook": codebook_json(self.codebook),
+            "counts": meta.counts,
+        }
+
+
+class LabelArray:
+    """A label array of a store (level 0 or a pyramid level), read by window.
+
+    Indexing reads only the chunks under the window, like the ``zarr.Array``
+    it wraps; a chunk that cannot be read raises a `BigquantError` that names
+    the store as corrupt. What `Store.levels` returns and `Store.labels_dask` reads.
+
+    Parameters
+    ----------
+    path : str
+        The store, named in errors.
+    labels : zarr.Array
+        The 2-D label array.
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> top = bigquant.open_store("scan.zarr").levels()[-1]  # doctest: +SKIP
+    >>> top[:256, :256].shape  # doctest: +SKIP
+    (256, 256)
+    """
 
     def __init__(self, path: str, labels):
         self.path, self.labels = path, labels
         self.shape, self.dtype, self.ndim = labels.shape, labels.dtype, labels.ndim
+        self.chunks = labels.chunks
 
     def __getitem__(self, index) -> np.ndarray:
         try:

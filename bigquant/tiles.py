@@ -37,7 +37,7 @@ from .kernels.color import to_8bit
 from .kernels.downsample import mode_2x2
 from .kernels.nearest import check_labels
 from .pyramid import halve
-from .store import LABELS_KEY, Store, _CheckedLabels, claim, codebook_json, open_store
+from .store import LABELS_KEY, LabelArray, Store, claim, codebook_json, open_store
 
 log = logging.getLogger("bigquant")
 
@@ -94,43 +94,6 @@ def _palette(store: Store, pad: bool) -> _Palette:
     return _Palette(colours, indexed, pad_label)
 
 
-def label_levels(store: Store) -> list:
-    """The store's label arrays, ``labels`` then its pyramid levels (each a 2x2 mode of the last).
-
-    Parameters
-    ----------
-    store : Store
-
-    Returns
-    -------
-    list of zarr.Array
-        Level 0 first; just ``[store.labels]`` for a store without a pyramid.
-
-    Raises
-    ------
-    BigquantError
-        When a listed level is missing or is not the halving of the one before.
-    """
-    import zarr
-
-    names = store.meta.pyramid or [LABELS_KEY]
-    if names == [LABELS_KEY]:
-        return [store.labels]
-    group = zarr.open_group(location.zarr_store(store.path, read_only=True), mode="r")
-    levels = [store.labels]
-    for name in names[1:]:
-        if name not in group:
-            raise BigquantError(f"{store.path}: corrupt store (pyramid level {name} missing)")
-        level, (h, w) = group[name], levels[-1].shape
-        if level.shape != (-(-h // 2), -(-w // 2)):
-            raise BigquantError(
-                f"{store.path}: corrupt store (pyramid level {name} is {level.shape}, "
-                f"not half of {(h, w)})"
-            )
-        levels.append(level)
-    return levels
-
-
 class DeepZoom:
     """Deep Zoom tiles of a store, each rendered on its own from the label window it needs.
 
@@ -143,9 +106,9 @@ class DeepZoom:
         Side of a tile without its overlap, at least 1.
     overlap : int
         Pixels each tile repeats of its neighbours on every side that has one, at least 0.
-    levels : list of zarr.Array, optional
+    levels : list of LabelArray, optional
         Label arrays level 0 first, each the 2x2 mode of the one before
-        (`label_levels`, the default, reads the store's own); a level past the last
+        (`Store.levels`, the default, reads the store's own); a level past the last
         is made from the last by `bigquant.kernels.downsample.mode_2x2`.
 
     Attributes
@@ -192,9 +155,7 @@ class DeepZoom:
         self.store = store if isinstance(store, Store) else open_store(store)
         self.tile_size, self.overlap = tile_size, overlap
         self.height, self.width = self.store.labels.shape
-        self.levels = [
-            _CheckedLabels(self.store.path, a) for a in (levels or label_levels(self.store))
-        ]
+        self.levels = levels or self.store.levels()
         self.palette = _palette(self.store, self._pad)
         self.top = self._top()
 
@@ -641,7 +602,7 @@ def _tasks(tiler: DeepZoom, root: str, need: dict) -> list:
 
 def _temporary_pyramid(tiler: DeepZoom, tmp: str, show_progress: bool) -> list:
     """The store's labels and their halvings (written to a Zarr group in ``tmp``) until one
-    fits a chunk: the levels a store without a pyramid lacks, as `_CheckedLabels`."""
+    fits a chunk: the levels a store without a pyramid lacks."""
     import zarr
 
     from .progress import progress
@@ -654,7 +615,7 @@ def _temporary_pyramid(tiler: DeepZoom, tmp: str, show_progress: bool) -> list:
         with progress(f"label level {len(levels)}", show_progress):
             halve(levels[-1], group, name, tiler.store.meta.nodata_label)
         levels.append(group[name])
-    return [_CheckedLabels(tiler.store.path, a) for a in levels]
+    return [LabelArray(tiler.store.path, a) for a in levels]
 
 
 def _prepare(root: str, finished: str, manifest: dict, layout: str, overwrite: bool) -> None:
