@@ -229,19 +229,7 @@ def main():
     help="Apply this codebook instead of fitting one: a bigquant store, a palette TIFF, "
     "or a .gpl, .hex, .csv or .json palette.",
 )
-@options.n_colors
-@options.sample_size
-@options.seed
-@options.chunks
-@options.max_iter
-@options.space
-@options.dither
-@click.option(
-    "--pyramid",
-    is_flag=True,
-    help="Also write halved label levels with OME-Zarr metadata (napari, OME-Zarr viewers).",
-)
-@options.zarr_format
+@options.settings
 @options.overwrite
 @click.option(
     "--resume",

@@ -69,6 +69,28 @@ zarr_format = _choice(
     callback=lambda ctx, param, value: int(value),
     help="Zarr format of the store (2 for older readers).",
 )  # fmt: skip
+pyramid = click.option(
+    "--pyramid",
+    is_flag=True,
+    help="Also write halved label levels with OME-Zarr metadata (napari, OME-Zarr viewers).",
+)
+
+
+def settings(command):
+    """Every field of `bigquant.settings.Settings` as an option, in the fields' order.
+
+    A field without an option here fails at import, so the command cannot
+    miss one.
+    """
+    import dataclasses
+
+    from .settings import Settings
+
+    for field in reversed(dataclasses.fields(Settings)):  # the first decorator applied is last
+        command = globals()[field.name](command)
+    return command
+
+
 scheduler = click.option(
     "--scheduler",
     "client",

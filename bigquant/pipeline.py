@@ -10,22 +10,19 @@ import os
 import posixpath
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
-from dask.base import tokenize
 
 from . import defaults, location
 from .cluster import ready, scheduler
 from .errors import BigquantError, ParameterError
-from .fit import FitResult, check_fit, dask_ml_kmeans, fit_collection
-from .kernels.color import check_space
-from .kernels.dither import check_dither
+from .fit import FitResult, dask_ml_kmeans, fit_collection
 from .palettes import GivenCodebook, check_codebook, load_codebook
 from .progress import progress
 from .pyramid import write_pyramid
 from .read import Image, as_image, open_image
 from .sample import SAMPLE_BLOCK
+from .settings import Settings
 from .store import (
     PartialStore,
     SourceInfo,
@@ -33,7 +30,6 @@ from .store import (
     StoreMeta,
     atomic_output,
     check_absent,
-    check_zarr_format,
     claim,
     create_store,
     finish_store,
@@ -45,51 +41,6 @@ from .store import (
 from .write import regular_chunks, total_stats, write_labels
 
 log = logging.getLogger("bigquant")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the user asked of one run (see `compress` for each)."""
-
-    n_colors: int
-    sample_size: int
-    seed: int
-    max_iter: int
-    space: str
-    dither: str | None
-    pyramid: bool
-    zarr_format: int
-
-    def check(self) -> None:
-        """Refuse what is wrong whatever the image (before any file is opened)."""
-        check_fit(self.n_colors, self.sample_size, self.max_iter)
-        check_zarr_format(self.zarr_format)
-
-    def check_image(self, data, nodata: float | None) -> None:
-        """Refuse what this image cannot have."""
-        check_space(self.space, data.shape[2], data.dtype)
-        check_dither(self.dither, data.shape[2], data.dtype, self.space, self.n_colors)
-        if nodata is not None and self.n_colors == defaults.MAX_COLORS:
-            raise ParameterError(
-                f"`n_colors` can be at most {defaults.MAX_COLORS - 1} for an image with nodata "
-                "(one more label is reserved for it)"
-            )
-
-    def identity(self, image: Image, data, colors=None) -> dict:
-        """What a resumed run must share with the run it finishes (``colors``: a given codebook)."""
-        return {
-            "codebook": None if colors is None else tokenize(colors),
-            "source": None if image.path is None else location.identity(image.path),
-            "n_colors_requested": self.n_colors,
-            "seed": self.seed,
-            "sample_size_requested": self.sample_size,
-            "max_iter": self.max_iter,
-            "space": self.space,
-            "dither": self.dither,
-            "pyramid": self.pyramid,
-            "chunks": [data.chunks[0][0], data.chunks[1][0]],
-            "zarr_format": self.zarr_format,
-        }
 
 
 def psnr(mse: float, peak: float) -> float:
@@ -223,22 +174,50 @@ def compress(
     >>> bigquant.compress(pixels, "random.zarr", 16).n_colors  # doctest: +SKIP
     16
     """
-    settings = Settings(n_colors, sample_size, seed, max_iter, space, dither, pyramid, zarr_format)
+    settings = Settings(
+        n_colors=n_colors, seed=seed, sample_size=sample_size, max_iter=max_iter, space=space,
+        dither=dither, pyramid=pyramid, chunks=chunks, zarr_format=zarr_format,
+    )  # fmt: skip
     settings.check()
-    dst = location.normalize(dst)
+    return _compress(
+        src,
+        location.normalize(dst),
+        settings,
+        codebook,
+        overwrite=overwrite,
+        resume=resume,
+        client=client,
+        workers=workers,
+        show_progress=show_progress,
+    )
+
+
+def _compress(
+    src,
+    dst: str,
+    settings: Settings,
+    codebook,
+    *,
+    overwrite: bool,
+    resume: bool,
+    client,
+    workers: int | None,
+    show_progress: bool,
+) -> StoreMeta:
+    """`compress` once its settings are checked (`compress_many` runs this for each image)."""
     # The claim on `dst` first, before a partial store is looked at or written: a second run
     # into the same output stops here.
     with claim(dst, take_stale=resume or overwrite):
         if not resume:  # a resume may finish a move that left part of `dst` (checked below)
             check_absent(dst, overwrite, "store")
         given = None if codebook is None else _given(codebook)
-        image, sampling = _open_source(src, dst, chunks=chunks, resume=resume)
+        image, sampling = _open_source(src, dst, chunks=settings.chunks, resume=resume)
         data = regular_chunks(image.data)
         nodata = _nodata(image)
         settings.check_image(data, nodata)
         colors = None if given is None else check_codebook(given, data.dtype, data.shape[2], nodata)
         _describe(image, data)
-        run = settings.identity(image, data, colors)
+        run = settings.identity(image.path, data, colors)
         partial = _resumable(dst, run) if resume else None
         if isinstance(partial, Store):
             log.info(
@@ -266,10 +245,10 @@ def compress(
             with progress("labelling", show_progress):
                 write_labels(
                     data, partial.codebook, partial.labels, partial.stats,
-                    space=space, dither=dither, nodata=nodata, skip=done,
+                    space=settings.space, dither=settings.dither, nodata=nodata, skip=done,
                 )  # fmt: skip
             meta = _with_quality(partial.meta, partial.stats, data)
-            if pyramid:
+            if settings.pyramid:
                 # After the labels, before completion: a store is never complete without its levels.
                 levels = write_pyramid(
                     partial.group,
@@ -315,19 +294,12 @@ def compress_many(
     outdir,
     n_colors: int = defaults.COLORS,
     *,
-    sample_size: int = defaults.SAMPLE,
-    seed: int = defaults.SEED,
-    chunks: int | None = None,
-    max_iter: int = defaults.MAX_ITER,
-    space: str = defaults.SPACES[0],
-    dither: str | None = None,
-    pyramid: bool = False,
-    zarr_format: int = defaults.ZARR_FORMATS[0],
     codebook=None,
     overwrite: bool = False,
     client=None,
     workers: int | None = None,
     show_progress: bool = False,
+    **settings,
 ) -> list[StoreMeta]:
     """Fit one codebook to a collection of images and write a store of each, all sharing it.
 
@@ -349,22 +321,6 @@ def compress_many(
         Where the stores go (created if missing).
     n_colors : int
         K, from 1 to 65536, for the shared codebook.
-    sample_size : int
-        Pixels sampled across all images.
-    seed : int
-        Seeds the sample and the k-means init.
-    chunks : int, optional
-        Target chunk side of each image (see `open_image`).
-    max_iter : int
-        Bound on Lloyd iterations.
-    space : {"rgb", "oklab", "lab"}
-        Colour space of the fit and the assignment.
-    dither : {None, "ordered", "floyd-steinberg"}
-        Dither the labels.
-    pyramid : bool
-        Also write halved label levels in each store.
-    zarr_format : {3, 2}
-        Zarr format of the stores.
     codebook : path-like, array or GivenCodebook, optional
         Apply this codebook to every image instead of fitting one (see
         `compress`).
@@ -376,6 +332,10 @@ def compress_many(
         Run on a local cluster of this many worker processes.
     show_progress : bool
         Progress bars on stderr.
+    **settings
+        ``sample_size`` (pixels sampled across all images), ``seed``,
+        ``chunks``, ``max_iter``, ``space``, ``dither``, ``pyramid``,
+        ``zarr_format``: as for `compress`, the same for every image.
 
     Returns
     -------
@@ -405,7 +365,7 @@ def compress_many(
     >>> [m.codebook_from["kind"] for m in metas]  # doctest: +SKIP
     ['collection', 'collection']
     """
-    settings = Settings(n_colors, sample_size, seed, max_iter, space, dither, pyramid, zarr_format)
+    settings = Settings(n_colors=n_colors, **settings)
     settings.check()
     srcs = [location.normalize(s) for s in srcs]
     if not srcs:
@@ -420,7 +380,7 @@ def compress_many(
         if src == dst:
             raise BigquantError(f"{dst}: the output would replace its own source")
         check_absent(dst, overwrite, "store")
-    images = [open_image(src, chunks=chunks) for src in srcs]
+    images = [open_image(src, chunks=settings.chunks) for src in srcs]
     nodata = [_nodata(image) for image in images]
     first = images[0].data
     for image, value in zip(images, nodata, strict=True):
@@ -447,11 +407,11 @@ def compress_many(
                       "n_colors_requested": n_colors, "sample_size": fit.n_samples,
                       "n_iter": fit.n_iter}  # fmt: skip
             shared = GivenCodebook(fit.codebook, origin)
-        same = {"codebook": shared, "seed": seed, "space": space, "dither": dither,
-                "pyramid": pyramid, "zarr_format": zarr_format, "overwrite": overwrite}  # fmt: skip
         active = ready()  # a local cluster has started while the codebook was fitted here
+        run = {"overwrite": overwrite, "resume": False, "client": active, "workers": None,
+               "show_progress": show_progress}  # fmt: skip
         return [
-            compress(image, dst, client=active, show_progress=show_progress, **same)
+            _compress(image, dst, settings, shared, **run)
             for image, dst in zip(images, dsts, strict=True)
         ]
 
@@ -513,19 +473,7 @@ def _start(
     if nodata is not None:  # one more row, reserved for pixels without data
         codebook = np.vstack([codebook, np.full((1, codebook.shape[1]), nodata, codebook.dtype)])
     meta = StoreMeta(
-        source=SourceInfo(
-            image.path,
-            list(data.shape),
-            str(data.dtype),
-            image.photometric,
-            image.geotiff,
-            image.pixel_size,
-            extrasamples=list(image.extrasamples),
-            bits=image.bits,
-            orientation=image.orientation,
-            nodata=_json_number(nodata),
-            converted=image.converted,
-        ),
+        source=SourceInfo.of(image, data, nodata),
         n_colors_requested=settings.n_colors if applied is None else len(fit.codebook),
         n_colors=len(fit.codebook),
         nodata_label=None if nodata is None else len(fit.codebook),
@@ -565,13 +513,6 @@ def _fit(samplings: list, nodata: list, settings: Settings, show_progress: bool)
         time.perf_counter() - started,
     )
     return fit
-
-
-def _json_number(value: float | None) -> float | int | str | None:
-    """A value as strict JSON holds it: NaN as ``"nan"``, integral floats as integers."""
-    if value is None or math.isnan(value):
-        return None if value is None else "nan"
-    return int(value) if value == int(value) else value
 
 
 def _with_quality(meta: StoreMeta, stats, data) -> StoreMeta:
@@ -614,20 +555,10 @@ def _resumable(dst: str, run: dict) -> PartialStore | Store | None:
             "run without `resume` to start afresh"
         )
     if found.meta.run != run:
-        changed = sorted(_RUN_NAMES.get(k, k) for k in run if found.meta.run.get(k) != run[k])
+        names = Settings.identity_names()
+        changed = sorted(names[k] for k in run if found.meta.run.get(k) != run[k])
         raise ParameterError(
             f"cannot resume {tmp}: it was started with a different {', '.join(changed)}; "
             "run without `resume` to start afresh"
         )
     return found
-
-
-#: How `_resumable` names what changed: parameters in backticks (the CLI shows their flags).
-_RUN_NAMES = {
-    "source": "source file",
-    "n_colors_requested": "`n_colors`",
-    "sample_size_requested": "`sample_size`",
-    **{k: f"`{k}`" for k in ("seed", "max_iter", "space", "dither", "pyramid", "chunks")},
-    "zarr_format": "`zarr_format`",
-    "codebook": "`codebook`",
-}

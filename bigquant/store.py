@@ -108,6 +108,39 @@ class SourceInfo:
     nodata: float | str | None = None
     converted: str | None = None
 
+    @classmethod
+    def of(cls, image, data, nodata: float | None) -> SourceInfo:
+        """What a store records of an `Image`: its fields of the same names.
+
+        Parameters
+        ----------
+        image : Image
+            The image as read.
+        data : dask.array.Array
+            Its pixels as labelled: the shape and dtype recorded.
+        nodata : float, optional
+            The nodata value its pixels can hold (see `compress`).
+
+        Returns
+        -------
+        SourceInfo
+            ``nodata`` as strict JSON holds it; every other field but
+            ``shape`` and ``dtype`` copied from the image's field of its name.
+        """
+        own = ("shape", "dtype")  # of the pixels as labelled, not fields of an Image
+        same = {
+            f.name: getattr(image, f.name) for f in dataclasses.fields(cls) if f.name not in own
+        }
+        return cls(
+            **{
+                **same,
+                "shape": list(data.shape),
+                "dtype": str(data.dtype),
+                "extrasamples": list(image.extrasamples),
+                "nodata": _json_number(nodata),
+            }
+        )
+
     @property
     def nodata_value(self) -> float | None:
         """``nodata`` as a number (NaN for ``"nan"``)."""
@@ -122,17 +155,22 @@ class SourceInfo:
         return float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StoreMeta:
     """The ``bigquant`` attribute of a store: how it was made and how good it is.
 
     What `compress` returns and `Store.meta` holds. For the attribute's
     exact JSON form, see the store format specification in the
-    documentation (docs/store.md). Fields later versions added have
-    defaults, so stores of earlier ones (same ``format_version``) still read.
+    documentation (docs/store.md). The attribute's keys are the fields, in
+    this order. Fields later versions added have defaults, so stores of
+    earlier ones (same ``format_version``) still read.
 
     Parameters
     ----------
+    format_version : int
+        Version of the store format.
+    bigquant_version : str
+        Version of bigquant that wrote the store.
     source : SourceInfo
         The image the store was made from: path, shape, dtype and the tags
         written again into TIFF outputs.
@@ -141,13 +179,6 @@ class StoreMeta:
     n_colors : int
         Colours in the codebook, not counting the nodata row: can be fewer
         than requested (see `FitResult`).
-    seed : int
-        Seed of the sample and the k-means init.
-    sample_size : int
-        Pixels the codebook was fitted on (0 for a given codebook).
-    n_iter : int
-        Lloyd iterations run (0 for a given codebook, or an image of at most
-        K colours).
     nodata_label : int, optional
         The codebook row reserved for pixels without data (the last); None
         when the source has none.
@@ -156,14 +187,24 @@ class StoreMeta:
         (``{"kind": "store" | "palette TIFF" | "GIMP palette" | "hex list" |
         "csv" | "json" | "array", "path": …}``, or ``{"kind": "collection",
         "paths": […]}`` for one fitted to several images); None when fitted here.
+    seed : int
+        Seed of the sample and the k-means init.
+    sample_size : int
+        Pixels the codebook was fitted on (0 for a given codebook).
     max_iter : int, optional
         The bound on Lloyd iterations the run was given.
     space : {"rgb", "oklab", "lab"}
         Colour space of the fit and the assignment.
     dither : {None, "ordered", "floyd-steinberg"}
         Dithering of the labels.
+    n_iter : int
+        Lloyd iterations run (0 for a given codebook, or an image of at most
+        K colours).
     run : dict
         What a resumed run must match (source identity and parameters).
+    complete : bool
+        True once the run finished; written last. `open_store` refuses a
+        store without it.
     mse : float, optional
         Mean squared error per channel value, over pixels with data; None
         until the labels are written.
@@ -178,13 +219,6 @@ class StoreMeta:
         labels are written.
     pyramid : list of str, optional
         The label levels of a store written with ``pyramid=True``.
-    complete : bool
-        True once the run finished; written last. `open_store` refuses a
-        store without it.
-    format_version : int
-        Version of the store format.
-    bigquant_version : str
-        Version of bigquant that wrote the store.
 
     Examples
     --------
@@ -196,37 +230,29 @@ class StoreMeta:
     True
     """
 
+    format_version: int = FORMAT_VERSION
+    bigquant_version: str = __version__
     source: SourceInfo
     n_colors_requested: int
     n_colors: int
-    seed: int
-    sample_size: int
-    n_iter: int
     nodata_label: int | None = None
     codebook_from: dict | None = None
+    seed: int
+    sample_size: int
     max_iter: int | None = None
     space: str = "rgb"
     dither: str | None = None
+    n_iter: int
     run: dict = dataclasses.field(default_factory=dict)
+    complete: bool = False
     mse: float | None = None
     psnr: float | None = None
     delta_e: float | None = None
     counts: list[int] | None = None
     pyramid: list[str] | None = None
-    complete: bool = False
-    format_version: int = FORMAT_VERSION
-    bigquant_version: str = __version__
-
-    #: Attribute order: the identity first, quality and completion last.
-    _ORDER = (
-        "format_version", "bigquant_version", "source", "n_colors_requested", "n_colors",
-        "nodata_label", "codebook_from", "seed",
-        "sample_size", "max_iter", "space", "dither", "n_iter", "run", "complete", "mse", "psnr",
-        "delta_e", "counts", "pyramid",
-    )  # fmt: skip
 
     def to_attrs(self) -> dict:
-        """The JSON attribute (keys in a fixed order; an absent pyramid is left out).
+        """The JSON attribute: every field, in order (an absent pyramid is left out).
 
         Returns
         -------
@@ -242,7 +268,7 @@ class StoreMeta:
         True
         """
         values = dataclasses.asdict(self)
-        return {k: values[k] for k in self._ORDER if k != "pyramid" or self.pyramid is not None}
+        return {k: v for k, v in values.items() if k != "pyramid" or self.pyramid is not None}
 
     def codebook_text(self) -> str:
         """Where the codebook came from and how it was fitted, in words (as ``info`` says it).
@@ -310,6 +336,13 @@ class StoreMeta:
         values["source"] = SourceInfo(**_known(SourceInfo, attrs["source"]))
         np.dtype(values["source"].dtype)  # a dtype numpy knows, or ValueError/TypeError
         return cls(**values)
+
+
+def _json_number(value: float | None) -> float | int | str | None:
+    """A value as strict JSON holds it: NaN as ``"nan"``, integral floats as integers."""
+    if value is None or math.isnan(value):
+        return None if value is None else "nan"
+    return int(value) if value == int(value) else value
 
 
 def origin_text(origin: dict) -> str:

@@ -148,3 +148,28 @@ def test_forged_metadata_works_or_fails_in_one_line(small_store, edits):
         # A store that opens is one every command reads; one that does not, none does.
         assert outcomes in ([True] * 3, [False] * 3), outcomes
         assert result.returncode == (0 if outcomes[0] else 1), result.stderr
+
+
+def test_every_field_round_trips_through_open_store(tmp_path):
+    # A store written with no field at its default (where a run can set it), read back by
+    # open_store: each field comes back as compress returned it, under a key of its own name.
+    image = photo("astronaut")[:200, :300].copy()
+    image[:20, :20] = 0  # pixels without data
+    src = write_tiff(tmp_path / "a.tif", image, extratags=[(42113, "s", 0, "0", True)])
+    written = bigquant.compress(
+        src, tmp_path / "a.zarr", 12, sample_size=4_000, seed=5, chunks=128, max_iter=4,
+        space="oklab", dither="ordered", pyramid=True, zarr_format=2,
+    )  # fmt: skip
+    opened = bigquant.open_store(tmp_path / "a.zarr").meta
+    with open(tmp_path / "a.zarr" / ".zattrs") as f:
+        raw = json.load(f)["bigquant"]
+    assert list(raw) == [f.name for f in dataclasses.fields(StoreMeta)]
+    for field in dataclasses.fields(StoreMeta):
+        assert getattr(opened, field.name) == getattr(written, field.name), field.name
+        if field.name not in ("format_version", "bigquant_version", "codebook_from"):
+            default = field.default_factory() if callable(field.default_factory) else field.default
+            assert getattr(written, field.name) != default, f"{field.name} left at its default"
+    assert list(raw["source"]) == [f.name for f in dataclasses.fields(SourceInfo)]
+    for field in dataclasses.fields(SourceInfo):
+        assert getattr(opened.source, field.name) == getattr(written.source, field.name)
+    assert opened.source.nodata == 0 and opened.nodata_label == 12

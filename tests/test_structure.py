@@ -126,3 +126,35 @@ def test_the_api_reference_lists_every_public_name():
     reference = (PACKAGE.parent / "docs" / "api" / "index.rst").read_text()
     listed = set(re.findall(r"^   (\w+)$", reference, re.MULTILINE))
     assert listed == set(bigquant.__all__)
+
+
+def test_every_setting_is_a_compress_parameter_and_a_command_option():
+    # One source for a run's parameters: each field of Settings is a keyword of `compress`
+    # with the same default, is passed on by `compress_many`, and is an option of the command.
+    import dataclasses
+    import inspect
+
+    from bigquant.cli import compress as command
+    from bigquant.settings import Settings
+
+    fields = {f.name: f.default for f in dataclasses.fields(Settings)}
+    signature = inspect.signature(bigquant.compress).parameters
+    assert {name: signature[name].default for name in fields} == fields
+    many = inspect.signature(bigquant.compress_many).parameters
+    assert "settings" in many and many["settings"].kind is inspect.Parameter.VAR_KEYWORD
+    options = {p.name for p in command.params}
+    assert set(fields) <= options
+    # The resume identity names every field, under the key the store records.
+    assert len(Settings.identity_names()) == len(fields) + 2
+
+
+def test_a_store_records_every_field_of_the_image_it_shares():
+    # SourceInfo takes each field of the same name from the Image: none is copied by hand.
+    import dataclasses
+
+    from bigquant.read import Image
+    from bigquant.store import SourceInfo
+
+    image_fields = {f.name for f in dataclasses.fields(Image)}
+    source_fields = {f.name for f in dataclasses.fields(SourceInfo)}
+    assert source_fields - image_fields == {"shape", "dtype"}
