@@ -20,8 +20,9 @@ from .errors import BigquantError, ParameterError
 from .kernels.color import in_dtype
 from .kernels.downsample import block_means
 from .kernels.nearest import check_labels
+from .output import Output
 from .progress import compute, progress
-from .store import CENTIMETRES, Store, StoreMeta, atomic_output, open_store
+from .store import CENTIMETRES, Store, StoreMeta, open_store
 
 log = logging.getLogger("bigquant")
 
@@ -124,9 +125,7 @@ def decompress(
             image = image[:, :, 0]
     levels = overview_levels(store, palette) if overviews and suffix != ".zarr" else []
     with (
-        atomic_output(
-            out, kind="zarr" if suffix == ".zarr" else "tiff", overwrite=overwrite
-        ) as tmp,
+        Output(out, "zarr" if suffix == ".zarr" else "tiff").write(overwrite=overwrite) as tmp,
         progress("writing", show_progress),
     ):
         if suffix == ".zarr":

@@ -17,6 +17,7 @@ from . import defaults, location
 from .cluster import ready, scheduler
 from .errors import BigquantError, ParameterError
 from .fit import FitResult, dask_ml_kmeans, fit_collection
+from .output import Output
 from .palettes import GivenCodebook, check_codebook, load_codebook
 from .progress import progress
 from .pyramid import write_pyramid
@@ -28,15 +29,11 @@ from .store import (
     SourceInfo,
     Store,
     StoreMeta,
-    atomic_output,
-    check_absent,
-    claim,
     create_store,
     finish_store,
     open_partial,
     open_store,
     origin_text,
-    partial_path,
 )
 from .write import regular_chunks, total_stats, write_labels
 
@@ -207,9 +204,10 @@ def _compress(
     """`compress` once its settings are checked (`compress_many` runs this for each image)."""
     # The claim on `dst` first, before a partial store is looked at or written: a second run
     # into the same output stops here.
-    with claim(dst, take_stale=resume or overwrite):
+    output = Output(dst, "store")
+    with output.claim(take_stale=resume or overwrite):
         if not resume:  # a resume may finish a move that left part of `dst` (checked below)
-            check_absent(dst, overwrite, "store")
+            output.check_absent(overwrite)
         given = None if codebook is None else _given(codebook)
         image, sampling = _open_source(src, dst, chunks=settings.chunks, resume=resume)
         data = regular_chunks(image.data)
@@ -218,19 +216,17 @@ def _compress(
         colors = None if given is None else check_codebook(given, data.dtype, data.shape[2], nodata)
         _describe(image, data)
         run = settings.identity(image.path, data, colors)
-        partial = _resumable(dst, run) if resume else None
+        partial = _resumable(output, run) if resume else None
         if isinstance(partial, Store):
             log.info(
                 "resuming: %s is complete, only moving it into place was cut short", partial.path
             )
-            with atomic_output(dst, kind="store", overwrite=overwrite, resumable=True):
+            with output.write(overwrite=overwrite, resumable=True):
                 pass  # leaving the block moves the finished store into place
             return partial.meta
         with (
             scheduler(client, workers=workers),
-            atomic_output(
-                dst, kind="store", overwrite=overwrite, resumable=image.path is not None
-            ) as tmp,
+            output.write(overwrite=overwrite, resumable=image.path is not None) as tmp,
         ):
             done = None
             if partial is None:
@@ -379,7 +375,7 @@ def compress_many(
     for src, dst in zip(srcs, dsts, strict=True):
         if src == dst:
             raise BigquantError(f"{dst}: the output would replace its own source")
-        check_absent(dst, overwrite, "store")
+        Output(dst, "store").check_absent(overwrite)
     images = [open_image(src, chunks=settings.chunks) for src in srcs]
     nodata = [_nodata(image) for image in images]
     first = images[0].data
@@ -396,7 +392,7 @@ def compress_many(
     with contextlib.ExitStack() as stack:
         # Every store claimed before the fit: a second run into the same outputs stops at once.
         for dst in dsts:
-            stack.enter_context(claim(dst, take_stale=overwrite))
+            stack.enter_context(Output(dst).claim(take_stale=overwrite))
         stack.enter_context(scheduler(client, workers=workers))
         if codebook is not None:
             shared = _given(codebook)
@@ -535,13 +531,13 @@ def _with_quality(meta: StoreMeta, stats, data) -> StoreMeta:
     )
 
 
-def _resumable(dst: str, run: dict) -> PartialStore | Store | None:
+def _resumable(output: Output, run: dict) -> PartialStore | Store | None:
     """What an earlier run with the same ``run`` parameters left at ``.DST.partial``.
 
     An unfinished store; or a finished one, when the run was cut short while
     moving it into place; or None when there is nothing.
     """
-    tmp = partial_path(dst)
+    tmp = output.partial
     if not location.exists(tmp):
         log.warning("nothing to resume at %s: starting afresh", tmp)
         return None

@@ -17,8 +17,9 @@ from . import defaults, location
 from .errors import BigquantError, ParameterError
 from .kernels.color import lightness, to_8bit
 from .kernels.downsample import block_means
+from .output import Output
 from .progress import compute, progress
-from .store import Store, atomic_output, open_store
+from .store import Store, open_store
 
 #: Pillow mode of an 8-bit image with this many channels.
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
@@ -99,7 +100,7 @@ def preview(
     opacity = nodata is not None and bool(counts) and counts[nodata] > 0
     image = block_means(labels, store.codebook, f, np.uint8, to_8bits, skip=nodata, opacity=opacity)
     with (
-        atomic_output(out, kind="png", overwrite=overwrite) as tmp,
+        Output(out, "png").write(overwrite=overwrite) as tmp,
         progress("preview", show_progress),
     ):
         (small,) = compute(image)
@@ -205,7 +206,7 @@ def palette_image(
             ink = 0 if light[i] > _LIGHT else 255
             fill = (ink,) * min(n_channels, 3) + (255,) * (n_channels in (2, 4))
             draw.multiline_text((x + 3, y + 2), text, fill=fill, font=font, spacing=1)
-    with atomic_output(out, kind="png", overwrite=overwrite) as tmp:
+    with Output(out, "png").write(overwrite=overwrite) as tmp:
         _save_png(np.asarray(canvas), tmp)
     return n
 

@@ -16,17 +16,9 @@ read one back (the OME-Zarr keys of a pyramid belong to `bigquant.pyramid`).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
-import json
 import logging
 import math
-import os
-import posixpath
-import socket
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,7 +26,7 @@ import numpy as np
 
 from . import __version__, defaults, location
 from .defaults import ZARR_FORMATS
-from .errors import BigquantError, ClusterError, ParameterError
+from .errors import BigquantError, ParameterError
 from .label import apply_codebook
 
 # dask.array only inside the functions that build graphs: worker processes running this
@@ -51,7 +43,7 @@ STATS_KEY = "chunk_stats"
 #: Per chunk: squared error sum, ΔE_OK sum and the pixels it is summed over; then the counts.
 STATS_HEAD = 3
 #: A Zarr node's own metadata files (format 3, and 2). At the root of an output they are what
-#: makes it readable (and a store complete): copied last, deleted first (see `atomic_output`).
+#: makes it readable (and a store complete): copied last, deleted first (see `bigquant.output.Output.write`).
 ROOT_METADATA = ("zarr.json", ".zattrs", ".zarray", ".zgroup")
 
 #: Centimetres in each unit of OME-NGFF a physical pixel size (`SourceInfo.pixel_size`) can be in.
@@ -356,241 +348,6 @@ def _known(cls, attrs: dict) -> dict:
     """The items of ``attrs`` that are fields of dataclass ``cls``."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in attrs.items() if k in names}
-
-
-def partial_path(dst) -> str:
-    """Where the output for ``dst`` is written until it is complete: ``.NAME.partial``."""
-    return location.sibling(dst, f".{location.name(dst)}.partial")
-
-
-def left_by_a_cut_move(tmp: str, dst: str) -> bool:
-    """Whether all there is at ``dst`` is what a move of ``tmp`` cut short left there.
-
-    Objects of the store at ``tmp``, and not its root metadata, which goes last
-    (`atomic_output`): no one's store, which a resumed run may replace.
-    """
-    return location.copied_from(tmp, dst) and not any(
-        location.exists(f"{dst}/{name}") for name in ROOT_METADATA
-    )
-
-
-def check_absent(dst: str, overwrite: bool, kind: str) -> None:
-    """Refuse an existing ``dst`` unless ``overwrite`` and it is what bigquant writes there.
-
-    ``kind`` is one of `OUTPUT_KINDS`: an output of another kind (a folder of
-    someone's files, a text file) is never replaced, ``overwrite`` or not.
-    """
-    if not location.exists(dst):
-        return
-    if not overwrite:
-        raise ParameterError(f"{dst} already exists (use `overwrite` to replace it)")
-    what, is_one = OUTPUT_KINDS[kind]
-    fs, path = location.filesystem(dst)
-    if fs.isdir(path):
-        entries = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
-        if entries and not is_one(dst, fs, path):
-            shown = ", ".join(entries[:3]) + (
-                f" and {len(entries) - 3} more" if len(entries) > 3 else ""
-            )
-            raise ParameterError(
-                f"{dst} is a folder holding {shown}, not {what}: `overwrite` replaces only "
-                f"{what}; nothing was deleted"
-            )
-    elif not is_one(dst, fs, path):
-        raise ParameterError(
-            f"{dst} is a file that is not {what}: `overwrite` replaces only {what}; "
-            "nothing was deleted"
-        )
-
-
-def _is_bigquant_store(dst: str, fs, path: str) -> bool:
-    """A Zarr group with the ``bigquant`` attribute, finished or not."""
-    import zarr
-
-    try:
-        group = zarr.open_group(location.zarr_store(dst, read_only=True), mode="r")
-    except Exception:
-        return False
-    return ATTR_KEY in group.attrs
-
-
-def _is_zarr_array(dst: str, fs, path: str) -> bool:
-    import zarr
-
-    try:
-        zarr.open_array(location.zarr_store(dst, read_only=True), mode="r")
-    except Exception:
-        return False
-    return True
-
-
-def _starts_with(*magics: bytes):
-    """Whether a file's first bytes are one of ``magics`` (a file format's signature)."""
-
-    def check(dst: str, fs, path: str) -> bool:
-        if fs.isdir(path):
-            return False
-        with fs.open(path, "rb") as f:
-            head = f.read(max(map(len, magics)))
-        return any(head.startswith(m) for m in magics)
-
-    return check
-
-
-#: What each kind of output is, in words, and how to tell one: what ``overwrite`` may replace.
-OUTPUT_KINDS = {
-    "store": ("a bigquant store", _is_bigquant_store),
-    "zarr": ("a Zarr array", _is_zarr_array),
-    # Classic TIFF and BigTIFF, little- and big-endian.
-    "tiff": ("a TIFF file", _starts_with(b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")),
-    "png": ("a PNG file", _starts_with(b"\x89PNG\r\n\x1a\n")),
-}
-
-
-def lock_path(dst) -> str:
-    """The claim of the run writing ``dst``: ``.NAME.lock``, beside its partial output."""
-    return location.sibling(dst, f".{location.name(dst)}.lock")
-
-
-#: The outputs claimed in this context: `compress` claims its store before it looks for one to
-#: resume, and `atomic_output` inside it claims it again (`compress_many`, each of its stores).
-_held: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
-    "bigquant_claims", default=frozenset()
-)
-
-
-@contextlib.contextmanager
-def claim(dst: str, *, take_stale: bool) -> Iterator[None]:
-    """Hold the exclusive claim on writing ``dst`` for the block; release it after.
-
-    The claim is a file, `lock_path`, created atomically where none is
-    (`location.create_exclusive`) and holding the run's pid, host and start
-    time. A second run into the same output raises a `BigquantError` at
-    once, naming the run that holds it. A claim left by a run that is gone
-    (its pid no longer runs on this host) is taken over if ``take_stale``,
-    else refused as well. Claiming an output already claimed in this context
-    does nothing. Outputs on an object store without conditional writes
-    (anything but S3) are not claimed.
-    """
-    held = _held.get()
-    lock = lock_path(dst)
-    if dst in held or not location.creates_exclusively(lock):
-        yield
-        return
-    parent = location.sibling(dst, "")
-    if not location.is_url(dst) and not location.isdir(parent):
-        raise BigquantError(f"{parent}: no such directory")
-    mine = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
-    while not location.create_exclusive(lock, json.dumps(mine).encode()):
-        holder = _holder(lock)
-        if holder is None:
-            continue  # released meanwhile
-        if not (take_stale and _gone(holder)):
-            raise _claimed(dst, lock, holder)
-        # Unless another run took it over first (and holds it now): then the loop refuses.
-        if _holder(lock) == holder:
-            log.warning(
-                "taking over the claim of a run that is gone (pid %s on host %s since %s)",
-                holder.get("pid"), holder.get("host"), holder.get("since"),
-            )  # fmt: skip
-            location.remove(lock)
-    token = _held.set(held | {dst})
-    try:
-        yield
-    finally:
-        _held.reset(token)
-        if _holder(lock) == mine:
-            location.remove(lock)
-
-
-def _holder(lock: str) -> dict | None:
-    """What a claim file says (``{}`` if unreadable), or None when there is none."""
-    text = location.read_bytes(lock)
-    if text is None:
-        return None
-    try:
-        held = json.loads(text)
-    except ValueError:
-        return {}
-    return held if isinstance(held, dict) else {}
-
-
-def _gone(holder: dict) -> bool:
-    """Whether the run holding a claim is known to be gone: its pid runs no more on this host."""
-    pid = holder.get("pid")
-    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # another user's process
-        return False
-    return False
-
-
-def _claimed(dst: str, lock: str, holder: dict) -> BigquantError:
-    who = (
-        f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
-        f"since {holder.get('since', '?')}"
-    )
-    if _gone(holder):
-        return ParameterError(
-            f"{location.name(dst)} was being written by a run that is gone ({who}): resume it "
-            f"(`resume`) or start afresh (`overwrite`)"
-        )
-    return BigquantError(
-        f"{location.name(dst)} is being written by another run ({who}); wait for it, "
-        f"or remove {lock} if that run is gone"
-    )
-
-
-@contextlib.contextmanager
-def atomic_output(
-    dst, *, kind: str, overwrite: bool = False, resumable: bool = False
-) -> Iterator[str]:
-    """Yield a temporary sibling location to write ``dst`` into; move it in place on success.
-
-    The run holds the claim on ``dst`` (`claim`) throughout. An existing
-    ``dst`` is refused unless ``overwrite`` and it is of ``kind`` (see
-    `check_absent`), and is only replaced once the new output is complete (by a rename on filesystems, a copy on
-    object stores). On a `BigquantError` (bad input) the partial output is
-    removed. On an interrupt, lost workers (`ClusterError`) or any other failure
-    it is removed too, unless ``resumable``: then it is kept for a later run to
-    resume, and a stale one is left for the caller to reuse or clear.
-
-    On an object store the replacement is a copy: the old output's root
-    metadata is deleted first and the new one's copied last, so at every
-    moment ``dst`` is the old output, the new one, or one that `open_store`
-    refuses; never a store that reads as complete with objects missing.
-    """
-    dst = location.normalize(dst)
-    tmp = partial_path(dst)
-    with claim(dst, take_stale=overwrite or not resumable):
-        # What a move of this partial output cut short left at `dst` is no one's: replaced.
-        if not (resumable and left_by_a_cut_move(tmp, dst)):
-            check_absent(dst, overwrite, kind)
-        if not resumable:
-            location.remove(tmp)
-        try:
-            yield tmp
-        except BaseException as exc:
-            bad_input = isinstance(exc, BigquantError) and not isinstance(exc, ClusterError)
-            if resumable and not bad_input and location.exists(tmp):
-                log.warning(
-                    "kept the unfinished output in %s: resume the run (--resume, or "
-                    "resume=True) to finish it",
-                    tmp,
-                )
-            else:
-                location.remove(tmp)
-            raise
-        location.remove(dst, first=ROOT_METADATA)
-        location.move(tmp, dst, last=ROOT_METADATA)
 
 
 def labels_compressor(zarr_format: int):

@@ -36,8 +36,9 @@ from .errors import BigquantError, ParameterError
 from .kernels.color import to_8bit
 from .kernels.downsample import mode_2x2
 from .kernels.nearest import check_labels
+from .output import Output
 from .pyramid import halve
-from .store import LABELS_KEY, LabelArray, Store, claim, codebook_json, open_store
+from .store import LABELS_KEY, LabelArray, Store, codebook_json, open_store
 
 log = logging.getLogger("bigquant")
 
@@ -560,7 +561,7 @@ def write_tiles(
     manifest = {**_manifest(store, layout, tiler), "complete": False}
     # One writer: a second run into the same output stops at once. A run that is gone
     # left only whole tiles (each renamed once written), so its claim is taken over.
-    with claim(finished, take_stale=True):
+    with Output(finished).claim(take_stale=True):
         _prepare(root, finished, manifest, layout, overwrite)
         written = _write_missing(tiler, root, store, client, workers, show_progress)
         if layout == "deepzoom":

@@ -21,7 +21,7 @@ from distributed import Client, LocalCluster
 import bigquant
 from bigquant.errors import BigquantError, ClusterError
 from bigquant.mosaic import write_mosaic
-from bigquant.store import partial_path
+from bigquant.output import Output
 
 
 def store_bytes(path) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +53,7 @@ def listening() -> set[tuple[int, str, int]]:
 
 def wait_for_chunks(dst, n: int, proc: subprocess.Popen | None = None) -> None:
     """Return once ``n`` chunks of the run writing ``dst`` are written (or ``proc`` ended)."""
-    stats = Path(partial_path(dst)) / "chunk_stats"
+    stats = Path(Output(dst).partial) / "chunk_stats"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (proc is None or proc.poll() is None):
         if stats.exists() and sum(1 for _ in stats.rglob("c*/*/*")) >= n:
@@ -300,7 +300,7 @@ def test_killed_workers_do_not_change_the_result(mosaic, tmp_path):
             bigquant.compress(src, tmp_path / "l.zarr", 16, client=client, **kwargs)
         killer.join()
     # What was written stays for --resume (as after an interrupt, tested below).
-    done = zarr.open_group(partial_path(tmp_path / "l.zarr"), mode="r")["chunk_stats"][:, :, 0]
+    done = zarr.open_group(Output(tmp_path / "l.zarr").partial, mode="r")["chunk_stats"][:, :, 0]
     assert killed and np.isfinite(done).sum() >= 12
 
 
@@ -317,9 +317,9 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)  # a killed client: no chance to clean up
     proc.wait()
     assert not dst.exists()
-    labels_dir = Path(partial_path(dst)) / "labels"
+    labels_dir = Path(Output(dst).partial) / "labels"
     finished = {p: p.stat().st_mtime_ns for p in labels_dir.rglob("c/*/*")}
-    done = np.isfinite(zarr.open_group(partial_path(dst), mode="r")["chunk_stats"][:, :, 0])
+    done = np.isfinite(zarr.open_group(Output(dst).partial, mode="r")["chunk_stats"][:, :, 0])
     assert 40 <= done.sum() < done.size
 
     # A resume with other parameters is refused and leaves the unfinished store alone.
@@ -328,13 +328,13 @@ def test_interrupted_run_resumes_without_redoing_chunks(mosaic, tmp_path):
     # The killed run's claim was taken over (its pid is gone), and released again.
     assert f"taking over the claim of a run that is gone (pid {proc.pid} on host " in other.stderr
     assert not (tmp_path / ".r.zarr.lock").exists()
-    assert Path(partial_path(dst)).exists()
+    assert Path(Output(dst).partial).exists()
 
     result = cli(*args, "--resume", "-v")
     assert result.returncode == 0, result.stderr
     assert f"resuming: {done.sum()} of {done.size} chunks already written" in result.stderr
     assert_same_store(dst, reference)
-    assert not Path(partial_path(dst)).exists()
+    assert not Path(Output(dst).partial).exists()
     # Finished chunks were not written again.
     rows, cols = np.nonzero(done)
     for r, c in zip(rows, cols, strict=True):
@@ -361,7 +361,7 @@ def test_ctrl_c_on_worker_processes_prints_no_traceback(mosaic, tmp_path):
     assert proc.returncode == 130, err
     # No worker's KeyboardInterrupt traceback, nor the client's dropped tasks.
     assert err == (
-        f"bigquant: kept the unfinished output in {partial_path(dst)}: resume the run "
+        f"bigquant: kept the unfinished output in {Output(dst).partial}: resume the run "
         "(--resume, or resume=True) to finish it\nbigquant: error: interrupted\n"
     )
 
@@ -382,10 +382,10 @@ def test_sigterm_keeps_the_unfinished_store_as_ctrl_c_does(mosaic, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert err == (
-        f"bigquant: kept the unfinished output in {partial_path(dst)}: resume the run "
+        f"bigquant: kept the unfinished output in {Output(dst).partial}: resume the run "
         "(--resume, or resume=True) to finish it\nbigquant: error: terminated\n"
     )
-    done = np.isfinite(zarr.open_group(partial_path(dst), mode="r")["chunk_stats"][:, :, 0])
+    done = np.isfinite(zarr.open_group(Output(dst).partial, mode="r")["chunk_stats"][:, :, 0])
     assert 20 <= done.sum() < done.size and not dst.exists()
     assert not (tmp_path / ".t.zarr.lock").exists()  # the claim released: free to --resume
 
