@@ -266,8 +266,8 @@ def apply_codebook(labels: da.Array, codebook: np.ndarray) -> da.Array:
     >>> import dask.array as da
     >>> import bigquant
     >>> pixels = da.random.randint(0, 256, (512, 512, 3), chunks=256).astype("uint8")
-    >>> codebook = bigquant.fit_codebook(pixels, 16).codebook
-    >>> image = bigquant.apply_codebook(bigquant.assign(pixels, codebook), codebook)
+    >>> fit = bigquant.fit_codebook(pixels, 16, seed=1)
+    >>> image = bigquant.apply_codebook(bigquant.assign(pixels, fit.codebook), fit.codebook)
     >>> image.shape, image.dtype
     ((512, 512, 3), dtype('uint8'))
     """

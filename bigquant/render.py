@@ -40,9 +40,9 @@ def preview(
     Parameters
     ----------
     store : path-like, URL or Store
-        The store, or its path (opened with `open_store`).
+        The store whose labels are drawn (a path is opened with `open_store`).
     out : path-like or URL
-        Must end in ``.png``.
+        The PNG to write (its name ends in ``.png``).
     max_size : int
         Bound on the longest side of the preview, at least 1.
     overwrite : bool
@@ -136,9 +136,9 @@ def palette_image(
     Parameters
     ----------
     store : path-like, URL or Store
-        The store, or its path (opened with `open_store`).
+        The store whose codebook is drawn; no label is read.
     out : path-like or URL
-        Must end in ``.png``.
+        The swatches' PNG, ending in ``.png``.
     sort : {"lightness", "count"}
         Dark to light by OKLab lightness (see `lightness`), or most pixels
         first (ties by index), which needs the store's pixel counts.
