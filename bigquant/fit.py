@@ -37,6 +37,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -288,7 +289,10 @@ def fit_collection(
         else [np.random.SeedSequence((seed, i)) for i in range(len(images))]
     )
     drawn = [(d, n, s, v) for d, n, s, v in zip(images, shares, seeds, nodata, strict=True) if n]
+    preload_modules()  # while the sample is read
+    started = time.perf_counter()
     samples = sample_many([(d, n, s) for d, n, s, _ in drawn])
+    log.info("read the sample in %.2f s", time.perf_counter() - started)
     # Pixels without data are no colour to fit (NaN ones `fit_sample` drops in any case).
     kept = [
         x if v is None else x[~nodata_mask(x[None], v)[0]]
@@ -349,11 +353,18 @@ def fit_sample(
     # dask-ml's Lloyd iterations run in float32: faster, and precise enough to place
     # centres that are then rounded to the image's dtype.
     x32 = x.astype(np.float32)
+    _modules_ready()
     two_level = n_colors > COARSE_COLORS
     if two_level:
         centers, n_iter = _two_level(x, x32, n_colors, rng, seed, max_iter, abs_tol)
     else:
-        centers, n_iter = _lloyd(x32, _initial_centers(x, n_colors, rng), seed, max_iter, abs_tol)
+        started = time.perf_counter()
+        init = _initial_centers(x, n_colors, rng)
+        log.info("init (k-means++ and scikit-learn's k-means) in %.2f s", _since(started))
+        started = time.perf_counter()
+        centers, n_iter = _lloyd(x32, init, seed, max_iter, abs_tol)
+        log.info("dask-ml's %d iterations in %.2f s", n_iter, _since(started))
+    started = time.perf_counter()
     for repair in range(_REPAIR_ROUNDS + 1):
         colors = in_dtype(from_space(centers, space, sample.dtype), sample.dtype)
         # Dark to light already here, not once fitted: the colour table the sample is
@@ -374,9 +385,18 @@ def fit_sample(
         centers[empty] = x[np.argsort(-sq_dist, kind="stable")[: len(empty)]]
         centers, more = _lloyd(x32, centers, seed, max_iter, abs_tol)
         n_iter += more
+    log.info(
+        "the sample's labels%s in %.2f s",
+        " by colour table (filling it)" if use_table else "",
+        _since(started),
+    )
     if not used.all():
         log.info("dropping %d codebook colours no sampled pixel is nearest to", int((~used).sum()))
     return FitResult(colors[used], n_iter, len(sample))
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
 
 
 def by_lightness(colors: np.ndarray) -> np.ndarray:
@@ -447,8 +467,11 @@ def _two_level(
     """
     import dask
 
+    started = time.perf_counter()
     init = _initial_centers(x, COARSE_COLORS, rng)
     coarse, n_iter = _lloyd(x32, init, seed, max_iter, tol)
+    log.info("%d coarse clusters in %.2f s", COARSE_COLORS, _since(started))
+    started = time.perf_counter()
     labels, sq = nearest(x, coarse)
     members = [np.flatnonzero(labels == i) for i in range(len(coarse))]
     distinct = np.array([_count_distinct(x[m]) if len(m) else 0 for m in members])
@@ -458,7 +481,9 @@ def _two_level(
         for i, (m, k, d) in enumerate(zip(members, shares, distinct, strict=True))
         if k
     ]
-    return np.concatenate(compute(*tasks)), n_iter
+    centers = np.concatenate(compute(*tasks))
+    log.info("the colours within them in %.2f s", _since(started))
+    return centers, n_iter
 
 
 def _shares(sse: np.ndarray, distinct: np.ndarray, n_colors: int) -> np.ndarray:
@@ -492,6 +517,39 @@ def _fit_cluster(points: np.ndarray, k: int, every: bool, seed: list[int]) -> np
     with threadpool_limits(limits=1):
         km = KMeans(k, n_init=1, max_iter=_FINE_ITER, random_state=rng).fit(points)
     return km.cluster_centers_
+
+
+#: The thread `preload_modules` started, if any.
+_preloading: list[threading.Thread] = []
+_preload_lock = threading.Lock()
+
+
+def preload_modules() -> None:
+    """Import scikit-learn and dask-ml and load dask-ml's compiled code (`dask_ml_kmeans`) in
+    a background thread, while this one reads the sample: on 2 cores, the imports (seconds
+    of pure Python, mostly scikit-learn's own imports of SciPy) would otherwise wait for it.
+
+    Once per process; `fit_sample` waits for it before it needs them.
+    """
+    with _preload_lock:
+        if not _preloading:
+            thread = threading.Thread(target=_load_modules, name="bigquant-preload", daemon=True)
+            _preloading.append(thread)
+            thread.start()
+
+
+def _load_modules() -> None:
+    import sklearn.cluster  # noqa: F401
+
+    dask_ml_kmeans()
+
+
+def _modules_ready() -> None:
+    """Wait for the thread `preload_modules` started (if any) to have loaded the modules."""
+    if _preloading and _preloading[0].is_alive():
+        started = time.perf_counter()
+        _preloading[0].join()
+        log.info("waited %.2f s for scikit-learn's and dask-ml's imports", _since(started))
 
 
 @functools.cache

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import posixpath
-import threading
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from . import defaults, location
 from .cluster import ready, scheduler
 from .errors import BigquantError, ParameterError
-from .fit import FitResult, dask_ml_kmeans, fit_collection
+from .fit import FitResult, fit_collection, preload_modules
 from .output import Output
 from .palettes import GivenCodebook, check_codebook, load_codebook
 from .progress import progress
@@ -209,6 +208,8 @@ def _compress(
         if not resume:  # a resume may finish a move that left part of `dst` (checked below)
             output.check_absent(overwrite)
         given = None if codebook is None else _given(codebook)
+        if given is None and not resume:
+            preload_modules()  # a fit is ahead: its imports start before the image is opened
         image, sampling = _open_source(src, dst, chunks=settings.chunks, resume=resume)
         data = regular_chunks(image.data)
         nodata = _nodata(image)
@@ -238,11 +239,13 @@ def _compress(
                 done = partial.finished_chunks()
                 log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
             ready()  # local worker processes have started while the codebook was fitted here
+            started = time.perf_counter()
             with progress("labelling", show_progress):
                 write_labels(
                     data, partial.codebook, partial.labels, partial.stats,
                     space=settings.space, dither=settings.dither, nodata=nodata, skip=done,
                 )  # fmt: skip
+            log.info("labelled and wrote the image in %.2f s", time.perf_counter() - started)
             meta = _with_quality(partial.meta, partial.stats, data)
             if settings.pyramid:
                 # After the labels, before completion: a store is never complete without its levels.
@@ -376,6 +379,8 @@ def compress_many(
         if src == dst:
             raise BigquantError(f"{dst}: the output would replace its own source")
         Output(dst, "store").check_absent(overwrite)
+    if codebook is None:
+        preload_modules()  # a fit is ahead: its imports start before the images are opened
     images = [open_image(src, chunks=settings.chunks) for src in srcs]
     nodata = [_nodata(image) for image in images]
     first = images[0].data
@@ -435,18 +440,6 @@ def _nodata(image: Image) -> float | None:
     return value
 
 
-def _preload_fit_modules() -> None:
-    """Import dask-ml and scikit-learn (seconds of pure Python) and load dask-ml's compiled
-    code (`bigquant.fit.dask_ml_kmeans`) while the sample is read."""
-
-    def load():
-        import sklearn.cluster  # noqa: F401
-
-        dask_ml_kmeans()
-
-    threading.Thread(target=load, name="bigquant-preload", daemon=True).start()
-
-
 def _start(
     tmp: str,
     image: Image,
@@ -489,7 +482,6 @@ def _start(
 def _fit(samplings: list, nodata: list, settings: Settings, show_progress: bool) -> FitResult:
     """One codebook fitted to the images of ``samplings`` (each chunked for sampling)."""
     started = time.perf_counter()
-    _preload_fit_modules()
     with progress("sampling", show_progress):
         fit = fit_collection(
             samplings,
