@@ -2,6 +2,7 @@
 
     python -m pip install -e ".[test]"            # scikit-image photos, Pillow
     apt-get install gdal-bin python3-gdal          # optional: GDAL's rgb2pct.py
+    python -m pip install pyvips pyvips-binary     # optional: libvips' palette PNG
     python benchmarks/bench.py --megapixels 100 1000
     python benchmarks/bench.py --megapixels 100 --variants --peers gdal
 
@@ -11,7 +12,9 @@ benchmarks/cache/. Every tool runs in its own process; wall time and peak
 resident memory (the process and its children) are measured from outside. PSNR is
 computed against the input over the full image, chunk by chunk, and so are mean ΔE_OK
 and the PSNR of both images blurred by a Gaussian (σ = 1.5 px), which shows what
-dithering buys. ``--variants`` adds bigquant's options (colour space, dithering,
+dithering buys. bigquant's compress runs with ``-v``, and the benchmark reads its fixed
+costs (sample, init, iterations, colour table) from that log; the imports are timed in a
+process of their own. ``--variants`` adds bigquant's options (colour space, dithering,
 thousands of colours, palette TIFF). Results go to stdout as a Markdown table, to
 benchmarks/results/*.json and, with ``--markdown docs/benchmark_results.md``, to the
 Markdown file the documentation's benchmark page includes.
@@ -51,6 +54,9 @@ _MEASURE = textwrap.dedent(
 
 
 def measure(command: list[str], timeout: float = 0) -> dict:
+    """Wall time, peak RSS, the exit code and stderr of ``command``, and the machine's
+    1-minute load average just before it (other processes on the same cores)."""
+    load = os.getloadavg()[0]
     try:
         out = subprocess.run(
             [sys.executable, "-c", _MEASURE, str(timeout), *command],
@@ -59,14 +65,15 @@ def measure(command: list[str], timeout: float = 0) -> dict:
             timeout=timeout + 60 if timeout else None,
         )
     except subprocess.TimeoutExpired:
-        return {"code": "timeout", "seconds": timeout, "peak": None}
+        return {"code": "timeout", "seconds": timeout, "peak": None, "load": load}
     if out.returncode:
         if "TimeoutExpired" in out.stderr:
-            return {"code": "timeout", "seconds": timeout, "peak": None}
+            return {"code": "timeout", "seconds": timeout, "peak": None, "load": load}
         raise RuntimeError(f"{command[0]} failed:\n{out.stderr[-2000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if result["code"]:
         raise RuntimeError(f"{' '.join(command)} exited {result['code']}:\n{out.stderr[-2000:]}")
+    result["stderr"], result["load"] = out.stderr, load
     return result
 
 
@@ -175,6 +182,7 @@ def row(tool, src, run, *, psnr=None, out=None, megapixels=None, note="", scores
         "delta_e": None if scores.get("delta_e") is None else round(scores["delta_e"], 2),
         "blurred": None if scores.get("blurred") is None else round(scores["blurred"], 2),
         "output_mib": None if out is None else round(disk_size(out) / 2**20, 1),
+        "load": round(run["load"], 1) if "load" in run else None,
         "note": note if run["code"] == 0 else f"{run['code']} after {run['seconds']:.0f} s",
     }
 
@@ -208,13 +216,14 @@ def bench_bigquant(src: Path, work: Path, colors: int, variants: bool = False) -
     return rows
 
 
-def _compress(src: Path, store: Path, flags: list[str]) -> list[str]:
-    return ["bigquant", "compress", str(src), str(store), *flags, "--overwrite", "-q"]
+def _compress(src: Path, store: Path, flags: list[str], verbose: bool = False) -> list[str]:
+    return ["bigquant", "compress", str(src), str(store), *flags, "--overwrite",
+            "-v" if verbose else "-q"]  # fmt: skip
 
 
 def _bigquant_row(src: Path, work: Path, flags: list[str]) -> dict:
     store = work / f"{src.stem}.zarr"
-    run = measure(_compress(src, store, flags))
+    run = measure(_compress(src, store, flags, verbose=True))
     if run["code"] != 0:
         return row(" ".join(["bigquant compress", *flags]), src, run)
     import bigquant
@@ -224,7 +233,73 @@ def _bigquant_row(src: Path, work: Path, flags: list[str]) -> dict:
     # The store's own full-image figures agree with the benchmark's.
     assert abs(scores["psnr"] - opened.meta.psnr) < 1e-6, (scores, opened.meta)
     assert abs(scores["delta_e"] - opened.meta.delta_e) < 1e-6, (scores, opened.meta)
-    return row(" ".join(["bigquant compress", *flags]), src, run, scores=scores, out=store)
+    found = row(" ".join(["bigquant compress", *flags]), src, run, scores=scores, out=store)
+    found["stages"] = stages(run["stderr"])
+    return found
+
+
+#: What the fixed costs are called in compress's -v log (`bigquant.fit`, `bigquant.pipeline`).
+_STAGES = {
+    "sample": r"read the sample in ([\d.]+) s",
+    "imports waited for": r"waited ([\d.]+) s for scikit-learn's and dask-ml's imports",
+    "init": r"init \(k-means\+\+ and scikit-learn's k-means\) in ([\d.]+) s",
+    "dask-ml iterations": r"dask-ml's \d+ iterations in ([\d.]+) s",
+    "two-level fit": r"coarse clusters in ([\d.]+) s",
+    "colours within clusters": r"the colours within them in ([\d.]+) s",
+    "sample's labels, colour table": r"the sample's labels.* in ([\d.]+) s",
+    "label pass": r"labelled and wrote the image in ([\d.]+) s",
+    "whole command": r"wrote .*, ([\d.]+) s$",
+}
+
+
+def stages(log: str) -> dict:
+    """The seconds of each stage compress logged with -v (wall time, in its own process)."""
+    import re
+
+    found = {}
+    for name, pattern in _STAGES.items():
+        match = re.search(pattern, log, re.MULTILINE)
+        if match:
+            found[name] = float(match.group(1))
+    return found
+
+
+# Imports of a compress run, in the order it needs them, timed in a fresh process: CPU
+# time of this process (the imports run on one thread) and wall time.
+_IMPORTS = textwrap.dedent(
+    """
+    import json, time
+    marks = [("start", time.perf_counter(), time.process_time())]
+    import bigquant.pipeline
+    marks.append(("bigquant.pipeline (dask.array, zarr, tifffile)", time.perf_counter(),
+                  time.process_time()))
+    import sklearn.cluster
+    marks.append(("sklearn.cluster (SciPy, by scikit-learn)", time.perf_counter(),
+                  time.process_time()))
+    from bigquant.fit import dask_ml_kmeans
+    dask_ml_kmeans()
+    marks.append(("dask_ml.cluster (distributed, dask.dataframe) and numba's start",
+                  time.perf_counter(), time.process_time()))
+    print(json.dumps([(b[0], b[1] - a[1], b[2] - a[2]) for a, b in zip(marks, marks[1:])]))
+    """
+)
+
+
+def bench_imports(repeat: int = 3) -> dict:
+    """Median wall and CPU seconds of each import a compress run needs, over ``repeat``
+    fresh processes (``python -X importtime`` shows where inside them)."""
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", _IMPORTS], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(repeat)
+    ]
+    return {
+        name: (float(np.median([r[i][1] for r in runs])), float(np.median([r[i][2] for r in runs])))
+        for i, (name, *_) in enumerate(runs[0])
+    }
 
 
 def _decodes(src: Path) -> list[list[str]]:
@@ -294,6 +369,49 @@ def bench_gdal(src: Path, work: Path, colors: int) -> list[dict]:
             scores=quality(src, palette_tiff(out)),
             out=out,
         )
+    ]
+
+
+_VIPS = textwrap.dedent(
+    """
+    import sys, pyvips
+    image = pyvips.Image.new_from_file(sys.argv[1], access="sequential")
+    image.pngsave(sys.argv[2], palette=True, Q=100, dither=0, bitdepth=int(sys.argv[3]))
+    """
+)
+
+
+def bench_vips(src: Path, work: Path, colors: int, cap: float) -> list[dict]:
+    """libvips' palette PNG (libimagequant's quantizer, no dithering), as a user of
+    ``vips pngsave`` would make it; stopped after ``cap`` seconds."""
+    tool = f"libvips pngsave palette, {colors} colours"
+    try:
+        import pyvips
+    except (ImportError, OSError):
+        return [{"tool": tool, "note": "skipped: pyvips and pyvips-binary not installed"}]
+    bitdepth = max(1, math.ceil(math.log2(colors)))
+    if 2**bitdepth != colors or bitdepth > 8:
+        return [{"tool": tool, "note": "skipped: libvips' palettes have 2, 4, 16 or 256 colours"}]
+    out = work / f"{src.stem}.vips.png"
+    out.unlink(missing_ok=True)
+    run = measure([sys.executable, "-c", _VIPS, str(src), str(out), str(bitdepth)], timeout=cap)
+    if run["code"] != 0:
+        out.unlink(missing_ok=True)
+        return [row(tool, src, run)]
+    # Scored through a tiled TIFF that libvips decodes the PNG into (a PNG has no tiles to
+    # read a window of); not timed.
+    tiled = work / f"{src.stem}.vips.tif"
+    pyvips.Image.new_from_file(str(out), access="sequential").tiffsave(
+        str(tiled), tile=True, tile_width=TILE, tile_height=TILE, bigtiff=True
+    )
+    from bigquant.read import open_image
+
+    try:
+        scores = quality(src, open_image(tiled).data)
+    finally:
+        tiled.unlink()
+    return [
+        row(tool, src, run, scores=scores, out=out, note="`pngsave(palette=True, Q=100, dither=0)`")
     ]
 
 
@@ -385,9 +503,10 @@ def bench_daskml(src: Path, colors: int, cap: float) -> list[dict]:
     ]
 
 
-#: The targets of issue 11: bigquant compress (K = 256) against the decode floor, its
-#: --workers 2 run against threads, and against GDAL's rgb2pct.py.
-TARGETS = {"floor": 1.6, "threads": 1.15, "gdal": 2.0}
+#: The targets of issue 29: bigquant compress (K = 256) against the decode floor (at 1 GP),
+#: its --workers 2 run against threads, and against GDAL's rgb2pct.py (at 100 MP).
+#: And decompress to an RGB TIFF with overviews against compress of the same image.
+TARGETS = {"floor": 2.2, "threads": 1.25, "gdal": 1.0, "decompress": 1.5}
 
 
 def rounds(src: Path, work: Path, colors: int, n: int, gdal: bool) -> list[dict]:
@@ -452,6 +571,17 @@ def summary(rows: list[dict], colors: int) -> str:
             f"{TARGETS['gdal']}); --workers 2 {workers.get('x_threads')}x threads "
             f"(target {TARGETS['threads']})"
         )
+        same = {r["tool"]: r for r in rows if r.get("input_mp") == mp and r.get("seconds")}
+        others = [
+            f"{name} {same[tool]['seconds'] / main['seconds']:.2f}x compress{target}"
+            for name, tool, target in [
+                ("decompress", "bigquant decompress", f" (target {TARGETS['decompress']})"),
+                ("libvips", f"libvips pngsave palette, {colors} colours", ""),
+            ]
+            if tool in same
+        ]
+        if others:
+            lines.append("  " + ", ".join(others))
         found = next((r["rounds"] for r in rows if r.get("input_mp") == mp and "rounds" in r), [])
         spans = []
         for name, against in (("floor", "the decode floor"), ("threads", "threads"),
@@ -466,25 +596,43 @@ def summary(rows: list[dict], colors: int) -> str:
     return "\n".join(lines)
 
 
+def fixed_costs(rows: list[dict], imports: dict, colors: int) -> str:
+    """The imports (a process of their own), then each stage of compress (threads, K =
+    ``colors``) at each size, from its -v log: the fixed costs and the label pass."""
+    lines = ["| import, in the order compress needs them | wall s | CPU s |", "|---|---|---|"]
+    lines += [f"| `{name}` | {wall:.2f} | {cpu:.2f} |" for name, (wall, cpu) in imports.items()]
+    runs = [r for r in rows if r.get("tool") == f"bigquant compress -c {colors}" and "stages" in r]
+    if runs:
+        names = [n for n in _STAGES if any(n in r["stages"] for r in runs)]
+        lines += ["", "| stage of `compress`, wall s | " + " | ".join(
+            f"{r['input_mp']} MP" for r in runs) + " |", "|---|" + "---|" * len(runs)]  # fmt: skip
+        for name in names:
+            cells = [str(r["stages"].get(name, "")) for r in runs]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     head = ["tool", "input MP", "wall s", "× floor", "MP/s", "peak MiB", "PSNR dB", "ΔE_OK"]
-    head += ["blurred PSNR dB", "output MiB", "note"]
+    head += ["blurred PSNR dB", "output MiB", "load", "note"]
     keys = ["tool", "input_mp", "seconds", "x_floor", "mp_per_s", "peak_mib", "psnr", "delta_e"]
-    keys += ["blurred", "output_mib", "note"]
+    keys += ["blurred", "output_mib", "load", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in (r for r in rows if "tool" in r):  # not the rounds
         lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |")
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, machine: str, rows: list[dict], colors: int) -> None:
-    """Write the run's table and ratios as the Markdown file the docs' benchmark page
-    includes (``docs/benchmark_results.md``)."""
+def write_markdown(path: Path, machine: str, rows: list[dict], colors: int, costs: str) -> None:
+    """Write the run's table, ratios and fixed costs as the Markdown file the docs'
+    benchmark page includes (``docs/benchmark_results.md``)."""
     command = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
     path.write_text(
         f"Run of {time.strftime('%Y-%m-%d')} on {machine}, K = {colors}: `{command}`.\n\n"
         f"{table(rows)}\n\nThe ratios against the speed targets:\n\n"
-        f"```text\n{summary(rows, colors)}\n```\n"
+        f"```text\n{summary(rows, colors)}\n```\n\n"
+        f"The fixed costs, from compress's -v log and a process that only imports:\n\n"
+        f"{costs}\n"
     )
 
 
@@ -495,10 +643,16 @@ def main() -> None:
     parser.add_argument(
         "--peers",
         nargs="*",
-        default=["gdal", "pillow", "sklearn", "daskml"],
-        help="peers to run (gdal pillow sklearn daskml)",
+        default=["gdal", "vips", "pillow", "sklearn", "daskml"],
+        help="peers to run (gdal vips pillow sklearn daskml)",
     )
     parser.add_argument("--daskml-cap", type=float, default=300, help="seconds")
+    parser.add_argument(
+        "--vips-cap",
+        type=float,
+        default=600,
+        help="seconds libvips may take (at 1 GP it took 225 s and 7.4 GB of memory)",
+    )
     parser.add_argument(
         "--variants",
         action="store_true",
@@ -523,6 +677,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
 
+    imports = bench_imports()
     rows = []
     for mp in args.megapixels:
         src = make_input(mp)
@@ -531,6 +686,8 @@ def main() -> None:
         runs = [bench_floor(src, args.work), bench_bigquant(src, args.work, args.colors, variants)]
         if "gdal" in args.peers:
             runs.append(bench_gdal(src, args.work, args.colors))
+        if "vips" in args.peers:
+            runs.append(bench_vips(src, args.work, args.colors, args.vips_cap))
         if "pillow" in args.peers and mp <= 200:
             runs.append(bench_pillow(src, args.colors))
         if "daskml" in args.peers and mp <= 200:
@@ -545,14 +702,17 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     (RESULTS / f"bench-{stamp}.json").write_text(
-        json.dumps({"machine": machine, "rows": rows}, indent=1)
+        json.dumps({"machine": machine, "rows": rows, "imports": imports}, indent=1)
     )
     print(f"machine: {machine}\n")
     print(table(rows))
     print()
     print(summary(rows, args.colors))
+    costs = fixed_costs(rows, imports, args.colors)
+    print()
+    print(costs)
     if args.markdown:
-        write_markdown(args.markdown, machine, rows, args.colors)
+        write_markdown(args.markdown, machine, rows, args.colors, costs)
 
 
 if __name__ == "__main__":
