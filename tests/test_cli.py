@@ -82,6 +82,20 @@ def test_threaded_runs_do_not_import_distributed(tmp_path, store):
     assert out.stdout.strip() == "False"
 
 
+def test_verbose_compress_logs_each_fixed_cost(tmp_path, china_tif):
+    # The benchmark reads these lines (benchmarks/bench.py, _STAGES); the numbers are seconds.
+    result = cli("compress", china_tif, tmp_path / "a.zarr", "-c", 64, "-v")
+    assert result.returncode == 0, result.stderr
+    for line in (
+        r"read the sample in [\d.]+ s",
+        r"init \(k-means\+\+ and scikit-learn's k-means\) in [\d.]+ s",
+        r"dask-ml's \d+ iterations in [\d.]+ s",
+        r"the sample's labels in [\d.]+ s",
+        r"labelled and wrote the image in [\d.]+ s",
+    ):
+        assert re.search(line, result.stderr), (line, result.stderr)
+
+
 def test_info_text_and_json(store):
     text = cli("info", store)
     assert text.returncode == 0, text.stderr
