@@ -358,12 +358,7 @@ def fit_sample(
     if two_level:
         centers, n_iter = _two_level(x, x32, n_colors, rng, seed, max_iter, abs_tol)
     else:
-        started = time.perf_counter()
-        init = _initial_centers(x, n_colors, rng)
-        log.info("init (k-means++ and scikit-learn's k-means) in %.2f s", _since(started))
-        started = time.perf_counter()
-        centers, n_iter = _lloyd(x32, init, seed, max_iter, abs_tol)
-        log.info("dask-ml's %d iterations in %.2f s", n_iter, _since(started))
+        centers, n_iter = _one_level(x, x32, n_colors, rng, seed, max_iter, abs_tol)
     started = time.perf_counter()
     for repair in range(_REPAIR_ROUNDS + 1):
         colors = in_dtype(from_space(centers, space, sample.dtype), sample.dtype)
@@ -397,6 +392,17 @@ def fit_sample(
 
 def _since(started: float) -> float:
     return time.perf_counter() - started
+
+
+def _one_level(x, x32, n_colors: int, rng, seed: int, max_iter: int, tol: float):
+    """Centres for up to `COARSE_COLORS` colours: the init, then dask-ml's iterations."""
+    started = time.perf_counter()
+    init = _initial_centers(x, n_colors, rng)
+    log.info("init (k-means++ and scikit-learn's k-means) in %.2f s", _since(started))
+    started = time.perf_counter()
+    centers, n_iter = _lloyd(x32, init, seed, max_iter, tol)
+    log.info("dask-ml's %d iterations in %.2f s", n_iter, _since(started))
+    return centers, n_iter
 
 
 def by_lightness(colors: np.ndarray) -> np.ndarray:
