@@ -324,6 +324,33 @@ def tiles(store, out, **kwargs):
 
 @main.command()
 @click.argument("store")
+@click.option(
+    "--tiles",
+    metavar="DZI",
+    help="Serve the tiles of this `bigquant tiles` Deep Zoom output of STORE (OUT.dzi), "
+    "rendering only those it lacks.",
+)
+@options.port
+@options.browser
+@_command
+def view(store, show_progress, **kwargs):
+    """Show STORE in a web page: pan and zoom, its palette, each colour's pixels, the source.
+
+    Serves the page on 127.0.0.1 (its address goes to stdout) until Ctrl-C.
+    Tiles are rendered as the page asks for them; a store without a label
+    pyramid gets one in a temporary folder first, in the background.
+    """
+    from .view import serve
+
+    def ready(url: str) -> None:
+        click.echo(url)
+        log.info("serving %s at %s (Ctrl-C stops)", store, url)
+
+    serve(store, ready=ready, **kwargs)
+
+
+@main.command()
+@click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--check",

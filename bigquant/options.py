@@ -127,3 +127,11 @@ overwrite_tiles = click.option(
     is_flag=True,
     help="Delete a finished tile set at OUT (or another run's unfinished one) and write it anew.",
 )
+port = _number("--port", default=0, help="Port on 127.0.0.1 to serve the page on (0: a free one).")
+browser = click.option(
+    "--browser/--no-browser",
+    "open_browser",
+    default=True,
+    show_default=True,
+    help="Open the page in the default web browser.",
+)

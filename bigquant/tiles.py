@@ -582,7 +582,7 @@ def _write_missing(tiler: DeepZoom, root: str, store: Store, client, workers, sh
         with tempfile.TemporaryDirectory(prefix=".bigquant-levels-", dir=parent) as tmp:
             if len(tiler.levels) == 1 and any(need[level] for level in range(tiler.top)):
                 log.info("making the label levels %s lacks (2x2 mode)", store.path)
-                tiler.levels = _temporary_pyramid(tiler, tmp, show_progress)
+                tiler.levels += list(make_levels(tiler.levels[0].labels, tmp, store, show_progress))
                 need = _need(tiler, root)  # blocks sized for the levels read now
             tasks = _tasks(tiler, root, need)
             with progress("tiles", show_progress):
@@ -601,22 +601,22 @@ def _tasks(tiler: DeepZoom, root: str, need: dict) -> list:
     return [write(tiler, root, level, block) for level, blocks in need.items() for block in blocks]
 
 
-def _temporary_pyramid(tiler: DeepZoom, tmp: str, show_progress: bool) -> list:
-    """The store's labels and their halvings (written to a Zarr group in ``tmp``) until one
-    fits a chunk: the levels a store without a pyramid lacks."""
+def make_levels(labels, tmp: str, store: Store, show_progress: bool = False):
+    """Yield the halvings of ``labels`` (the 2x2 mode, each written to a Zarr group in ``tmp``
+    chunk by chunk from the one before) until one fits a chunk, each as a `LabelArray` once
+    it is whole: the levels a store without a pyramid lacks, for tiles and `bigquant.view`."""
     import zarr
 
     from .progress import progress
 
-    labels = tiler.store.labels
     group = zarr.open_group(f"{tmp}/levels.zarr", mode="w")
-    levels, (cy, cx) = [labels], labels.chunks
-    while levels[-1].shape[0] > cy or levels[-1].shape[1] > cx:
-        name = f"{LABELS_KEY}_{len(levels)}"
-        with progress(f"label level {len(levels)}", show_progress):
-            halve(levels[-1], group, name, tiler.store.meta.nodata_label)
-        levels.append(group[name])
-    return [LabelArray(tiler.store.path, a) for a in levels]
+    level, n, (cy, cx) = labels, 1, labels.chunks
+    while level.shape[0] > cy or level.shape[1] > cx:
+        name = f"{LABELS_KEY}_{n}"
+        with progress(f"label level {n}", show_progress):
+            halve(level, group, name, store.meta.nodata_label)
+        level, n = group[name], n + 1
+        yield LabelArray(store.path, level)
 
 
 def _prepare(root: str, finished: str, manifest: dict, layout: str, overwrite: bool) -> None:

@@ -131,3 +131,21 @@ def two_writers(tmp_path, *args) -> tuple[str, str, dict, dict]:
     (survivor,) = [palette for palette, proc in procs.items() if proc.returncode == 0]
     (other,) = set(procs) - {survivor}
     return survivor, other, procs, errs
+
+
+#: Debian's chromium, which Playwright drives (its own browser downloads do not work here).
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, headless, driven by Playwright; a skip saying what is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: .ci/tiles-setup.sh installs Debian's chromium")
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    args += ["--disable-component-update", "--disable-sync", "--no-first-run"]
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield chromium
+        chromium.close()

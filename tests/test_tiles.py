@@ -353,7 +353,6 @@ def test_a_run_into_tiles_another_run_is_writing_stops_at_once(tmp_path, photo_s
 # -- In the viewers people use: OpenSeadragon and Leaflet, in a headless chromium ---------------
 
 NPM = Path(__file__).parent.parent / ".ci" / "npm" / "node_modules"
-CHROMIUM = "/usr/bin/chromium"
 #: The browser's window on the image: a region across the tile borders at 254 (Deep Zoom) and
 #: 256 (XYZ), drawn at 1:1.
 VIEW_W, VIEW_H, LEFT, TOP = 400, 300, 100, 150
@@ -395,20 +394,6 @@ L.tileLayer("xyz/{{z}}/{{x}}/{{y}}.png", {{ tileSize: 256, noWrap: true, minZoom
 map.setView(map.unproject([{left} + {w} / 2, {top} + {h} / 2], zmax), zmax, {{ animate: false }});
 </script></body></html>
 """
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's chromium, driven by Playwright (its own browser downloads do not work here)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: .ci/tiles-setup.sh installs Debian's chromium")
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-    args += ["--disable-component-update", "--disable-sync", "--no-first-run"]
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
-        yield chromium
-        chromium.close()
 
 
 @contextlib.contextmanager
