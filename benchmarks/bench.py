@@ -41,14 +41,15 @@ CACHE = HERE / "cache"
 RESULTS = HERE / "results"
 TILE = 512
 
-# Run a command and report its wall time and the peak RSS of its process tree.
+# Run a command and report its wall time, the peak RSS and the CPU time of its process tree.
 _MEASURE = textwrap.dedent(
     """
     import json, resource, subprocess, sys, time
     t = time.perf_counter()
     r = subprocess.run(sys.argv[2:], timeout=float(sys.argv[1]) or None)
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({"code": r.returncode, "seconds": time.perf_counter() - t,
-                      "peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
+                      "peak": u.ru_maxrss * 1024, "cpu": u.ru_utime + u.ru_stime}))
     """
 )
 

@@ -155,11 +155,13 @@ def bench_tiles(
                 rows.append({"tool": tool, "runs": [], "peaks": [], **found})
             row = next(r for r in rows if r.get("tool") == tool)
             row["runs"].append(round(run["seconds"], 2))
+            row.setdefault("cpus", []).append(round(run["cpu"], 2))
             row["peaks"].append(round(run["peak"] / 2**20))
             print(f"  {tool}: {row}", file=sys.stderr, flush=True)
     for row in rows:
         if "runs" in row:
             row["seconds"], row["peak_mib"] = statistics.median(row["runs"]), max(row["peaks"])
+            row["cpu"] = statistics.median(row["cpus"])
     # The fixed costs, each a whole process.
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -238,6 +240,7 @@ def table(rows: list[dict]) -> str:
         "input MP",
         "writer",
         "wall s, median (range)",
+        "CPU s",
         "peak MiB",
         "tiles",
         "MB of tiles",
@@ -256,6 +259,7 @@ def table(rows: list[dict]) -> str:
             r.get("input_mp"),
             r["tool"],
             wall,
+            r.get("cpu"),
             r.get("peak_mib"),
             r.get("tiles"),
             None if "bytes" not in r else f"{r['bytes'] / 1e6:.1f}",

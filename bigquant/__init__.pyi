@@ -10,6 +10,7 @@ from .render import palette_image, preview
 from .sample import sample_pixels
 from .store import LabelArray, Store, StoreMeta, open_store
 from .tiles import XYZ, DeepZoom, write_tiles
+from .view import Viewer, view_store
 
 __version__: str
 
@@ -24,6 +25,7 @@ __all__ = [
     "ParameterError",
     "Store",
     "StoreMeta",
+    "Viewer",
     "apply_codebook",
     "as_image",
     "assign",
@@ -38,5 +40,6 @@ __all__ = [
     "palette_image",
     "preview",
     "sample_pixels",
+    "view_store",
     "write_tiles",
 ]

@@ -340,13 +340,13 @@ def view(store, show_progress, **kwargs):
     Tiles are rendered as the page asks for them; a store without a label
     pyramid gets one in a temporary folder first, in the background.
     """
-    from .view import serve
+    from .view import view_store
 
     def ready(url: str) -> None:
         click.echo(url)
         log.info("serving %s at %s (Ctrl-C stops)", store, url)
 
-    serve(store, ready=ready, **kwargs)
+    view_store(store, ready=ready, **kwargs)
 
 
 @main.command()

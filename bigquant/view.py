@@ -146,6 +146,11 @@ class Viewer:
         -------
         Viewer
             Itself.
+
+        Examples
+        --------
+        >>> viewer = Viewer("scan.zarr").start()  # doctest: +SKIP
+        >>> viewer.close()  # doctest: +SKIP
         """
         labels = self.tiler.levels[0].labels
         lacks_levels = labels.shape[0] > labels.chunks[0] or labels.shape[1] > labels.chunks[1]
@@ -179,7 +184,13 @@ class Viewer:
                 self._levels_made.notify_all()
 
     def close(self) -> None:
-        """Stop making levels (after the one being made) and remove them."""
+        """Stop making levels (after the one being made) and remove them.
+
+        Examples
+        --------
+        >>> viewer = Viewer("scan.zarr").start()  # doctest: +SKIP
+        >>> viewer.close()  # doctest: +SKIP
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -197,6 +208,11 @@ class Viewer:
             ``hex``, ``alpha``, ``count``, ``nodata``), ``source`` (``path``,
             ``available``, ``note``, ``min_level``: the coarsest level it is
             shown at) and the store's path.
+
+        Examples
+        --------
+        >>> Viewer("scan.zarr").info()["palette"][0]  # doctest: +SKIP
+        {'label': 0, 'hex': '#020001', 'alpha': 255, 'count': 108012345, 'nodata': False}
         """
         t = self.tiler
         colours = t.palette.colours[: len(self.store.codebook)]
@@ -249,12 +265,21 @@ class Viewer:
         Returns
         -------
         tuple of (str, bytes)
+            The content type and the body.
 
         Raises
         ------
         NotFound
             For every path that is not one of the page's files or routes, or names a
             tile, level, label or pixel the image does not have.
+        BigquantError
+            For a tile whose label level is still being made after two minutes.
+
+        Examples
+        --------
+        >>> with Viewer("scan.zarr") as viewer:  # doctest: +SKIP
+        ...     viewer.respond("/pixel/10/20.json")
+        ('application/json', b'{"x": 10, "y": 20, "label": 17, "source": [12, 40, 33]}')
         """
         path = path.split("?", 1)[0]
         if path in STATIC:
@@ -535,7 +560,7 @@ class Server(http.server.ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/"
 
 
-def serve(store, *, port: int = 0, tiles=None, open_browser: bool = False, ready=None) -> None:
+def view_store(store, *, port: int = 0, tiles=None, open_browser: bool = False, ready=None) -> None:
     """Serve the viewer of ``store`` on 127.0.0.1 until interrupted (Ctrl-C).
 
     Parameters
@@ -558,6 +583,12 @@ def serve(store, *, port: int = 0, tiles=None, open_browser: bool = False, ready
     KeyboardInterrupt
         On Ctrl-C (or SIGTERM, in the command), after the server has stopped and the
         levels it made are removed.
+
+    Examples
+    --------
+    >>> import bigquant
+    >>> bigquant.view_store("scan.zarr", port=8800, ready=print)  # doctest: +SKIP
+    http://127.0.0.1:8800/
     """
     with Viewer(store, tiles=tiles) as viewer:
         try:
