@@ -53,6 +53,8 @@ log = logging.getLogger("bigquant")
 CACHE_BYTES = 128 << 20
 #: Most pixels of the source one source tile may read: past it the page asks to zoom in.
 SOURCE_PIXELS = 2048 * 2048
+#: Side of the source's chunks (rounded to its TIFF tiles) the viewer reads.
+_SOURCE_CHUNK = 256
 #: Most 2x2-mode halvings a tile may make of the finest label level made so far before it
 #: waits for the next level (3: a 254-pixel tile reads at most 2032² labels).
 _CASCADE = 3
@@ -438,7 +440,9 @@ def _block_means(pixels: np.ndarray, f: int) -> np.ndarray:
     """The mean of every ``f x f`` block of ``(y, x, c)`` pixels (partial edge blocks: theirs)."""
     h, w = pixels.shape[:2]
     rows, cols = np.arange(0, h, f), np.arange(0, w, f)
-    sums = np.add.reduceat(np.add.reduceat(pixels.astype(np.float64), rows, 0), cols, 1)
+    # Summed in their own kind, rows first: no float copy of the whole window.
+    acc = np.float64 if pixels.dtype.kind == "f" else np.int64
+    sums = np.add.reduceat(np.add.reduceat(pixels, rows, 0, dtype=acc), cols, 1, dtype=acc)
     n = np.outer(np.minimum(f, h - rows), np.minimum(f, w - cols))[:, :, None]
     return sums / n
 
@@ -468,7 +472,8 @@ def _open_source(store: Store):
     if not location.exists(path):
         return None, f"the source {path} is gone"
     try:
-        image = open_image(path)
+        # Small chunks (whole TIFF tiles): a source tile decodes only the tiles under it.
+        image = open_image(path, chunks=_SOURCE_CHUNK)
     except BigquantError as exc:
         return None, f"the source cannot be read: {exc}"
     if tuple(image.data.shape) != tuple(store.meta.source.shape):
