@@ -35,6 +35,7 @@ import shutil
 import struct
 import tempfile
 import threading
+import time
 import zlib
 from importlib import resources
 from xml.etree import ElementTree
@@ -75,6 +76,10 @@ _ROUTES = [
 ]
 
 
+class _Stopped(Exception):
+    """The viewer is closing: the background work stops at its next task."""
+
+
 class NotFound(Exception):
     """A request for something the viewer does not serve: answered 404."""
 
@@ -110,7 +115,7 @@ class Viewer:
     Notes
     -----
     `start` makes the label levels a store without a pyramid lacks (one pass
-    over its labels, in the background); `close` removes them.
+    over its labels, in the background); `close` stops that and removes them.
 
     Examples
     --------
@@ -167,17 +172,26 @@ class Viewer:
         return self
 
     def _make(self, levels: bool) -> None:
+        from dask.callbacks import Callback
+
+        def stop(*args) -> None:
+            if self._stop.is_set():
+                raise _Stopped
+
         try:
-            if levels:
-                log.info("making the label levels %s lacks (2x2 mode)", self.store.path)
-                for level in make_levels(self.tiler.levels[0].labels, self._tmp, self.store):
-                    with self._levels_made:
-                        self.tiler.levels.append(level)
-                        self._levels_made.notify_all()
-                    if self._stop.is_set():
-                        return
-            if self.counts is None:
-                self.counts = _count(self.store)
+            # Each task first checks the stop sign: Ctrl-C waits for the tasks running, not
+            # for a whole level.
+            with Callback(pretask=stop):
+                if levels:
+                    log.info("making the label levels %s lacks (2x2 mode)", self.store.path)
+                    for level in make_levels(self.tiler.levels[0].labels, self._tmp, self.store):
+                        with self._levels_made:
+                            self.tiler.levels.append(level)
+                            self._levels_made.notify_all()
+                if self.counts is None:
+                    self.counts = _count(self.store)
+        except _Stopped:
+            pass
         except Exception as exc:  # the page still shows what the levels made so far allow
             log.warning("%s: %s", self.store.path, exc)
         finally:
@@ -186,7 +200,7 @@ class Viewer:
                 self._levels_made.notify_all()
 
     def close(self) -> None:
-        """Stop making levels (after the one being made) and remove them.
+        """Stop making levels (after the tasks running) and remove them.
 
         Examples
         --------
@@ -197,7 +211,13 @@ class Viewer:
         if self._thread is not None:
             self._thread.join()
         if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            # The tasks that were running when the levels stopped (one block each, well under
+            # a second) may still write into the folder after the thread is gone.
+            for _ in range(50):
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                time.sleep(0.2)
+                if not os.path.exists(self._tmp):
+                    break
 
     def info(self) -> dict:
         """What the page needs to know: the image, the tile grid, the palette, the source.

@@ -93,8 +93,14 @@
     for (let l = Math.max(0, level - 4); l <= level; l++) {
       for (const v of visible(l)) {
         const t = tile(url(l, v.c, v.r), l === level);
-        if (t && t.ready) paint(t.img, v);
-        else if (l === level) complete = false;
+        if (t && t.ready) {
+          paint(t.img, v);
+        } else {
+          if (l === level) complete = false;
+          // Highlighted or source tiles on their way: the plain tile stands in, if loaded.
+          const plain = tile(`tile/${l}/${v.c}_${v.r}.png`, false);
+          if (plain && plain.ready) paint(plain.img, v);
+        }
       }
     }
     state.source = source;
