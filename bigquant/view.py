@@ -615,18 +615,17 @@ def view_store(store, *, port: int = 0, tiles=None, open_browser: bool = False, 
     >>> bigquant.view_store("scan.zarr", port=8800, ready=print)  # doctest: +SKIP
     http://127.0.0.1:8800/
     """
-    with Viewer(store, tiles=tiles) as viewer:
-        try:
-            server = Server(viewer, port)
-        except OSError as exc:
-            raise BigquantError(
-                f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})"
-            ) from None
-        with server:
-            if ready is not None:
-                ready(server.url)
-            if open_browser:
-                import webbrowser
+    viewer = Viewer(store, tiles=tiles)
+    try:
+        server = Server(viewer, port)
+    except OSError as exc:
+        raise BigquantError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})") from None
+    # Listening first: a port that is taken fails before any work starts.
+    with server, viewer:
+        if ready is not None:
+            ready(server.url)
+        if open_browser:
+            import webbrowser
 
-                webbrowser.open(server.url)
-            server.serve_forever()
+            webbrowser.open(server.url)
+        server.serve_forever()

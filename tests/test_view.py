@@ -295,3 +295,28 @@ def test_the_page_shows_tiles_highlights_a_colour_and_shows_the_source(photo, as
         finally:
             page.close()
     assert (store.parent / "view.png").stat().st_size > 10_000
+
+
+def test_bad_input_is_one_line(tmp_path, photo, astronaut):
+    """A missing store, tiles of another store, a port already taken: one line, exit 1."""
+    from conftest import cli
+
+    _, store = photo
+    other = tmp_path / "other.zarr"
+    bigquant.compress(astronaut[:64, :64], other, 4)
+    write_tiles(other, tmp_path / "dz")
+    with serving(store) as server:
+        taken = server.server_address[1]
+        for args, message in (
+            (("view", tmp_path / "nothing.zarr"), "no such file or directory"),
+            (("view", store, "--tiles", tmp_path / "dz.dzi"), f"tiles of {other}, not of"),
+            (("view", store, "--tiles", tmp_path / "none.dzi"), "not a finished `bigquant tiles`"),
+            (
+                ("view", store, "--port", taken, "--no-browser"),
+                f"cannot listen on 127.0.0.1:{taken}",
+            ),
+        ):
+            result = cli(*args)
+            assert result.returncode == 1, args
+            assert result.stderr.startswith("bigquant: error: ") and message in result.stderr
+            assert result.stderr.count("\n") == 1
