@@ -231,7 +231,9 @@ def bench_view(store: Path, samples: int = 60) -> dict:
             found[f"{name}_p95_ms"] = round(1000 * times[math.ceil(0.95 * len(times)) - 1], 1)
         return found
     finally:
-        proc.send_signal(2)
+        # SIGTERM, which the command takes as Ctrl-C: a benchmark run in the background (nohup,
+        # `&`) starts its children with SIGINT ignored.
+        proc.terminate()
         proc.wait(timeout=120)
 
 
