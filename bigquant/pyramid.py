@@ -39,15 +39,20 @@ def level_name(level: int) -> str:
     return LEVEL0 if level == 0 else f"{LEVEL0}_{level}"
 
 
-def _mode_write(block: np.ndarray, out, row: int, col: int) -> None:
+def _mode_write(block: np.ndarray, out, row: int, col: int, stop=None) -> None:
+    if stop is not None and stop.is_set():
+        return
     cy, cx = out.chunks
     halved = mode_2x2(block)
     out[row * cy : row * cy + halved.shape[0], col * cx : col * cx + halved.shape[1]] = halved
 
 
-def halve(src, group, target: str, nodata: int | None) -> tuple[int, int]:
+def halve(src, group, target: str, nodata: int | None, stop=None) -> tuple[int, int]:
     """Write array ``target`` of ``group`` as the 2x2 mode of the Zarr array ``src``, one Zarr
-    chunk per task (``nodata``: the nodata label, its fill value as level 0's); its shape."""
+    chunk per task (``nodata``: the nodata label, its fill value as level 0's); its shape.
+
+    ``stop``, a `threading.Event` (local threads only), once set leaves the chunks of the
+    tasks that have not started unwritten: the level is then incomplete."""
     cy, cx = src.chunks
     shape = (-(-src.shape[0] // 2), -(-src.shape[1] // 2))
     # Dimensions of their own: xarray opens the group as one dataset, and a level's y is not
@@ -60,7 +65,7 @@ def halve(src, group, target: str, nodata: int | None) -> tuple[int, int]:
     blocks = da.from_zarr(src, chunks=(2 * cy, 2 * cx)).to_delayed()
     compute(
         *(
-            dask.delayed(_mode_write)(blocks[r, c], dst, r, c)
+            dask.delayed(_mode_write)(blocks[r, c], dst, r, c, stop)
             for r in range(blocks.shape[0])
             for c in range(blocks.shape[1])
         )

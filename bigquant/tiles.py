@@ -601,10 +601,12 @@ def _tasks(tiler: DeepZoom, root: str, need: dict) -> list:
     return [write(tiler, root, level, block) for level, blocks in need.items() for block in blocks]
 
 
-def make_levels(labels, tmp: str, store: Store, show_progress: bool = False):
+def make_levels(labels, tmp: str, store: Store, show_progress: bool = False, stop=None):
     """Yield the halvings of ``labels`` (the 2x2 mode, each written to a Zarr group in ``tmp``
     chunk by chunk from the one before) until one fits a chunk, each as a `LabelArray` once
-    it is whole: the levels a store without a pyramid lacks, for tiles and `bigquant.view`."""
+    it is whole: the levels a store without a pyramid lacks, for tiles and `bigquant.view`.
+    Once ``stop`` (a `threading.Event`) is set, the level being made is left unfinished and
+    no more are made."""
     import zarr
 
     from .progress import progress
@@ -614,7 +616,9 @@ def make_levels(labels, tmp: str, store: Store, show_progress: bool = False):
     while level.shape[0] > cy or level.shape[1] > cx:
         name = f"{LABELS_KEY}_{n}"
         with progress(f"label level {n}", show_progress):
-            halve(level, group, name, store.meta.nodata_label)
+            halve(level, group, name, store.meta.nodata_label, stop)
+        if stop is not None and stop.is_set():
+            return
         level, n = group[name], n + 1
         yield LabelArray(store.path, level)
 

@@ -11,7 +11,8 @@ and these, rendered on demand from the store and kept in a bounded cache::
     /pixel/X/Y.json                 the label (and source value) of one pixel
 
 Every other path, however spelt (``..``, absolute, percent-encoded), is 404:
-requests are matched whole against these patterns, never turned into a path.
+requests are matched whole against these patterns, never turned into a path;
+so is a request naming another host than ``127.0.0.1:PORT`` or ``localhost:PORT``.
 Tiles of a ``bigquant tiles`` output (``tiles=``) are read from its folder, a
 file that resolves outside it (a symlink) refused.
 
@@ -35,7 +36,6 @@ import shutil
 import struct
 import tempfile
 import threading
-import time
 import zlib
 from importlib import resources
 from xml.etree import ElementTree
@@ -74,10 +74,6 @@ _ROUTES = [
     (re.compile(r"/source/(\d{1,2})/(\d{1,7})_(\d{1,7})\.png"), "source"),
     (re.compile(r"/pixel/(\d{1,9})/(\d{1,9})\.json"), "pixel"),
 ]
-
-
-class _Stopped(Exception):
-    """The viewer is closing: the background work stops at its next task."""
 
 
 class NotFound(Exception):
@@ -172,26 +168,18 @@ class Viewer:
         return self
 
     def _make(self, levels: bool) -> None:
-        from dask.callbacks import Callback
-
-        def stop(*args) -> None:
-            if self._stop.is_set():
-                raise _Stopped
-
         try:
-            # Each task first checks the stop sign: Ctrl-C waits for the tasks running, not
-            # for a whole level.
-            with Callback(pretask=stop):
-                if levels:
-                    log.info("making the label levels %s lacks (2x2 mode)", self.store.path)
-                    for level in make_levels(self.tiler.levels[0].labels, self._tmp, self.store):
-                        with self._levels_made:
-                            self.tiler.levels.append(level)
-                            self._levels_made.notify_all()
-                if self.counts is None:
-                    self.counts = _count(self.store)
-        except _Stopped:
-            pass
+            if levels:
+                log.info("making the label levels %s lacks (2x2 mode)", self.store.path)
+                # Stopped, the tasks not yet started write nothing: Ctrl-C waits for the
+                # tasks running, not for a whole level.
+                labels = self.tiler.levels[0].labels
+                for level in make_levels(labels, self._tmp, self.store, stop=self._stop):
+                    with self._levels_made:
+                        self.tiler.levels.append(level)
+                        self._levels_made.notify_all()
+            if self.counts is None and not self._stop.is_set():
+                self.counts = _count(self.store)
         except Exception as exc:  # the page still shows what the levels made so far allow
             log.warning("%s: %s", self.store.path, exc)
         finally:
@@ -211,13 +199,7 @@ class Viewer:
         if self._thread is not None:
             self._thread.join()
         if self._tmp is not None:
-            # The tasks that were running when the levels stopped (one block each, well under
-            # a second) may still write into the folder after the thread is gone.
-            for _ in range(50):
-                shutil.rmtree(self._tmp, ignore_errors=True)
-                time.sleep(0.2)
-                if not os.path.exists(self._tmp):
-                    break
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
     def info(self) -> dict:
         """What the page needs to know: the image, the tile grid, the palette, the source.
@@ -537,7 +519,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._answer(body=False)
 
     def _answer(self, body: bool) -> None:
+        port = self.server.server_address[1]
         try:
+            # Only requests addressed to this server by name: a page of another site that
+            # points its own name at 127.0.0.1 (DNS rebinding) is refused.
+            if self.headers.get("Host") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+                raise NotFound(self.headers.get("Host"))
             kind, data = self.server.viewer.respond(self.path)
             status = 200
         except NotFound:

@@ -49,12 +49,12 @@ def serving(store, **kwargs):
             server.shutdown()
 
 
-def get(server, path: str) -> tuple[int, bytes, str]:
+def get(server, path: str, host: str | None = None) -> tuple[int, bytes, str]:
     """GET ``path`` sent exactly as written (no client-side normalising or quoting)."""
     conn = http.client.HTTPConnection(*server.server_address, timeout=60)
     try:
         conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
-        conn.putheader("Host", "127.0.0.1")
+        conn.putheader("Host", host or f"127.0.0.1:{server.server_address[1]}")
         conn.endheaders()
         response = conn.getresponse()
         return response.status, response.read(), response.getheader("Content-Type", "")
@@ -104,6 +104,12 @@ def test_serves_only_its_files_and_the_stores_tiles(tmp_path, photo):
             status, body, _ = get(server, path)
             assert status == 404, path
             assert b"secret" not in body and b"root:" not in body
+        # Another site's name pointed at 127.0.0.1 (DNS rebinding): refused, page and all.
+        port = server.server_address[1]
+        assert get(server, "/info.json", host=f"localhost:{port}")[0] == 200
+        for host in (f"evil.example:{port}", "127.0.0.1", f"127.0.0.1.evil.example:{port}"):
+            assert get(server, "/info.json", host=host)[0] == 404
+            assert get(server, "/", host=host)[0] == 404
 
 
 def test_a_tile_symlinked_out_of_the_tiles_folder_is_404(tmp_path, photo):
