@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
+import dataclasses
 import http.server
 import io
 import json
@@ -365,9 +367,8 @@ class Viewer:
             if swapped is not None:
                 return "image/png", swapped
         # An RGB tile (more than 256 colours): rendered again with the dimmed colours.
-        other = DeepZoom.__new__(DeepZoom)
-        other.__dict__.update(self.tiler.__dict__)
-        other.palette = type(self.tiler.palette)(dimmed, 0, self.tiler.palette.pad)
+        other = copy.copy(self.tiler)
+        other.palette = dataclasses.replace(self.tiler.palette, colours=dimmed, indexed=0)
         return "image/png", other.tile(level, col, row)
 
     def _source(self, level: int, col: int, row: int) -> tuple[str, bytes]:

@@ -168,6 +168,25 @@ def test_highlight_keeps_one_colour_and_dims_the_rest(photo):
     assert (shown[window != label] != opened.codebook[window[window != label]]).any()
 
 
+def test_highlight_past_256_colours_renders_rgb_tiles_again(tmp_path, astronaut):
+    """RGB tiles have no palette to swap: the highlighted tile is rendered with dimmed colours."""
+    labels = (astronaut[:300, :500, 0].astype(np.uint16) * 300 // 256).astype(np.uint16)
+    codebook = np.random.default_rng(0).integers(0, 256, (300, 3), dtype=np.uint8)
+    partial = create_store(str(tmp_path / "many.zarr"), (64, 64), codebook,
+                           made_up_meta(labels.shape, codebook))  # fmt: skip
+    partial.labels[:] = labels
+    finish_store(partial, partial.meta)
+    label = int(labels[100, 100])
+    with Viewer(tmp_path / "many.zarr") as viewer:
+        plain = png(viewer.respond("/tile/9/0_0.png")[1])
+        shown = png(viewer.respond(f"/highlight/{label}/9/0_0.png")[1])
+        colours = viewer.tiler.palette.colours
+    window = labels[:255, :255]
+    np.testing.assert_array_equal(plain, codebook[window])
+    np.testing.assert_array_equal(shown, dim(colours, label)[window][:, :, :3])
+    assert (shown[window == label] == codebook[label]).all()
+
+
 def test_source_tiles_and_pixels_are_read_from_the_source(photo, astronaut):
     """At full resolution a source tile is the source's pixels; a level down, the mean of each
     2 x 2 block; a pixel's label and source values come from the store and the file."""
