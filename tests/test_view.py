@@ -316,6 +316,21 @@ def test_the_page_shows_tiles_highlights_a_colour_and_shows_the_source(photo, as
             np.testing.assert_array_equal(
                 shot[: visible[0], : visible[1]], astronaut[TOP : TOP + h, LEFT : LEFT + w]
             )
+            # The wheel zooms in about the pointer, a drag pans; the new view's tiles load.
+            page.locator("#source").uncheck()
+            before = page.evaluate("[window.bigquant.state.scale, window.bigquant.state.cx]")
+            page.mouse.move(box["x"] + 200, box["y"] + 150)
+            page.mouse.wheel(0, -400)
+            page.wait_for_function(f"window.bigquant.state.scale > {before[0]} * 1.5")
+            page.wait_for_function("window.bigquant.complete", timeout=30_000)  # zoom done
+            before = page.evaluate("[window.bigquant.state.scale, window.bigquant.state.cx]")
+            page.mouse.down()
+            page.mouse.move(box["x"] + 100, box["y"] + 150, steps=5)
+            page.mouse.up()
+            after = page.evaluate("[window.bigquant.state.scale, window.bigquant.state.cx]")
+            # Dragged 100 pixels left: the view moved 100 screen pixels right over the image.
+            assert after[0] == before[0] and abs((after[1] - before[1]) * after[0] - 100) < 1e-6
+            page.wait_for_function("window.bigquant.complete", timeout=30_000)
             page.screenshot(path=str(store.parent / "view.png"))
         finally:
             page.close()
