@@ -26,8 +26,13 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 # benchmark_results.md and tiles_benchmark_results.md are included by benchmarks.md (and
 # rewritten by benchmarks/bench.py and benchmarks/tiles.py).
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "benchmark_results.md",
-                    "tiles_benchmark_results.md"]
+exclude_patterns = [
+    "_build",
+    "Thumbs.db",
+    ".DS_Store",
+    "benchmark_results.md",
+    "tiles_benchmark_results.md",
+]
 
 # MyST: GitHub-style anchors for headings, so that the pages' links such as
 # user-guide.md#more-than-256-colours work both on GitHub and in the built site.
