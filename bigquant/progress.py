@@ -96,3 +96,21 @@ def _on_cluster(client, tasks, description: str | None) -> tuple:
 def default_enabled(quiet: bool) -> bool:
     """Bars only for a person watching: not with -q, not when stderr is not a terminal."""
     return not quiet and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def on_worker() -> Iterator[None]:
+    """Inside a task on a ``distributed`` worker, send the computations of the block to its
+    cluster (from a thread that leaves the worker's pool meanwhile); elsewhere, do nothing."""
+    if "distributed" not in sys.modules:
+        yield
+        return
+    from distributed import get_worker, worker_client
+
+    try:
+        get_worker()
+    except ValueError:
+        yield
+        return
+    with worker_client() as client, client.as_current():
+        yield

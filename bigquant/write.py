@@ -24,7 +24,6 @@ from .cluster import current_client
 from .kernels.color import delta_e_stride, delta_e_sum
 from .kernels.nearest import color_table, keep_table
 from .label import Labelling, label_chunk
-from .progress import compute
 from .store import STATS_HEAD
 
 # dask.array only inside the functions that build graphs: worker processes running this
@@ -191,11 +190,6 @@ def label_writes(
             r * per_unit[0] : (r + 1) * per_unit[0], c * per_unit[1] : (c + 1) * per_unit[1]
         ].all()
     ]
-
-
-def write_labels(data: da.Array, codebook: np.ndarray, out, stats, **how) -> None:
-    """Compute `label_writes` (same parameters): label and write every unit not skipped."""
-    compute(*label_writes(data, codebook, out, stats, **how))
 
 
 def _share_table(codebook: np.ndarray, how: Labelling) -> None:

@@ -116,6 +116,7 @@ def test_local_cluster_from_worker_count(
     import logging
     import warnings
 
+    import bigquant.pipeline as pipeline
     import bigquant.sample as sample_stage
     import bigquant.write as write_stage
 
@@ -133,7 +134,7 @@ def test_local_cluster_from_worker_count(
 
     monkeypatch.setattr(sample_stage, "_gather", gather_and_report)
     # Each chunk's task reports the process that labelled and wrote it, and warns.
-    real_write, real_compute = write_stage._assign_write, write_stage.compute
+    real_write, real_compute = write_stage._assign_write, pipeline.run_tasks
     writers = []
 
     def write_and_report(*args):
@@ -150,7 +151,7 @@ def test_local_cluster_from_worker_count(
         return results
 
     monkeypatch.setattr(write_stage, "_assign_write", write_and_report)
-    monkeypatch.setattr(write_stage, "compute", compute_and_collect)
+    monkeypatch.setattr(pipeline, "run_tasks", compute_and_collect)
     caplog.set_level(logging.WARNING)
     caplog.set_level(logging.INFO, logger="bigquant")
     before = listening()  # other tests' clusters in this process
@@ -506,3 +507,48 @@ def test_one_writer_per_output(photo_tif, tmp_path):
         "c.zarr",
         "reference.zarr",
     ]
+
+
+def files(path) -> dict[str, bytes]:
+    """Every file of a store, by its path inside it."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(Path(path).rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def test_compute_false_defers_the_labelling_to_the_cluster(cluster, photo_tif, tmp_path):
+    import dask
+    from dask.delayed import Delayed
+
+    kwargs = {"sample_size": 40_000, "seed": 3, "chunks": 128, "pyramid": True}
+    now = bigquant.compress(photo_tif, tmp_path / "now.zarr", 32, **kwargs)
+    later = [
+        bigquant.compress(
+            photo_tif, tmp_path / f"{n}.zarr", 32, client=cluster, compute=False, **kwargs
+        )
+        for n in ("a", "b")
+    ]
+    assert all(isinstance(d, Delayed) for d in later)
+    # Fitted and created, not labelled: nothing at the outputs, and they stay claimed.
+    assert not (tmp_path / "a.zarr").exists() and (tmp_path / ".a.zarr.lock").exists()
+    assert np.isnan(zarr.open_group(Output(tmp_path / "a.zarr").partial)["chunk_stats"][:]).all()
+    with pytest.raises(BigquantError, match="being written by another run"):
+        bigquant.compress(photo_tif, tmp_path / "a.zarr", 32, overwrite=True, **kwargs)
+    metas = dask.compute(*later)  # both on the cluster, the pyramid's tasks too
+    assert metas[0] == metas[1] == now
+    for n in ("a", "b"):
+        assert files(tmp_path / f"{n}.zarr") == files(tmp_path / "now.zarr")
+        assert not (tmp_path / f".{n}.zarr.lock").exists()
+        assert not Path(Output(tmp_path / f"{n}.zarr").partial).exists()
+
+
+def test_compute_false_on_threads_and_not_with_workers(photo_tif, tmp_path):
+    from bigquant.errors import ParameterError
+
+    kwargs = {"sample_size": 40_000, "seed": 3, "chunks": 128, "dither": "floyd-steinberg"}
+    now = bigquant.compress(photo_tif, tmp_path / "now.zarr", 32, **kwargs)
+    later = bigquant.compress(photo_tif, tmp_path / "later.zarr", 32, compute=False, **kwargs)
+    assert later.compute() == now
+    assert files(tmp_path / "later.zarr") == files(tmp_path / "now.zarr")
+    with pytest.raises(ParameterError, match="not `workers`"):
+        bigquant.compress(photo_tif, tmp_path / "w.zarr", 32, workers=2, compute=False)
+    assert not (tmp_path / ".w.zarr.lock").exists()
