@@ -18,6 +18,7 @@ from . import defaults, location
 from .cluster import ready, scheduler
 from .errors import BigquantError, ParameterError
 from .fit import FitResult, fit_collection, preload_modules
+from .kernels.dither import margin
 from .output import Claim, Output
 from .palettes import GivenCodebook, check_codebook, load_codebook
 from .progress import compute as run_tasks
@@ -37,7 +38,7 @@ from .store import (
     open_store,
     origin_text,
 )
-from .write import label_writes, regular_chunks, total_stats
+from .write import label_writes, regular_chunks, total_stats, write_unit
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
@@ -277,7 +278,8 @@ def _compress(
                 log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
             ready()  # local worker processes have started while the codebook was fitted here
             units = label_writes(
-                data, partial.codebook, partial.labels, partial.stats,
+                _in_units(image, data, partial.stats.chunks[0]),
+                partial.codebook, partial.labels, partial.stats,
                 space=settings.space, dither=settings.dither, nodata=nodata, skip=done,
             )  # fmt: skip
             if not compute:
@@ -535,7 +537,26 @@ def _start(
         run=run,
     )
     location.remove(tmp)  # a stale unfinished run, not resumed
-    return create_store(tmp, run["chunks"], codebook, meta, zarr_format=settings.zarr_format)
+    unit = write_unit(data.shape[:2], run["chunks"], margin(settings.dither))
+    return create_store(
+        tmp, run["chunks"], codebook, meta, zarr_format=settings.zarr_format, unit=unit
+    )
+
+
+def _in_units(image: Image, data, unit: int):
+    """``data`` (in label chunks) in blocks of ``unit`` x ``unit`` chunks: the write units.
+
+    Read as such from a file where its tiles allow, so that each unit's read stays one
+    task, fused into its write task; else rechunked.
+    """
+    if unit == 1:
+        return data
+    sides = tuple(min(unit * c[0], n) for c, n in zip(data.chunks[:2], data.shape, strict=False))
+    if image.rechunked is not None:
+        blocks = image.with_chunks(max(sides))
+        if (blocks.chunks[0][0], blocks.chunks[1][0]) == sides:
+            return regular_chunks(blocks)
+    return data.rechunk((*sides, -1))
 
 
 def _fit(samplings: list, nodata: list, settings: Settings, show_progress: bool) -> FitResult:
