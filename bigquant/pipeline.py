@@ -277,7 +277,7 @@ def _compress(
                 done = partial.finished_chunks()
                 log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
             ready()  # local worker processes have started while the codebook was fitted here
-            units = label_writes(
+            written = label_writes(
                 _in_units(image, data, partial.stats.chunks[0]),
                 partial.codebook, partial.labels, partial.stats,
                 space=settings.space, dither=settings.dither, nodata=nodata, skip=done,
@@ -285,11 +285,11 @@ def _compress(
             if not compute:
                 # The store stays claimed (and unfinished, at `tmp`) until the result is computed.
                 return dask.delayed(_complete, pure=False)(
-                    units, output, claimed.keep() if claimed else None
+                    written, output, claimed.keep() if claimed else None
                 )
             started = time.perf_counter()
             with progress("labelling", show_progress):
-                run_tasks(*units)
+                run_tasks(written)
             log.info("labelled and wrote the image in %.2f s", time.perf_counter() - started)
             meta = _finish(partial, show_progress)
         return meta

@@ -43,14 +43,14 @@ def write_unit(shape: tuple[int, int], chunks: tuple[int, int], margin: int = 0)
     """Label chunks a side of one write task, for an image of ``shape`` in ``chunks``.
 
     1 up to `UNIT_GROWS_AT` chunks, then 2, then `MAX_UNIT` from 16 times as
-    many: a 100-gigapixel image in 2048² chunks has 6,006 write tasks rather
+    many: a 100-gigapixel image in 2048² chunks has 6,084 write tasks rather
     than 24,025, each of which still reads and labels one chunk at a time. At
     least ``margin`` pixels a side, so that a unit's margin (error diffusion)
     lies in its neighbours alone.
     """
     n_chunks = math.prod(-(-n // c) for n, c in zip(shape, chunks, strict=True))
     unit = 1
-    while unit < MAX_UNIT and n_chunks >= UNIT_GROWS_AT * unit * unit:
+    while unit < MAX_UNIT and n_chunks >= UNIT_GROWS_AT * unit**4:
         unit *= 2
     while min(chunks) * unit < margin:
         unit += 1
@@ -134,12 +134,12 @@ def label_writes(
     dither: str | None = None,
     nodata: float | None = None,
     skip: np.ndarray | None = None,
-) -> list[Delayed]:
+) -> Delayed:
     """The tasks that label every pixel of ``data`` with ``codebook`` and write them into ``out``.
 
-    One `dask.delayed.Delayed` per write unit still to write, all of one
-    graph; computing them reads the whole image once (but the chunks marked
-    in ``skip``). Each block of ``data`` is a write unit: a square of whole
+    One `dask.delayed.Delayed`, whose computation writes every write unit
+    not finished and gives their tasks' results; it reads the whole image once (but
+    the chunks marked in ``skip``). Each block of ``data`` is a write unit: a square of whole
     chunks of ``out`` (the edge ones cut by the image's edge), such as
     `write_unit` sizes, and a whole shard of ``out`` if it is sharded. Each
     chunk's squared error sum, ΔE_OK sum (over its pixels with data on the
@@ -154,6 +154,7 @@ def label_writes(
     from dask.array.core import ArraySliceDep
     from dask.array.overlap import overlap_internal
     from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
 
     how = Labelling.for_image(data, codebook, space, dither, nodata)
     unit = data.chunks[0][0], data.chunks[1][0]
@@ -180,16 +181,24 @@ def label_writes(
     )
     # Fuses each unit's read into its task, and leaves one layer of one key per unit.
     (written,) = dask.optimize(written)
-    graph, name = written.__dask_graph__(), written.name
     per_unit = stats.chunks[0], stats.chunks[1]
-    return [
-        Delayed((name, r, c, 0), graph, layer=name)
+    keys = [
+        (written.name, r, c, 0)
         for r, c in np.ndindex(*data.numblocks[:2])
         if skip is None
         or not skip[
             r * per_unit[0] : (r + 1) * per_unit[0], c * per_unit[1] : (c + 1) * per_unit[1]
         ].all()
     ]
+    # One task over the units still to write (as `dask.array.store` ends): one collection,
+    # culled once to those units. (A Delayed per unit is culled once per unit: quadratic.)
+    name = f"bigquant-written-{token}"
+    graph = HighLevelGraph.from_collections(name, {name: (_units, keys)}, dependencies=[written])
+    return Delayed(name, graph)
+
+
+def _units(written: list) -> list:
+    return written
 
 
 def _share_table(codebook: np.ndarray, how: Labelling) -> None:
