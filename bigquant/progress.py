@@ -80,16 +80,21 @@ def local_scheduler():
 
 
 def _on_cluster(client, tasks, description: str | None) -> tuple:
-    """``dask.compute(*tasks)`` on ``client``, with a bar of finished futures if described."""
+    """``dask.compute(*tasks)`` on ``client``, with a bar of the scheduler's finished tasks
+    (every task the futures depend on, as the threads' bar counts) if described."""
     if description is None:
         return dask.compute(*tasks)  # on ``client``, the current one
-    from distributed import as_completed
+    from distributed.diagnostics.progressbar import ProgressBar
     from tqdm import tqdm
 
+    class _Bar(ProgressBar):
+        def _draw_bar(self, remaining: int, all: int, **kwargs) -> None:
+            bar.total, bar.n = all, all - remaining
+            bar.refresh()
+
     futures = client.compute(list(tasks))
-    with tqdm(total=len(futures), desc=description, file=sys.stderr, **_BAR) as bar:
-        for _ in as_completed(futures):
-            bar.update(1)
+    with tqdm(total=None, desc=description, file=sys.stderr, **_BAR) as bar:
+        client.sync(_Bar(futures, scheduler=client.scheduler.address).listen)
     return tuple(client.gather(futures))
 
 
