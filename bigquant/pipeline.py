@@ -537,7 +537,9 @@ def _start(
         run=run,
     )
     location.remove(tmp)  # a stale unfinished run, not resumed
-    unit = write_unit(data.shape[:2], run["chunks"], margin(settings.dither))
+    unit = write_unit(
+        data.shape[:2], run["chunks"], margin(settings.dither), data.shape[2] * data.dtype.itemsize
+    )
     return create_store(
         tmp, run["chunks"], codebook, meta, zarr_format=settings.zarr_format, unit=unit
     )

@@ -21,6 +21,7 @@ import numpy as np
 from dask.base import tokenize
 
 from .cluster import current_client
+from .defaults import CHUNK_BYTES
 from .kernels.color import delta_e_stride, delta_e_sum
 from .kernels.nearest import color_table, keep_table
 from .label import Labelling, label_chunk
@@ -32,25 +33,34 @@ if TYPE_CHECKING:
     import dask.array as da
     from dask.delayed import Delayed
 
-#: Label chunks an image has before its write unit grows to 2 x 2 of them, and to 4 x 4
-#: at 16 times as many: with 2048² chunks, from 8.6 and from 137 gigapixels.
+#: Label chunks an image has before its write unit grows to 2 x 2 of them, and to 4 x 4 at
+#: 4 times as many: with 2048² chunks, from 8.6 and from 34 gigapixels. Measured on this
+#: project's scale benchmark (docs, "Running at 100 gigapixels"): the scheduler's ~2 ms a
+#: task would hold 64 workers at 87 % on 100 GP in 2 x 2 units, 96 % in 4 x 4.
 UNIT_GROWS_AT = 2048
 #: Largest write unit, in label chunks a side (8192² pixels of 2048² chunks: 192 MiB of RGB).
 MAX_UNIT = 4
 
 
-def write_unit(shape: tuple[int, int], chunks: tuple[int, int], margin: int = 0) -> int:
+def write_unit(
+    shape: tuple[int, int], chunks: tuple[int, int], margin: int = 0, pixel_bytes: int = 3
+) -> int:
     """Label chunks a side of one write task, for an image of ``shape`` in ``chunks``.
 
-    1 up to `UNIT_GROWS_AT` chunks, then 2, then `MAX_UNIT` from 16 times as
-    many: a 100-gigapixel image in 2048² chunks has 6,084 write tasks rather
+    1 up to `UNIT_GROWS_AT` chunks, then 2, then `MAX_UNIT` from 4 times as
+    many: a 100-gigapixel image in 2048² chunks has 1,521 write tasks rather
     than 24,025, each of which still reads and labels one chunk at a time. At
     least ``margin`` pixels a side, so that a unit's margin (error diffusion)
-    lies in its neighbours alone.
+    lies in its neighbours alone. A unit grows only while its pixels
+    (``pixel_bytes`` each) stay within `bigquant.defaults.CHUNK_BYTES`.
     """
     n_chunks = math.prod(-(-n // c) for n, c in zip(shape, chunks, strict=True))
     unit = 1
-    while unit < MAX_UNIT and n_chunks >= UNIT_GROWS_AT * unit**4:
+    while (
+        unit < MAX_UNIT
+        and n_chunks >= UNIT_GROWS_AT * unit * unit
+        and math.prod(chunks) * (2 * unit) ** 2 * pixel_bytes <= CHUNK_BYTES
+    ):
         unit *= 2
     while min(chunks) * unit < margin:
         unit += 1

@@ -306,6 +306,8 @@ def test_same_labels_whatever_the_write_unit(tmp_path, china, monkeypatch, zarr_
     bigquant.compress(data, tmp_path / "one.zarr", 24, **kwargs)
     monkeypatch.setattr(write_stage, "UNIT_GROWS_AT", 4)  # 70 chunks: units of 4 x 4 chunks
     assert write_stage.write_unit(china.shape[:2], (64, 64)) == 4
+    # Units stay within a chunk's memory bound: 2048² chunks of 4 x 16-bit grow to 2 x 2 only.
+    assert write_stage.write_unit((2048 * 200, 2048 * 200), (2048, 2048), pixel_bytes=8) == 2
     bigquant.compress(data, tmp_path / "four.zarr", 24, **kwargs)
     one, four = (bigquant.open_store(tmp_path / n) for n in ("one.zarr", "four.zarr"))
     np.testing.assert_array_equal(four.labels[:], one.labels[:])
