@@ -624,22 +624,287 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, machine: str, rows: list[dict], colors: int, costs: str) -> None:
-    """Write the run's table, ratios and fixed costs as the Markdown file the docs'
-    benchmark page includes (``docs/benchmark_results.md``)."""
+#: Where the scale section starts in the Markdown file: a run of ``--scale`` alone replaces
+#: only what follows it, a run without it only what precedes it.
+SCALE_MARK = "<!-- scale section: bench.py --scale -->"
+
+
+def write_markdown(
+    path: Path,
+    machine: str,
+    rows: list[dict],
+    colors: int,
+    costs: str | None,
+    found: dict | None = None,
+) -> None:
+    """Write the run's table, ratios and fixed costs, and its scale section, as the Markdown
+    file the docs' benchmark page includes (``docs/benchmark_results.md``); keep the part
+    this run did not measure."""
     command = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
-    path.write_text(
-        f"Run of {time.strftime('%Y-%m-%d')} on {machine}, K = {colors}: `{command}`.\n\n"
-        f"{table(rows)}\n\nThe ratios against the speed targets:\n\n"
-        f"```text\n{summary(rows, colors)}\n```\n\n"
-        f"The fixed costs, from compress's -v log and a process that only imports:\n\n"
-        f"{costs}\n"
-    )
+    head = f"Run of {time.strftime('%Y-%m-%d')} on {machine}, K = {colors}: `{command}`.\n\n"
+    old = path.read_text() if path.exists() else ""
+    before, _, after = old.partition(SCALE_MARK)
+    if rows:
+        before = f"{head}{table(rows)}\n\nThe ratios against the speed targets:\n\n"
+        before += f"```text\n{summary(rows, colors)}\n```\n\n"
+        before += "The fixed costs, from compress's -v log and a process that only imports:\n\n"
+        before += f"{costs}\n\n"
+    if found:
+        after = f"\n\n### At scale: planning and the scheduler\n\n{head}{scale_markdown(found)}\n"
+    path.write_text(before + (SCALE_MARK + after if after else ""))
+
+
+# --- Scale: planning, the scheduler's cost per task, and what they mean at 100 GP ----------
+
+#: Sizes of the virtual images planned, in gigapixels (2048² RGB chunks generated on demand).
+SCALE_GP = (1, 10, 100)
+#: Chunk side of the virtual images and of the tasks-overhead run.
+SCALE_CHUNK = 2048
+OVERHEAD_CHUNK = 256
+#: Workers the efficiency model is evaluated for.
+MODEL_WORKERS = (64, 256)
+#: The image the model is evaluated for, in gigapixels.
+MODEL_GP = 100
+
+
+def _virtual_block(block_info=None) -> np.ndarray:
+    """A generated 2048² RGB chunk: gradients that depend on where it is (no file read)."""
+    info = block_info[None]
+    (y0, y1), (x0, x1), _ = info["array-location"]
+    out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+    # (3y + 7x, 5y + 3x, 7y + 5x) mod 256, added in uint8 (which wraps mod 256): no
+    # temporaries wider than the block, which would count in the run's memory.
+    for c, (a, b) in enumerate(((3, 7), (5, 3), (7, 5))):
+        ys = (np.arange(y0, y1) * a % 256).astype(np.uint8)
+        xs = (np.arange(x0, x1) * b % 256).astype(np.uint8)
+        np.add(ys[:, None], xs[None, :], out=out[:, :, c])
+    return out
+
+
+def virtual_image(gigapixels: float, chunk: int = SCALE_CHUNK):
+    """A lazy square RGB image of at least ``gigapixels`` (whole `SCALE_CHUNK`² chunks), as
+    `bigquant.read.Image` of generated ``chunk``² chunks: read in chunks of another side
+    (`Image.with_chunks`), it is generated in those, one task each, as a file is read."""
+    import dask.array as da
+
+    from bigquant.read import as_image
+
+    side = math.ceil(math.sqrt(gigapixels * 1e9) / SCALE_CHUNK) * SCALE_CHUNK
+
+    def generated(block: int):
+        blocks = (block,) * (side // block) + ((side % block,) if side % block else ())
+        return da.map_blocks(
+            _virtual_block,
+            chunks=(blocks, blocks, (3,)),
+            dtype=np.uint8,
+            meta=np.empty((0, 0, 0), np.uint8),
+            name=f"virtual-{side}-{block}",
+        )
+
+    return as_image(generated(chunk), rechunked=generated)
+
+
+#: 16 colours: a codebook given, so that planning is timed without a fit.
+SCALE_CODEBOOK = (np.arange(16)[:, None] * np.array([[16, 9, 5]]) % 256).astype(np.uint8)
+
+
+def plan(gigapixels: float, work: Path) -> dict:
+    """In this process: ``compress(..., compute=False)`` of a virtual image, timed, and the
+    graph the scheduler gets, expanded; client peak RSS."""
+    import resource
+
+    import dask
+
+    import bigquant
+    from bigquant.output import Output
+
+    image = virtual_image(gigapixels)
+    data = image.data
+    dst = work / f"virtual-{gigapixels:g}.zarr"
+    shutil.rmtree(dst, ignore_errors=True)
+    started = time.perf_counter()
+    run = bigquant.compress(image, dst, codebook=SCALE_CODEBOOK, compute=False, overwrite=True)
+    planned = time.perf_counter() - started
+    started = time.perf_counter()
+    tasks = len(dask.base.collections_to_expr([run]).__dask_graph__())
+    expanded = time.perf_counter() - started
+    output = Output(dst)
+    shutil.rmtree(output.partial, ignore_errors=True)
+    Path(output.lock).unlink(missing_ok=True)  # never computed: its claim is this process's
+    return {
+        "requested": gigapixels,
+        "gigapixels": round(data.shape[0] * data.shape[1] / 1e9, 1),
+        "chunks": data.numblocks[0] * data.numblocks[1],
+        "write_tasks": tasks - 2,  # and the tasks gathering them and finishing the store
+        "plan_s": round(planned, 2),
+        "expand_s": round(expanded, 2),
+        "peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def _scheduler_cpu(dask_scheduler=None) -> float:
+    return time.process_time()
+
+
+def _timed_run(client, run) -> dict:
+    """Compute ``run`` on ``client``: wall time, the scheduler process's CPU time, and from the
+    task stream (the scheduler's record of every task) the tasks' compute time and the time
+    the workers spent between tasks."""
+    from distributed import get_task_stream
+
+    cpu = client.run_on_scheduler(_scheduler_cpu)
+    with get_task_stream(client) as stream:
+        started = time.perf_counter()
+        client.compute(run).result()
+        wall = time.perf_counter() - started
+    cpu = client.run_on_scheduler(_scheduler_cpu) - cpu
+    spans, busy = {}, 0.0
+    for task in stream.data:
+        for part in task["startstops"]:
+            if part["action"] == "compute":
+                busy += part["stop"] - part["start"]
+                first, last = spans.get(task["worker"], (math.inf, -math.inf))
+                spans[task["worker"]] = (min(first, part["start"]), max(last, part["stop"]))
+    n = len(stream.data)
+    idle = sum(stop - start for start, stop in spans.values()) - busy
+    return {"tasks": n, "wall_s": wall, "scheduler_cpu_s": cpu, "compute_s": busy,
+            "idle_per_task_ms": 1000 * idle / n}  # fmt: skip
+
+
+def cluster_costs(work: Path, src: Path, colors: int) -> dict:
+    """On a cluster of 2 single-threaded workers (scheduler and workers in processes of their
+    own): the scheduler's CPU per task over many small label tasks, and the label work per
+    gigapixel over a real image."""
+    from distributed import Client
+
+    import bigquant
+    import bigquant.write
+
+    state = work / "scale-scheduler.json"
+    state.unlink(missing_ok=True)
+    common = [sys.executable, "-m", "dask"]
+    procs = [
+        subprocess.Popen([*common, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                          "--no-dashboard", "--scheduler-file", str(state)],
+                         stderr=subprocess.DEVNULL),
+        subprocess.Popen([*common, "worker", "--scheduler-file", str(state), "--nworkers", "2",
+                          "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard",
+                          "--preload", "bigquant.cluster"], stderr=subprocess.DEVNULL),
+    ]  # fmt: skip
+    try:
+        while not state.exists():
+            time.sleep(0.1)
+        with Client(scheduler_file=str(state)) as client:
+            client.wait_for_workers(2)
+            # Many small tasks, one chunk each: what the scheduler spends on a task.
+            grows = bigquant.write.UNIT_GROWS_AT
+            bigquant.write.UNIT_GROWS_AT = 1 << 40
+            small = virtual_image(0.27, OVERHEAD_CHUNK).data
+            dst = work / "scale-small.zarr"
+            try:
+                run = bigquant.compress(small, dst, codebook=SCALE_CODEBOOK, client=client,
+                                        compute=False, overwrite=True)  # fmt: skip
+            finally:
+                bigquant.write.UNIT_GROWS_AT = grows
+            overhead = _timed_run(client, run)
+            overhead["gigapixels"] = small.shape[0] * small.shape[1] / 1e9
+            overhead["chunk"] = OVERHEAD_CHUNK
+            # A real image, fitted and labelled as `bigquant compress` does: the work.
+            dst = work / "scale-real.zarr"
+            run = bigquant.compress(src, dst, colors, client=client, compute=False,
+                                    overwrite=True)  # fmt: skip
+            real = _timed_run(client, run)
+            real["gigapixels"] = _megapixels(src) / 1000
+        return {"overhead": overhead, "real": real}
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait()
+        for name in ("scale-small.zarr", "scale-real.zarr"):
+            shutil.rmtree(work / name, ignore_errors=True)
+
+
+def model(plans: list[dict], costs: dict) -> dict:
+    """Per-worker efficiency of labelling a `MODEL_GP` image on N workers.
+
+    work W (core-seconds per gigapixel) from the real run; the scheduler's CPU per task s
+    from the small tasks; n the write tasks of a `MODEL_GP` image (from its plan):
+
+        E(N) = (W * G / N) / (W * G / N + n * s)
+
+    The scheduler is one process that handles every task in turn; each of the N workers
+    has W * G / N seconds of work. E counts the scheduler's whole time as time the workers
+    wait (no overlap): a lower bound.
+    """
+    real, small = costs["real"], costs["overhead"]
+    work = real["compute_s"] / real["gigapixels"]
+    per_task = small["scheduler_cpu_s"] / small["tasks"]
+    big = next(p for p in plans if p["requested"] == MODEL_GP)
+    n, n_chunks, size = big["write_tasks"], big["chunks"], big["gigapixels"]
+    out = {"work_core_s_per_gp": round(work, 1), "scheduler_ms_per_task": round(1000 * per_task, 2),
+           "write_tasks": n}  # fmt: skip
+    side = math.isqrt(n_chunks)  # the virtual images are square
+    for unit in (1, 2, 4):
+        tasks = math.ceil(side / unit) ** 2
+        out[f"write_tasks_{unit}"] = tasks
+        for workers in MODEL_WORKERS:
+            share = work * size / workers
+            out[f"efficiency_{unit}_{workers}"] = round(share / (share + tasks * per_task), 3)
+    return out
+
+
+def scale(work: Path, colors: int) -> dict:
+    """The scale section: plans of `SCALE_GP`, each in a process of its own (for its peak
+    RSS), the cluster's costs on the 1 GP mosaic, and the model."""
+    plans = []
+    for gp in SCALE_GP:
+        out = subprocess.run(
+            [sys.executable, __file__, "--plan", str(gp), "--work", str(work)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        plans.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"planned {plans[-1]}", file=sys.stderr, flush=True)
+    costs = cluster_costs(work, make_input(1000), colors)
+    return {"plans": plans, "costs": costs, "model": model(plans, costs)}
+
+
+def scale_markdown(found: dict) -> str:
+    """The scale section of docs/benchmark_results.md."""
+    lines = ["| image GP | chunks | write tasks | compress(compute=False) s | graph expanded s "
+             "| client peak MiB |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for p in found["plans"]:
+        lines.append(f"| {p['gigapixels']} | {p['chunks']} | {p['write_tasks']} | {p['plan_s']} "
+                     f"| {p['expand_s']} | {p['peak_mib']} |")  # fmt: skip
+    small, real, m = found["costs"]["overhead"], found["costs"]["real"], found["model"]
+    lines += [
+        "",
+        f"On a cluster of 2 single-threaded workers: {small['tasks']} label tasks of "
+        f"{OVERHEAD_CHUNK}² px ({small['wall_s']:.1f} s wall) took the scheduler "
+        f"{small['scheduler_cpu_s']:.2f} s of CPU "
+        f"({m['scheduler_ms_per_task']} ms a task); the workers waited "
+        f"{small['idle_per_task_ms']:.2f} ms between tasks. The {real['gigapixels']:.2f} GP "
+        f"mosaic's {real['tasks']} tasks computed for {real['compute_s']:.1f} s "
+        f"({m['work_core_s_per_gp']} core-seconds a gigapixel; {real['wall_s']:.1f} s wall).",
+        "",
+        f"Modelled per-worker efficiency E(N) = (W·G/N) / (W·G/N + n·s) at {MODEL_GP} GP "
+        f"(bigquant writes it in {m['write_tasks']} tasks), for each write unit:",
+        "",
+        "| workers | "
+        + " | ".join(f"{u} × {u} chunks a task ({m[f'write_tasks_{u}']})" for u in (1, 2, 4))
+        + " |",
+        "|---|---|---|---|",
+    ]
+    for workers in MODEL_WORKERS:
+        cells = " | ".join(f"{m[f'efficiency_{u}_{workers}']:.1%}" for u in (1, 2, 4))
+        lines.append(f"| {workers} | {cells} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megapixels", type=float, nargs="+", default=[100, 1000])
+    parser.add_argument(
+        "--megapixels", type=float, nargs="+", help="inputs compared (default 100 1000)"
+    )
     parser.add_argument("--colors", type=int, default=256)
     parser.add_argument(
         "--peers",
@@ -667,6 +932,14 @@ def main() -> None:
         help="then time the decode floor, compress on threads and on 2 workers and GDAL "
         "this many more times in turn, for the ratios' median and range",
     )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="the scale section instead (with --megapixels, as well): planning virtual "
+        "images of 1, 10 and 100 GP, the scheduler's cost per task and the label work on a "
+        "2-worker cluster, the modelled efficiency at 64 and 256 workers",
+    )
+    parser.add_argument("--plan", type=float, help=argparse.SUPPRESS)  # one plan, in-process
     parser.add_argument("--work", type=Path, default=CACHE / "work")
     parser.add_argument(
         "--markdown",
@@ -676,9 +949,14 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.plan:
+        print(json.dumps(plan(args.plan, args.work)))
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.megapixels is None:
+        args.megapixels = [] if args.scale else [100, 1000]
 
-    imports = bench_imports()
+    imports = bench_imports() if args.megapixels else None
     rows = []
     for mp in args.megapixels:
         src = make_input(mp)
@@ -700,20 +978,25 @@ def main() -> None:
         for new in runs:
             rows += new
     ratios(rows, args.colors)
+    found = scale(args.work, args.colors) if args.scale else None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     (RESULTS / f"bench-{stamp}.json").write_text(
-        json.dumps({"machine": machine, "rows": rows, "imports": imports}, indent=1)
+        json.dumps({"machine": machine, "rows": rows, "imports": imports, "scale": found}, indent=1)
     )
     print(f"machine: {machine}\n")
-    print(table(rows))
-    print()
-    print(summary(rows, args.colors))
-    costs = fixed_costs(rows, imports, args.colors)
-    print()
-    print(costs)
+    costs = None
+    if rows:
+        print(table(rows))
+        print()
+        print(summary(rows, args.colors))
+        costs = fixed_costs(rows, imports, args.colors)
+        print()
+        print(costs)
+    if found:
+        print(scale_markdown(found))
     if args.markdown:
-        write_markdown(args.markdown, machine, rows, args.colors, costs)
+        write_markdown(args.markdown, machine, rows, args.colors, costs, found)
 
 
 if __name__ == "__main__":

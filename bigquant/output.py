@@ -18,6 +18,7 @@ import posixpath
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from . import location
 from .errors import BigquantError, ClusterError, ParameterError
@@ -95,7 +96,7 @@ class Output:
             )
 
     @contextlib.contextmanager
-    def claim(self, *, take_stale: bool) -> Iterator[None]:
+    def claim(self, *, take_stale: bool) -> Iterator[Claim | None]:
         """Hold the exclusive claim on writing ``dst`` for the block; release it after.
 
         The claim is the file ``lock``, created atomically where none is
@@ -104,12 +105,14 @@ class Output:
         `BigquantError` at once, naming the run that holds it. A claim left
         by a run that is gone (its pid no longer runs on this host) is taken
         over if ``take_stale``, else refused as well. Claiming an output
-        already claimed in this context does nothing. Outputs on an object
-        store without conditional writes (anything but S3) are not claimed.
+        already claimed in this context does nothing (and yields None, as for
+        outputs not claimed; otherwise the block gets the `Claim`). Outputs on
+        an object store without conditional writes (anything but S3) are not
+        claimed.
         """
         dst, lock, held = self.dst, self.lock, _held.get()
         if dst in held or not location.creates_exclusively(lock):
-            yield
+            yield None
             return
         parent = location.sibling(dst, "")
         if not location.is_url(dst) and not location.isdir(parent):
@@ -133,15 +136,18 @@ class Output:
                 )  # fmt: skip
                 location.remove(lock)
         token = _held.set(held | {dst})
+        handle = Claim(lock, mine)
         try:
-            yield
+            yield handle
         finally:
             _held.reset(token)
-            if _holder(lock) == mine:
-                location.remove(lock)
+            if not handle.kept:
+                handle.release()
 
     @contextlib.contextmanager
-    def write(self, *, overwrite: bool = False, resumable: bool = False) -> Iterator[str]:
+    def write(
+        self, *, overwrite: bool = False, resumable: bool = False, move: bool = True
+    ) -> Iterator[str]:
         """Yield ``partial`` to write the output into; move it to ``dst`` on success.
 
         The run holds the claim (`claim`) throughout. An existing ``dst`` is
@@ -157,9 +163,10 @@ class Output:
         metadata is deleted first and the new one's copied last, so at every
         moment ``dst`` is the old output, the new one, or one that
         `open_store` refuses; never a store that reads as complete with
-        objects missing.
+        objects missing. Without ``move``, a block that ends without error
+        leaves the output at ``partial``, for a later task to `move_into_place`.
         """
-        dst, tmp = self.dst, self.partial
+        tmp = self.partial
         with self.claim(take_stale=overwrite or not resumable):
             # What a move of this partial output cut short left at `dst` is no one's: replaced.
             if not (resumable and self.left_by_a_cut_move()):
@@ -179,8 +186,36 @@ class Output:
                 else:
                     location.remove(tmp)
                 raise
-            location.remove(dst, first=ROOT_METADATA)
-            location.move(tmp, dst, last=ROOT_METADATA)
+            if move:
+                self.move_into_place()
+
+    def move_into_place(self) -> None:
+        """Replace ``dst`` by the complete output at ``partial`` (see `write`)."""
+        location.remove(self.dst, first=ROOT_METADATA)
+        location.move(self.partial, self.dst, last=ROOT_METADATA)
+
+
+@dataclass
+class Claim:
+    """A run's claim on an output (see `Output.claim`): the claim file and what it holds.
+
+    Picklable, so that the task finishing a deferred run (``compute=False``)
+    can release it where it runs: `keep` stops `Output.claim` releasing it.
+    """
+
+    lock: str
+    mine: dict
+    kept: bool = False
+
+    def keep(self) -> Claim:
+        """Hold the claim past the `Output.claim` block, until `release` is called."""
+        self.kept = True
+        return self
+
+    def release(self) -> None:
+        """Remove the claim file, if it is still this run's."""
+        if _holder(self.lock) == self.mine:
+            location.remove(self.lock)
 
 
 def _is_bigquant_store(dst: str, fs, path: str) -> bool:

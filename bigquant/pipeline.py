@@ -9,16 +9,20 @@ import math
 import os
 import posixpath
 import time
+from typing import TYPE_CHECKING
 
+import dask
 import numpy as np
 
 from . import defaults, location
 from .cluster import ready, scheduler
 from .errors import BigquantError, ParameterError
 from .fit import FitResult, fit_collection, preload_modules
-from .output import Output
+from .kernels.dither import margin
+from .output import Claim, Output
 from .palettes import GivenCodebook, check_codebook, load_codebook
-from .progress import progress
+from .progress import compute as run_tasks
+from .progress import on_worker, progress
 from .pyramid import write_pyramid
 from .read import Image, as_image, open_image
 from .sample import SAMPLE_BLOCK
@@ -34,7 +38,10 @@ from .store import (
     open_store,
     origin_text,
 )
-from .write import regular_chunks, total_stats, write_labels
+from .write import label_writes, regular_chunks, total_stats, write_unit
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
 
 log = logging.getLogger("bigquant")
 
@@ -63,7 +70,8 @@ def compress(
     client=None,
     workers: int | None = None,
     show_progress: bool = False,
-) -> StoreMeta:
+    compute: bool = True,
+) -> StoreMeta | Delayed:
     """Quantize an image to ``n_colors`` and write a bigquant store at ``dst``.
 
     Parameters
@@ -112,12 +120,21 @@ def compress(
         the sample is read and the codebook fitted on this process's threads.
     show_progress : bool
         Progress bars on stderr.
+    compute : bool
+        False: read the sample, fit the codebook and create the unfinished
+        store now, and return a `dask.delayed.Delayed` whose computation
+        labels and writes every chunk, finishes the store and moves it into
+        place (as ``dask.array.to_zarr(compute=False)``): compute several
+        together on one cluster, or time the planning. ``dst`` stays claimed
+        until then; a computation that fails leaves the unfinished store for
+        ``resume``. Not with ``workers``.
 
     Returns
     -------
-    StoreMeta
+    StoreMeta or dask.delayed.Delayed
         The store's ``bigquant`` attribute, quality figures (``mse``,
-        ``psnr``, ``counts``) included.
+        ``psnr``, ``counts``) included; with ``compute=False``, the Delayed
+        that computes to it.
 
     Raises
     ------
@@ -169,12 +186,29 @@ def compress(
     >>> pixels = da.random.randint(0, 256, (1024, 1024, 3), chunks=512).astype("uint8")
     >>> bigquant.compress(pixels, "random.zarr", 16).n_colors  # doctest: +SKIP
     16
+
+    On a cluster, several images at once (each fitted here, then all labelled together):
+
+    >>> import dask
+    >>> from distributed import Client
+    >>> with Client("tcp://scheduler:8786") as client:  # doctest: +SKIP
+    ...     runs = [
+    ...         bigquant.compress(f"s3://bucket/{name}.tif", f"s3://bucket/{name}.zarr",
+    ...                           client=client, compute=False)
+    ...         for name in ("north", "south")
+    ...     ]
+    ...     metas = dask.compute(*runs)
     """
     settings = Settings(
         n_colors=n_colors, seed=seed, sample_size=sample_size, max_iter=max_iter, space=space,
         dither=dither, pyramid=pyramid, chunks=chunks, zarr_format=zarr_format,
     )  # fmt: skip
     settings.check()
+    if not compute and workers is not None:
+        raise ParameterError(
+            "`compute=False` leaves the labelling to the scheduler the result is computed on: "
+            "give a `client` (or none), not `workers`"
+        )
     return _compress(
         src,
         location.normalize(dst),
@@ -185,6 +219,7 @@ def compress(
         client=client,
         workers=workers,
         show_progress=show_progress,
+        compute=compute,
     )
 
 
@@ -199,12 +234,13 @@ def _compress(
     client,
     workers: int | None,
     show_progress: bool,
-) -> StoreMeta:
+    compute: bool = True,
+) -> StoreMeta | Delayed:
     """`compress` once its settings are checked (`compress_many` runs this for each image)."""
     # The claim on `dst` first, before a partial store is looked at or written: a second run
     # into the same output stops here.
     output = Output(dst, "store")
-    with output.claim(take_stale=resume or overwrite):
+    with output.claim(take_stale=resume or overwrite) as claimed:
         if not resume:  # a resume may finish a move that left part of `dst` (checked below)
             output.check_absent(overwrite)
         given = None if codebook is None else _given(codebook)
@@ -224,10 +260,12 @@ def _compress(
             )
             with output.write(overwrite=overwrite, resumable=True):
                 pass  # leaving the block moves the finished store into place
-            return partial.meta
+            return partial.meta if compute else dask.delayed(partial.meta)
         with (
             scheduler(client, workers=workers),
-            output.write(overwrite=overwrite, resumable=image.path is not None) as tmp,
+            output.write(
+                overwrite=overwrite, resumable=image.path is not None, move=compute
+            ) as tmp,
         ):
             done = None
             if partial is None:
@@ -239,27 +277,50 @@ def _compress(
                 done = partial.finished_chunks()
                 log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
             ready()  # local worker processes have started while the codebook was fitted here
+            written = label_writes(
+                _in_units(image, data, partial.stats.chunks[0]),
+                partial.codebook, partial.labels, partial.stats,
+                space=settings.space, dither=settings.dither, nodata=nodata, skip=done,
+            )  # fmt: skip
+            if not compute:
+                # The store stays claimed (and unfinished, at `tmp`) until the result is computed.
+                return dask.delayed(_complete, pure=False)(
+                    written, output, claimed.keep() if claimed else None
+                )
             started = time.perf_counter()
             with progress("labelling", show_progress):
-                write_labels(
-                    data, partial.codebook, partial.labels, partial.stats,
-                    space=settings.space, dither=settings.dither, nodata=nodata, skip=done,
-                )  # fmt: skip
+                run_tasks(written)
             log.info("labelled and wrote the image in %.2f s", time.perf_counter() - started)
-            meta = _with_quality(partial.meta, partial.stats, data)
-            if settings.pyramid:
-                # After the labels, before completion: a store is never complete without its levels.
-                levels = write_pyramid(
-                    partial.group,
-                    partial.codebook,
-                    pixel_size=partial.meta.source.pixel_size,
-                    nodata_label=partial.meta.nodata_label,
-                    peak=partial.meta.source.peak,
-                    show_progress=show_progress,
-                )
-                meta = dataclasses.replace(meta, pyramid=levels)
-            meta = finish_store(partial, meta)
+            meta = _finish(partial, show_progress)
         return meta
+
+
+def _finish(partial: PartialStore, show_progress: bool = False) -> StoreMeta:
+    """Complete a store whose labels are all written: quality, pyramid, ``complete``."""
+    meta = _with_quality(partial.meta, partial.stats, partial.meta.source.shape)
+    if partial.meta.run.get("pyramid"):
+        # After the labels, before completion: a store is never complete without its levels.
+        levels = write_pyramid(
+            partial.group,
+            partial.codebook,
+            pixel_size=partial.meta.source.pixel_size,
+            nodata_label=partial.meta.nodata_label,
+            peak=partial.meta.source.peak,
+            show_progress=show_progress,
+        )
+        meta = dataclasses.replace(meta, pyramid=levels)
+    return finish_store(partial, meta)
+
+
+def _complete(written: list, output: Output, claimed: Claim | None) -> StoreMeta:
+    """The last task of a deferred run (``compute=False``), once every unit is ``written``:
+    finish the store, move it into place and release its claim."""
+    with on_worker():  # the pyramid's tasks go to the cluster this task runs on, if any
+        meta = _finish(open_partial(output.partial))
+    output.move_into_place()
+    if claimed is not None:
+        claimed.release()
+    return meta
 
 
 def _describe(image: Image, data) -> None:
@@ -476,7 +537,28 @@ def _start(
         run=run,
     )
     location.remove(tmp)  # a stale unfinished run, not resumed
-    return create_store(tmp, run["chunks"], codebook, meta, zarr_format=settings.zarr_format)
+    unit = write_unit(
+        data.shape[:2], run["chunks"], margin(settings.dither), data.shape[2] * data.dtype.itemsize
+    )
+    return create_store(
+        tmp, run["chunks"], codebook, meta, zarr_format=settings.zarr_format, unit=unit
+    )
+
+
+def _in_units(image: Image, data, unit: int):
+    """``data`` (in label chunks) in blocks of ``unit`` x ``unit`` chunks: the write units.
+
+    Read as such from a file where its tiles allow, so that each unit's read stays one
+    task, fused into its write task; else rechunked.
+    """
+    if unit == 1:
+        return data
+    sides = tuple(min(unit * c[0], n) for c, n in zip(data.chunks[:2], data.shape, strict=False))
+    if image.rechunked is not None:
+        blocks = image.with_chunks(max(sides))
+        if (blocks.chunks[0][0], blocks.chunks[1][0]) == sides:
+            return regular_chunks(blocks)
+    return data.rechunk((*sides, -1))
 
 
 def _fit(samplings: list, nodata: list, settings: Settings, show_progress: bool) -> FitResult:
@@ -503,12 +585,12 @@ def _fit(samplings: list, nodata: list, settings: Settings, show_progress: bool)
     return fit
 
 
-def _with_quality(meta: StoreMeta, stats, data) -> StoreMeta:
+def _with_quality(meta: StoreMeta, stats, shape) -> StoreMeta:
     """``meta`` with the errors and colour counts summed from the chunks' stats.
 
     Pixels without data count in neither the errors nor PSNR.
     """
-    height, width, n_channels = data.shape
+    height, width, n_channels = shape
     sse, delta_e, counts = total_stats(stats)
     n_data = height * width - (0 if meta.nodata_label is None else int(counts[meta.nodata_label]))
     mse = sse / (n_data * n_channels) if n_data else 0.0

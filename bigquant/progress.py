@@ -80,19 +80,42 @@ def local_scheduler():
 
 
 def _on_cluster(client, tasks, description: str | None) -> tuple:
-    """``dask.compute(*tasks)`` on ``client``, with a bar of finished futures if described."""
+    """``dask.compute(*tasks)`` on ``client``, with a bar of the scheduler's finished tasks
+    (every task the futures depend on, as the threads' bar counts) if described."""
     if description is None:
         return dask.compute(*tasks)  # on ``client``, the current one
-    from distributed import as_completed
+    from distributed.diagnostics.progressbar import ProgressBar
     from tqdm import tqdm
 
+    class _Bar(ProgressBar):
+        def _draw_bar(self, remaining: int, all: int, **kwargs) -> None:
+            bar.total, bar.n = all, all - remaining
+            bar.refresh()
+
     futures = client.compute(list(tasks))
-    with tqdm(total=len(futures), desc=description, file=sys.stderr, **_BAR) as bar:
-        for _ in as_completed(futures):
-            bar.update(1)
+    with tqdm(total=None, desc=description, file=sys.stderr, **_BAR) as bar:
+        client.sync(_Bar(futures, scheduler=client.scheduler.address).listen)
     return tuple(client.gather(futures))
 
 
 def default_enabled(quiet: bool) -> bool:
     """Bars only for a person watching: not with -q, not when stderr is not a terminal."""
     return not quiet and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def on_worker() -> Iterator[None]:
+    """Inside a task on a ``distributed`` worker, send the computations of the block to its
+    cluster (from a thread that leaves the worker's pool meanwhile); elsewhere, do nothing."""
+    if "distributed" not in sys.modules:
+        yield
+        return
+    from distributed import get_worker, worker_client
+
+    try:
+        get_worker()
+    except ValueError:
+        yield
+        return
+    with worker_client() as client, client.as_current():
+        yield

@@ -60,8 +60,8 @@ def halve(src, group, target: str, nodata: int | None, stop=None) -> tuple[int, 
     dims = (f"y_{target.rsplit('_', 1)[1]}", f"x_{target.rsplit('_', 1)[1]}")
     dst = create_label_array(group, target, shape, (cy, cx), src.dtype, dims, nodata=nodata)
     # Each dask block of 2cy x 2cx source pixels makes exactly one cy x cx chunk of the target,
-    # so no two tasks write the same Zarr chunk. One task per chunk (as in `write_labels`) also
-    # gives the progress bar one step per chunk on a distributed client.
+    # so no two tasks write the same Zarr chunk. (Still one dask.delayed call per chunk: the
+    # label pass plans in one blockwise layer, see `bigquant.write.label_writes`.)
     blocks = da.from_zarr(src, chunks=(2 * cy, 2 * cx)).to_delayed()
     compute(
         *(

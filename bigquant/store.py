@@ -362,7 +362,14 @@ def labels_compressor(zarr_format: int):
 
 
 def create_label_array(
-    group, name: str, shape, chunks, dtype, dims: tuple[str, str], nodata: int | None = None
+    group,
+    name: str,
+    shape,
+    chunks,
+    dtype,
+    dims: tuple[str, str],
+    nodata: int | None = None,
+    shards=None,
 ):
     """A 2-D label array in ``group``, as every tool should read it.
 
@@ -373,13 +380,15 @@ def create_label_array(
     value, which GDAL would report as NoData, hiding every pixel of colour 0.
     Format 3 requires a fill value: 0 (GDAL 3.6 does not read format 3). Where
     the source has nodata, its label ``nodata`` is the fill value in both:
-    GDAL then reports it as NoData, as it should.
+    GDAL then reports it as NoData, as it should. ``shards``: in format 3,
+    shards of that shape, each a square of whole ``chunks``.
     """
     zarr_format = group.metadata.zarr_format
     array = group.create_array(
         name,
         shape=tuple(shape),
         chunks=tuple(chunks),
+        shards=None if shards is None else tuple(shards),
         dtype=dtype,
         compressors=labels_compressor(zarr_format),
         fill_value=nodata if nodata is not None else None if zarr_format == 2 else 0,
@@ -420,11 +429,20 @@ class PartialStore:
 
 
 def create_store(
-    path: str, chunks, codebook: np.ndarray, meta: StoreMeta, *, zarr_format: int = 3
+    path: str,
+    chunks,
+    codebook: np.ndarray,
+    meta: StoreMeta,
+    *,
+    zarr_format: int = 3,
+    unit: int = 1,
 ) -> PartialStore:
     """Create the group with its codebook and metadata, an empty ``labels`` array and the stats.
 
     ``labels`` has the shape of ``meta.source`` and the given ``chunks``.
+    ``unit``: chunks a side of one write unit (`bigquant.write.write_unit`);
+    above 1, the labels' shards in format 3, and each stats chunk's rows
+    and columns in both formats, so that one task writes each.
     """
     import zarr
 
@@ -443,12 +461,13 @@ def create_store(
         label_dtype(len(codebook)),
         ("y", "x"),
         nodata=meta.nodata_label,
+        shards=[unit * c for c in chunks] if unit > 1 and zarr_format == 3 else None,
     )
     grid = tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
     stats = group.create_array(
         STATS_KEY,
         shape=(*grid, STATS_HEAD + len(codebook)),
-        chunks=(1, 1, STATS_HEAD + len(codebook)),
+        chunks=(unit, unit, STATS_HEAD + len(codebook)),
         dtype=np.float64,
         fill_value=np.nan,
     )

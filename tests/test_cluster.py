@@ -90,6 +90,7 @@ def local_store(photo_tif, tmp_path_factory):
 
 
 def test_worker_processes_give_the_same_bytes(cluster, photo_tif, local_store, tmp_path):
+    from dask.utils import key_split
     from distributed import get_task_stream
 
     with get_task_stream(cluster) as stream:
@@ -99,7 +100,8 @@ def test_worker_processes_give_the_same_bytes(cluster, photo_tif, local_store, t
         )  # fmt: skip
     assert_same_store(tmp_path / "c.zarr", local_store)
     # Every chunk was labelled and written by the cluster's worker processes.
-    writes = [t for t in stream.data if str(t["key"]).startswith("bigquant-write-")]
+    # One task a chunk: its read, labels and write, fused (keys ("bigquant-write-…", r, c, 0)).
+    writes = [t for t in stream.data if key_split(t["key"]) == "bigquant-write"]
     assert len(writes) == 16  # 512 x 512 in chunks of 128
     assert {t["worker"] for t in writes} <= set(cluster.scheduler_info()["workers"])
     from distributed import default_client
@@ -114,6 +116,7 @@ def test_local_cluster_from_worker_count(
     import logging
     import warnings
 
+    import bigquant.pipeline as pipeline
     import bigquant.sample as sample_stage
     import bigquant.write as write_stage
 
@@ -131,7 +134,7 @@ def test_local_cluster_from_worker_count(
 
     monkeypatch.setattr(sample_stage, "_gather", gather_and_report)
     # Each chunk's task reports the process that labelled and wrote it, and warns.
-    real_write, real_compute = write_stage._assign_write, write_stage.compute
+    real_write, real_compute = write_stage._assign_write, pipeline.run_tasks
     writers = []
 
     def write_and_report(*args):
@@ -144,11 +147,11 @@ def test_local_cluster_from_worker_count(
     def compute_and_collect(*tasks):
         sockets.append(listening())  # while the cluster runs
         results = real_compute(*tasks)
-        writers.extend(results)
+        writers.extend(results[0])  # the write tasks' results
         return results
 
     monkeypatch.setattr(write_stage, "_assign_write", write_and_report)
-    monkeypatch.setattr(write_stage, "compute", compute_and_collect)
+    monkeypatch.setattr(pipeline, "run_tasks", compute_and_collect)
     caplog.set_level(logging.WARNING)
     caplog.set_level(logging.INFO, logger="bigquant")
     before = listening()  # other tests' clusters in this process
@@ -504,3 +507,48 @@ def test_one_writer_per_output(photo_tif, tmp_path):
         "c.zarr",
         "reference.zarr",
     ]
+
+
+def files(path) -> dict[str, bytes]:
+    """Every file of a store, by its path inside it."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(Path(path).rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def test_compute_false_defers_the_labelling_to_the_cluster(cluster, photo_tif, tmp_path):
+    import dask
+    from dask.delayed import Delayed
+
+    kwargs = {"sample_size": 40_000, "seed": 3, "chunks": 128, "pyramid": True}
+    now = bigquant.compress(photo_tif, tmp_path / "now.zarr", 32, **kwargs)
+    later = [
+        bigquant.compress(
+            photo_tif, tmp_path / f"{n}.zarr", 32, client=cluster, compute=False, **kwargs
+        )
+        for n in ("a", "b")
+    ]
+    assert all(isinstance(d, Delayed) for d in later)
+    # Fitted and created, not labelled: nothing at the outputs, and they stay claimed.
+    assert not (tmp_path / "a.zarr").exists() and (tmp_path / ".a.zarr.lock").exists()
+    assert np.isnan(zarr.open_group(Output(tmp_path / "a.zarr").partial)["chunk_stats"][:]).all()
+    with pytest.raises(BigquantError, match="being written by another run"):
+        bigquant.compress(photo_tif, tmp_path / "a.zarr", 32, overwrite=True, **kwargs)
+    metas = dask.compute(*later)  # both on the cluster, the pyramid's tasks too
+    assert metas[0] == metas[1] == now
+    for n in ("a", "b"):
+        assert files(tmp_path / f"{n}.zarr") == files(tmp_path / "now.zarr")
+        assert not (tmp_path / f".{n}.zarr.lock").exists()
+        assert not Path(Output(tmp_path / f"{n}.zarr").partial).exists()
+
+
+def test_compute_false_on_threads_and_not_with_workers(photo_tif, tmp_path):
+    from bigquant.errors import ParameterError
+
+    kwargs = {"sample_size": 40_000, "seed": 3, "chunks": 128, "dither": "floyd-steinberg"}
+    now = bigquant.compress(photo_tif, tmp_path / "now.zarr", 32, **kwargs)
+    later = bigquant.compress(photo_tif, tmp_path / "later.zarr", 32, compute=False, **kwargs)
+    assert later.compute() == now
+    assert files(tmp_path / "later.zarr") == files(tmp_path / "now.zarr")
+    with pytest.raises(ParameterError, match="not `workers`"):
+        bigquant.compress(photo_tif, tmp_path / "w.zarr", 32, workers=2, compute=False)
+    assert not (tmp_path / ".w.zarr.lock").exists()

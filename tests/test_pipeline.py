@@ -295,3 +295,25 @@ def test_reader_layouts_give_identical_stores(tmp_path, china):
     ra, rb = store_image(tmp_path / "a.zarr"), store_image(tmp_path / "b.zarr")
     np.testing.assert_array_equal(ra[0], rb[0])
     np.testing.assert_array_equal(ra[1], rb[1])
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_same_labels_whatever_the_write_unit(tmp_path, china, monkeypatch, zarr_format):
+    import bigquant.write as write_stage
+
+    data = da.from_array(china, chunks=(64, 64, 3))  # 7 x 10 chunks, the edge ones cut
+    kwargs = {"seed": 5, "zarr_format": zarr_format, "dither": "floyd-steinberg"}
+    bigquant.compress(data, tmp_path / "one.zarr", 24, **kwargs)
+    monkeypatch.setattr(write_stage, "UNIT_GROWS_AT", 4)  # 70 chunks: units of 4 x 4 chunks
+    assert write_stage.write_unit(china.shape[:2], (64, 64)) == 4
+    # Units stay within a chunk's memory bound: 2048² chunks of 4 x 16-bit grow to 2 x 2 only.
+    assert write_stage.write_unit((2048 * 200, 2048 * 200), (2048, 2048), pixel_bytes=8) == 2
+    bigquant.compress(data, tmp_path / "four.zarr", 24, **kwargs)
+    one, four = (bigquant.open_store(tmp_path / n) for n in ("one.zarr", "four.zarr"))
+    np.testing.assert_array_equal(four.labels[:], one.labels[:])
+    assert four.meta == one.meta  # the stats too: summed per chunk in one order
+    assert four.labels.chunks == (64, 64)  # readers still read small chunks
+    if zarr_format == 3:  # a task writes one shard of 4 x 4 chunks
+        assert four.labels.shards == (256, 256) and one.labels.shards is None
+    else:  # a task writes 4 x 4 chunk files; format 2 has no shards (GDAL 3.6 reads it)
+        assert (tmp_path / "four.zarr" / "labels" / "6.9").exists()
