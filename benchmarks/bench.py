@@ -2,7 +2,7 @@
 
     python -m pip install -e ".[test]"            # scikit-image photos, Pillow
     apt-get install gdal-bin python3-gdal          # optional: GDAL's rgb2pct.py
-    python -m pip install pyvips pyvips-binary     # optional: libvips' palette PNG
+    python -m pip install -e ".[bench]"           # optional: libvips' palette PNG
     python benchmarks/bench.py --megapixels 100 1000
     python benchmarks/bench.py --megapixels 100 --variants --peers gdal
 
@@ -613,12 +613,17 @@ def fixed_costs(rows: list[dict], imports: dict, colors: int) -> str:
     return "\n".join(lines)
 
 
+def markdown_head(head: list[str]) -> list[str]:
+    """The first two lines of a Markdown table with the columns ``head``."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
 def table(rows: list[dict]) -> str:
     head = ["tool", "input MP", "wall s", "× floor", "MP/s", "peak MiB", "PSNR dB", "ΔE_OK"]
     head += ["blurred PSNR dB", "output MiB", "load", "note"]
     keys = ["tool", "input_mp", "seconds", "x_floor", "mp_per_s", "peak_mib", "psnr", "delta_e"]
     keys += ["blurred", "output_mib", "load", "note"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = markdown_head(head)
     for r in (r for r in rows if "tool" in r):  # not the rounds
         lines.append("| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |")
     return "\n".join(lines)

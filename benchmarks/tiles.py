@@ -1,6 +1,6 @@
 """bigquant tiles against libvips dzsave, and bigquant view's latency, side by side.
 
-    python -m pip install -e ".[test]" pyvips pyvips-binary   # libvips is optional, like GDAL
+    python -m pip install -e ".[test,bench]"   # bench: libvips, optional like GDAL
     python benchmarks/tiles.py --megapixels 100 1000
     python benchmarks/tiles.py --megapixels 100 --markdown docs/tiles_benchmark_results.md
 
@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from bench import CACHE, RESULTS, make_input, measure
+from bench import CACHE, RESULTS, make_input, markdown_head, measure
 
 _DZSAVE = (
     "import sys, pyvips; pyvips.Image.new_from_file(sys.argv[1], access='sequential')"
@@ -249,7 +249,7 @@ def table(rows: list[dict]) -> str:
         "palettes (full-res tiles)",
         "overlap pixels that differ",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = markdown_head(head)
     for r in rows:
         if "tiles" not in r and "seconds" not in r:
             lines.append(f"| {r.get('input_mp', '')} | {r['tool']} | {r.get('note', '')} |||||| ")
@@ -295,7 +295,7 @@ def view_table(views: list[dict]) -> str:
         "full-res tile median / p95 ms",
         "middle level tile median / p95 ms",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = markdown_head(head)
     for v in views:
         lines.append(
             f"| {v['input_mp']} | {v['store']} | {v['listening_s']} | {v['first_screen_s']} "
