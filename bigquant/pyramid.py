@@ -22,7 +22,6 @@ images. ome-zarr-py skips our array there, but strict validators (ome-zarr-model
 from __future__ import annotations
 
 import dask
-import dask.array as da
 import numpy as np
 
 from .kernels.color import to_8bit
@@ -39,11 +38,12 @@ def level_name(level: int) -> str:
     return LEVEL0 if level == 0 else f"{LEVEL0}_{level}"
 
 
-def _mode_write(block: np.ndarray, out, row: int, col: int, stop=None) -> None:
+def _mode_write(src, out, row: int, col: int, stop=None) -> None:
+    """Write chunk ``(row, col)`` of ``out`` as the 2x2 mode of the source pixels it covers."""
     if stop is not None and stop.is_set():
         return
     cy, cx = out.chunks
-    halved = mode_2x2(block)
+    halved = mode_2x2(src[2 * row * cy : 2 * (row + 1) * cy, 2 * col * cx : 2 * (col + 1) * cx])
     out[row * cy : row * cy + halved.shape[0], col * cx : col * cx + halved.shape[1]] = halved
 
 
@@ -59,15 +59,16 @@ def halve(src, group, target: str, nodata: int | None, stop=None) -> tuple[int, 
     # level 0's.
     dims = (f"y_{target.rsplit('_', 1)[1]}", f"x_{target.rsplit('_', 1)[1]}")
     dst = create_label_array(group, target, shape, (cy, cx), src.dtype, dims, nodata=nodata)
-    # Each dask block of 2cy x 2cx source pixels makes exactly one cy x cx chunk of the target,
+    # Each task reads the 2cy x 2cx source pixels of exactly one cy x cx chunk of the target,
     # so no two tasks write the same Zarr chunk. (Still one dask.delayed call per chunk: the
-    # label pass plans in one blockwise layer, see `bigquant.write.label_writes`.)
-    blocks = da.from_zarr(src, chunks=(2 * cy, 2 * cx)).to_delayed()
+    # label pass plans in one blockwise layer, see `bigquant.write.label_writes`.) Reading
+    # in the task, not through dask.array, keeps dask.array's imports out of `bigquant tiles`.
+    write = dask.delayed(_mode_write, pure=False)
     compute(
         *(
-            dask.delayed(_mode_write)(blocks[r, c], dst, r, c, stop)
-            for r in range(blocks.shape[0])
-            for c in range(blocks.shape[1])
+            write(src, dst, r, c, stop)
+            for r in range(-(-shape[0] // cy))
+            for c in range(-(-shape[1] // cx))
         )
     )
     return shape

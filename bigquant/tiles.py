@@ -20,7 +20,6 @@ ceil(h / 2**(top - L))`` with ``top = ceil(log2(max(w, h)))``; XYZ zoom
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ import numpy as np
 
 from . import defaults, location
 from .errors import BigquantError, ParameterError
+from .kernels import png
 from .kernels.color import to_8bit
 from .kernels.downsample import mode_2x2
 from .kernels.nearest import check_labels
@@ -279,28 +279,16 @@ class DeepZoom:
 
     def _encode(self, labels: np.ndarray) -> bytes:
         """PNG bytes of a label window: indexed with the codebook as palette, or RGB(A) past 256."""
-        from PIL import Image
-
         p = self.palette
         if self._pad and labels.shape != (self.tile_size, self.tile_size):
             dtype = np.promote_types(labels.dtype, np.min_scalar_type(p.pad))
             full = np.full((self.tile_size, self.tile_size), p.pad, dtype)
             full[: labels.shape[0], : labels.shape[1]] = labels
             labels = full
-        buffer = io.BytesIO()
         if p.indexed and int(labels.max(initial=0)) < p.indexed:
-            # An "L" image of the labels that the palette turns into a "P" one.
-            image = Image.fromarray(labels.astype(np.uint8, copy=False))
-            image.putpalette(p.colours[: p.indexed, :3].tobytes())
-            alpha = p.colours[: p.indexed, 3]
-            extra = {} if (alpha == 255).all() else {"transparency": alpha.tobytes()}
-            image.save(buffer, format="PNG", **extra)
-        else:
-            opaque = (p.colours[:, 3] == 255).all()
-            Image.fromarray(p.colours[labels][..., :3] if opaque else p.colours[labels]).save(
-                buffer, format="PNG"
-            )
-        return buffer.getvalue()
+            return png.encode(labels.astype(np.uint8, copy=False), p.colours[: p.indexed])
+        opaque = (p.colours[:, 3] == 255).all()
+        return png.encode(p.colours[labels][..., :3] if opaque else p.colours[labels])
 
     def path(self, level: int, col: int, row: int) -> str:
         """Where a tile goes, relative to the tiles' folder.

@@ -9,8 +9,10 @@ import io
 import json
 import math
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import zlib
 from pathlib import Path
@@ -22,6 +24,9 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import cli, made_up_meta
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 import bigquant
@@ -468,3 +473,63 @@ def test_leaflet_shows_the_xyz_tiles_at_1_to_1(tmp_path, photo_stores, request):
         shot = screenshot(request.getfixturevalue("browser"), f"{url}/index.html", "window.loaded")
     expected = store.codebook[store.labels[TOP : TOP + VIEW_H, LEFT : LEFT + VIEW_W]]
     np.testing.assert_array_equal(shot, expected)
+
+
+def _png_case(pixels: np.ndarray, opaque: bool) -> tuple[bytes, np.ndarray | None]:
+    from bigquant.kernels import png
+
+    palette = None
+    if pixels.ndim == 2:
+        rng = np.random.default_rng(int(pixels.sum()))
+        palette = rng.integers(0, 256, (int(pixels.max()) + 1, 4), dtype=np.uint8)
+        if opaque:
+            palette[:, 3] = 255
+    return png.encode(pixels, palette), palette
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pixels=hnp.arrays(
+        np.uint8,
+        st.tuples(st.integers(1, 40), st.integers(1, 40), st.sampled_from([0, 3, 4])).map(
+            lambda s: s[:2] if s[2] == 0 else s
+        ),
+    ),
+    opaque=st.booleans(),
+)
+def test_png_kernel_reads_back_exactly_in_pillow(pixels, opaque):
+    """Our PNG writer (libdeflate, no row filters): indexed pixels with their palette and
+    alpha, RGB and RGBA colours, odd sizes, as Pillow reads them."""
+    data, palette = _png_case(pixels, opaque)
+    image = Image.open(io.BytesIO(data))
+    np.testing.assert_array_equal(np.asarray(image), pixels)
+    if palette is None:
+        assert image.mode == ("RGB" if pixels.shape[2] == 3 else "RGBA")
+    else:
+        assert image.mode == "P"
+        assert image.getpalette()[: 3 * len(palette)] == palette[:, :3].ravel().tolist()
+        assert image.info.get("transparency") == (None if opaque else palette[:, 3].tobytes())
+        np.testing.assert_array_equal(np.asarray(image.convert("RGBA")), palette[pixels])
+
+
+@pytest.mark.skipif(not shutil.which("gdal_translate"), reason="GDAL is not installed")
+@pytest.mark.parametrize("channels", [1, 0, 3, 4])
+def test_png_kernel_reads_back_exactly_in_gdal(channels, astronaut, tmp_path):
+    """The same PNGs through GDAL's PNG driver (into a TIFF tifffile reads): the same pixels
+    and, for indexed ones (2 and 8 bits a pixel), the same colour table."""
+    pixels = {
+        1: astronaut[:37, :53, 0] // 64,
+        0: astronaut[:37, :53, 0] // 8,
+        3: astronaut[:37, :53],
+        4: np.dstack([astronaut[:37, :53], astronaut[:37, :53, 1]]),
+    }[channels]
+    data, palette = _png_case(pixels, opaque=True)
+    (tmp_path / "t.png").write_bytes(data)
+    subprocess.run(
+        ["gdal_translate", "-q", str(tmp_path / "t.png"), str(tmp_path / "t.tif")], check=True
+    )
+    with tifffile.TiffFile(tmp_path / "t.tif") as tif:
+        np.testing.assert_array_equal(tif.asarray(), pixels)
+        if palette is not None:
+            colormap = tif.pages[0].colormap  # 16-bit entries: 8-bit value * 257
+            np.testing.assert_array_equal(colormap[:, : len(palette)].T // 257, palette[:, :3])

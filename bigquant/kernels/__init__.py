@@ -8,6 +8,8 @@
     Ordered (Bayer) and Floyd–Steinberg dithering of a block before its colours are chosen.
 ``downsample``
     Shrinking labels for reduced levels: which output uses which rule, and why.
+``png``
+    PNG files of label tiles (indexed, RGB or RGBA), encoded with libdeflate.
 ``convert``
     Stored TIFF values to the colours bigquant quantizes (CMYK, Lab, palettes, …).
 """
