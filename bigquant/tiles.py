@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import os
-import shutil
+import posixpath
 import tempfile
 from dataclasses import dataclass
 
@@ -395,11 +395,29 @@ class XYZ(DeepZoom):
 
 
 def _write_file(data: bytes | str, path: str) -> None:
-    """Write ``path`` under a temporary name, then rename it: never half a file under its name."""
+    """Write ``path`` whole or not at all: locally under a temporary name, renamed once
+    written; to an object store in one put (an object appears only once it is whole)."""
+    data = data.encode() if isinstance(data, str) else data
+    if location.is_url(path):
+        fs, where = location.filesystem(path)
+        fs.pipe_file(where, data)
+        return
     tmp = f"{path}.{os.getpid()}{_PART}"
     with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
+        f.write(data)
     os.replace(tmp, path)
+
+
+def _holds_files(folder: str) -> bool:
+    """Whether the folder (or object-store prefix) ``folder`` holds anything."""
+    if location.is_url(folder):
+        return location.isdir(folder)
+    return os.path.isdir(folder) and bool(os.listdir(folder))
+
+
+def _inside(a: str, b: str) -> bool:
+    """Whether location ``a`` is ``b`` or under it (paths and URLs alike)."""
+    return a == b or a.startswith(b.rstrip("/") + "/")
 
 
 def _write_block(tiler: DeepZoom, root: str, level: int, tiles: list[tuple[int, int]]) -> int:
@@ -410,23 +428,28 @@ def _write_block(tiler: DeepZoom, root: str, level: int, tiles: list[tuple[int, 
     labels = tiler._window(level, x0, y0, x1, y1)
     for (c, r), (a, b, e, f) in zip(tiles, boxes, strict=True):
         png = tiler._encode(labels[b - y0 : f - y0, a - x0 : e - x0])
-        path = os.path.join(root, tiler.path(level, c, r))
-        os.makedirs(os.path.dirname(path), exist_ok=True)  # XYZ: a folder per column
+        path = f"{root}/{tiler.path(level, c, r)}"
+        if not location.is_url(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)  # XYZ: a folder per column
         _write_file(png, path)
     return len(tiles)
 
 
 def _missing(tiler: DeepZoom, root: str, level: int) -> list[list[tuple[int, int]]]:
     """Tiles of ``level`` not yet under ``root``, grouped in blocks of about one read each."""
-    folder = os.path.join(root, str(level))
-    os.makedirs(folder, exist_ok=True)
+    folder = f"{root}/{level}"
     done = set()
-    for dirpath, _, names in os.walk(folder):
-        for n in names:
-            if n.endswith(_PART):  # a tile an interrupted run was writing: never finished
-                os.remove(os.path.join(dirpath, n))
-            else:
-                done.add(os.path.join(dirpath, n))
+    if location.is_url(root):
+        fs, where = location.filesystem(folder)
+        done = {f"{folder}/{posixpath.relpath(p, where)}" for p in fs.find(where)}
+    else:
+        os.makedirs(folder, exist_ok=True)
+        for dirpath, _, names in os.walk(folder):
+            for n in names:
+                if n.endswith(_PART):  # a tile an interrupted run was writing: never finished
+                    os.remove(os.path.join(dirpath, n))
+                else:
+                    done.add(os.path.join(dirpath, n))
     cols, rows = tiler.grid(level)
     # Whole bands of tile rows about a source chunk high (read amplification stays small),
     # split across when a band would hold too many pixels.
@@ -443,7 +466,7 @@ def _missing(tiler: DeepZoom, root: str, level: int) -> list[list[tuple[int, int
                 (c, r)
                 for r in range(r0, min(r0 + band, rows))
                 for c in range(c0, min(c0 + across, cols))
-                if os.path.join(root, tiler.path(level, c, r)) not in done
+                if f"{root}/{tiler.path(level, c, r)}" not in done
             ]
             if block:
                 blocks.append(block)
@@ -475,15 +498,16 @@ def write_tiles(
     workers: int | None = None,
     show_progress: bool = False,
 ) -> int:
-    """Write the tile pyramid of ``store`` to the local folder ``out``.
+    """Write the tile pyramid of ``store`` to the folder or object-store prefix ``out``.
 
     Parameters
     ----------
     store : path-like, URL or Store
         The store to cut tiles from; its labels are read once, band by band.
-    out : path-like
+    out : path-like or URL
         Deep Zoom: ``out.dzi`` and ``out_files/`` (a ``.dzi`` suffix given is
-        dropped); XYZ: the folder ``out/``.
+        dropped); XYZ: the folder ``out/``. A URL (``s3://bucket/web/scan``)
+        writes to that object-store prefix.
     layout : {"deepzoom", "xyz"}
     tile_size, overlap : int
         Deep Zoom's tile side and overlap (libvips' defaults); XYZ tiles are
@@ -506,18 +530,20 @@ def write_tiles(
     Raises
     ------
     BigquantError
-        A store that is not one, an output that is not a local path, or
-        unfinished tiles of another store or other options there.
+        A store that is not one, an output folder whose parent does not exist,
+        or unfinished tiles of another store or other options there.
     ParameterError
         A bad option, or a finished tile set at ``out`` without ``overwrite``.
 
     Notes
     -----
     Each task reads one block of labels (about a chunk's rows) and writes its
-    tiles, each under a temporary name renamed once whole; the ``.dzi`` (and
+    tiles, each under a temporary name renamed once whole (on an object store
+    in one put each, which no one sees before it is whole); the ``.dzi`` (and
     the manifest's ``complete``) come last. A store without a label pyramid
-    first gets one in a temporary Zarr group beside the output, written
-    chunk by chunk (`bigquant.pyramid.halve`), so no level is held in memory.
+    first gets one in a temporary Zarr group beside the output (in the
+    system's temporary folder for an object store), written chunk by chunk
+    (`bigquant.pyramid.halve`), so no level is held in memory.
 
     Examples
     --------
@@ -527,10 +553,8 @@ def write_tiles(
         raise ParameterError(
             f"`layout` must be one of {', '.join(defaults.TILE_LAYOUTS)}, not {layout!r}"
         )
-    if location.is_url(out):
-        raise BigquantError(f"{out}: tiles are written to a local folder, not a URL")
     store = store if isinstance(store, Store) else open_store(store)
-    out = os.path.abspath(os.fspath(out))
+    out = location.normalize(out).rstrip("/")
     if layout == "deepzoom":
         out = out.removesuffix(".dzi")
         root, finished = f"{out}_files", f"{out}.dzi"
@@ -538,12 +562,9 @@ def write_tiles(
     else:
         root = finished = out
         tiler = XYZ(store)
-    if not os.path.isdir(os.path.dirname(root)):
+    if not location.is_url(root) and not os.path.isdir(os.path.dirname(root)):
         raise BigquantError(f"{os.path.dirname(root)}: no such directory")
-    if not location.is_url(store.path) and os.path.commonpath([root, store.path]) in (
-        root,
-        store.path,
-    ):
+    if _inside(root, store.path) or _inside(store.path, root):
         # --overwrite empties the tiles' folder: never one that holds the store, or inside it.
         raise BigquantError(f"{root}: the tiles would overwrite their own store")
     manifest = {**_manifest(store, layout, tiler), "complete": False}
@@ -554,7 +575,7 @@ def write_tiles(
         written = _write_missing(tiler, root, store, client, workers, show_progress)
         if layout == "deepzoom":
             _write_file(tiler.dzi(), finished)
-        _write_file(json.dumps({**manifest, "complete": True}), os.path.join(root, MANIFEST))
+        _write_file(json.dumps({**manifest, "complete": True}), f"{root}/{MANIFEST}")
     return written
 
 
@@ -566,7 +587,8 @@ def _write_missing(tiler: DeepZoom, root: str, store: Store, client, workers, sh
     with scheduler(client, workers=workers):
         ready()
         need = _need(tiler, root)
-        parent = os.path.dirname(root)
+        # Beside the output, on its disk; in the system's temporary folder for an object store.
+        parent = None if location.is_url(root) else os.path.dirname(root)
         with tempfile.TemporaryDirectory(prefix=".bigquant-levels-", dir=parent) as tmp:
             if len(tiler.levels) == 1 and any(need[level] for level in range(tiler.top)):
                 log.info("making the label levels %s lacks (2x2 mode)", store.path)
@@ -618,26 +640,22 @@ def _prepare(root: str, finished: str, manifest: dict, layout: str, overwrite: b
     without ``overwrite``; unfinished tiles of the same store and options are
     kept for this run to complete; any other content of ``root`` is refused.
     """
-    path = os.path.join(root, MANIFEST)
+    path = f"{root}/{MANIFEST}"
     try:
-        with open(path) as f:
-            found = json.load(f)
-    except (OSError, ValueError):
+        found = json.loads(location.read_bytes(path) or b"null")
+    except ValueError:
         found = None
-    done = os.path.exists(finished) if layout == "deepzoom" else bool(found and found["complete"])
+    done = location.exists(finished) if layout == "deepzoom" else bool(found and found["complete"])
     if overwrite:
-        if layout == "deepzoom" and os.path.exists(finished):
-            os.remove(finished)
-        shutil.rmtree(root, ignore_errors=True)
+        if layout == "deepzoom":
+            location.remove(finished)
+        location.remove(root)
     elif done:
         raise ParameterError(f"{finished} already exists (use `overwrite` to replace it)")
-    elif (
-        os.path.exists(root)
-        and os.listdir(root)
-        and {**(found or {}), "complete": False} != manifest
-    ):
+    elif _holds_files(root) and {**(found or {}), "complete": False} != manifest:
         raise ParameterError(
             f"{root} holds tiles of another store or other options (use `overwrite` to replace them)"
         )
-    os.makedirs(root, exist_ok=True)
+    if not location.is_url(root):
+        os.makedirs(root, exist_ok=True)
     _write_file(json.dumps(manifest), path)

@@ -255,3 +255,48 @@ def test_one_writer_per_store_and_overwrite_rules_in_the_bucket(s3, china_s3, tm
     result = cli("preview", url("c.zarr"), url("notes.png"), "--overwrite")
     assert result.returncode == 1 and "is a file that is not a PNG file" in result.stderr
     assert s3.cat(f"{BUCKET}/theirs.zarr/thesis.txt") == s3.cat(f"{BUCKET}/notes.png") == b"mine"
+
+
+@pytest.mark.parametrize("layout", ["deepzoom", "xyz"])
+def test_tiles_to_s3_are_the_local_tiles_and_a_rerun_finishes_only_the_missing(
+    s3, tmp_path, layout
+):
+    """`bigquant tiles` into a bucket: the same objects, byte for byte, as into a folder (the
+    lower levels made in a local temporary folder); an interrupted set is finished, a
+    finished one refused."""
+    from bigquant.tiles import write_tiles
+
+    store = tmp_path / "china.zarr"
+    bigquant.compress(photo("china"), store, 16, chunks=160)
+    (tmp_path / "web").mkdir()
+    local = tmp_path / "web" / "china"
+    n = write_tiles(store, local, layout=layout)
+    result = cli("tiles", str(store), url(f"web-{layout}/china"), "--layout", layout)
+    assert result.returncode == 0, result.stderr
+
+    def objects() -> dict[str, bytes]:
+        found = s3.find(f"{BUCKET}/web-{layout}")
+        return {f.removeprefix(f"{BUCKET}/web-{layout}/"): s3.cat_file(f) for f in found}
+
+    files = {
+        str(p.relative_to(tmp_path / "web")): p.read_bytes()
+        for p in (tmp_path / "web").rglob("*")
+        if p.is_file()
+    }
+    assert objects() == files and sum(k.endswith(".png") for k in files) == n
+    assert not s3.exists(f"{BUCKET}/web-{layout}/.china.lock")
+
+    # A run cut short: its last mark and some tiles missing. The rerun writes those alone.
+    finished = "china.dzi" if layout == "deepzoom" else "china/.bigquant-tiles.json"
+    cut = sorted(k for k in files if k.endswith(".png"))[::7]
+    s3.rm([f"{BUCKET}/web-{layout}/{k}" for k in [finished, *cut]])
+    if layout == "xyz":  # its manifest is its mark: unfinished
+        s3.pipe_file(
+            f"{BUCKET}/web-{layout}/{finished}", files[finished].replace(b"true", b"false")
+        )
+    assert write_tiles(store, url(f"web-{layout}/china"), layout=layout) == len(cut)
+    assert objects() == files
+
+    again = cli("tiles", str(store), url(f"web-{layout}/china"), "--layout", layout)
+    assert again.returncode != 0 and "already exists" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1 and objects() == files
