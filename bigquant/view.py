@@ -100,10 +100,6 @@ class Viewer:
     ----------
     tiler : DeepZoom
         Renders the tiles (libvips' defaults, 254 + 1, unless ``tiles`` says otherwise).
-    source : bigquant.Image or None
-        The source image, opened lazily, where it is still there.
-    source_note : str
-        Why there is no source to show, or how it differs; empty when there is nothing to say.
 
     Raises
     ------
@@ -128,7 +124,7 @@ class Viewer:
             self.root, tile_size, overlap = _tile_set(tiles, self.store)
         self.tiler = DeepZoom(self.store, tile_size, overlap)
         self.counts = self.store.meta.counts
-        self.source, self.source_note = _open_source(self.store)
+        self._source_lock, self._source_found = threading.Lock(), None
         self._cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._cache_bytes, self._cache_limit = 0, cache_bytes
         self._lock = threading.Lock()
@@ -138,6 +134,22 @@ class Viewer:
         self._tmp: str | None = None
         self._thread: threading.Thread | None = None
 
+    def _opened_source(self) -> tuple:
+        with self._source_lock:
+            if self._source_found is None:
+                self._source_found = _open_source(self.store)
+            return self._source_found
+
+    @property
+    def source(self):
+        """The source image, opened lazily (on first use), or None where it is not there."""
+        return self._opened_source()[0]
+
+    @property
+    def source_note(self) -> str:
+        """Why there is no source to show, or how it differs; empty when there is nothing to say."""
+        return self._opened_source()[1]
+
     def __enter__(self) -> Viewer:
         return self.start()
 
@@ -145,7 +157,8 @@ class Viewer:
         self.close()
 
     def start(self) -> Viewer:
-        """Begin making what the store lacks (label levels, pixel counts) in the background.
+        """Begin making what the store lacks (label levels, pixel counts) in the background,
+        and opening its source after the levels.
 
         Returns
         -------
@@ -160,13 +173,12 @@ class Viewer:
         labels = self.tiler.levels[0].labels
         lacks_levels = labels.shape[0] > labels.chunks[0] or labels.shape[1] > labels.chunks[1]
         lacks_levels = lacks_levels and len(self.tiler.levels) == 1
-        if lacks_levels or self.counts is None:
-            self._making = lacks_levels
-            self._tmp = tempfile.mkdtemp(prefix="bigquant-view-")
-            self._thread = threading.Thread(
-                target=self._make, args=(lacks_levels,), name="bigquant-view-levels", daemon=True
-            )
-            self._thread.start()
+        self._making = lacks_levels
+        self._tmp = tempfile.mkdtemp(prefix="bigquant-view-")
+        self._thread = threading.Thread(
+            target=self._make, args=(lacks_levels,), name="bigquant-view-levels", daemon=True
+        )
+        self._thread.start()
         return self
 
     def _make(self, levels: bool) -> None:
@@ -180,6 +192,9 @@ class Viewer:
                     with self._levels_made:
                         self.tiler.levels.append(level)
                         self._levels_made.notify_all()
+            # Opening the source imports dask.array (over half a second of Python, which
+            # would slow the levels down): after them, unless a request needs it first.
+            self._opened_source()
             if self.counts is None and not self._stop.is_set():
                 self.counts = _count(self.store)
         except Exception as exc:  # the page still shows what the levels made so far allow
@@ -233,6 +248,10 @@ class Viewer:
             }
             for i, c in enumerate(colours)
         ]
+        if self._source_found is None and _source_unchanged(self.store):
+            available, note = True, ""  # said without opening it: it opens as it did
+        else:
+            available, note = self.source is not None, self.source_note
         return {
             "store": self.store.path,
             "width": t.width,
@@ -244,8 +263,8 @@ class Viewer:
             "counts_from": "store" if self.store.meta.counts is not None else "counted",
             "source": {
                 "path": self.store.meta.source.path,
-                "available": self.source is not None,
-                "note": self.source_note,
+                "available": available,
+                "note": note,
                 "min_level": self._source_min_level(),
             },
         }
@@ -463,6 +482,16 @@ def _count(store: Store) -> list[int]:
         dtype=np.int64,
     )
     return [int(v) for v in da.sum(per_chunk, axis=(0, 1)).compute()]
+
+
+def _source_unchanged(store: Store) -> bool:
+    """Whether the store's source file is there with the size and modification time the run
+    recorded, found without opening it."""
+    path, recorded = store.meta.source.path, store.meta.run.get("source") or {}
+    if path is None or not recorded or not location.exists(path):
+        return False
+    seen = location.identity(path)
+    return (recorded.get("size"), recorded.get("mtime")) == (seen["size"], seen["mtime"])
 
 
 def _open_source(store: Store):

@@ -68,6 +68,8 @@
   // -- Drawing ---------------------------------------------------------------------------
   let queued = false;
   function schedule() {
+    // Not complete until the frame drawn next says so: a change is never reported done early.
+    if (window.bigquant) window.bigquant.complete = false;
     if (!queued) { queued = true; requestAnimationFrame(frame); }
   }
   function frame() {
