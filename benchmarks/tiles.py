@@ -19,6 +19,10 @@ The fixed costs are measured on their own: a process importing bigquant's tiler,
 opening the store, and ``bigquant tiles`` into a finished output's folder with nothing left
 to write (the claim, the scan of the folder and the imports of a run).
 
+The first store's tiles are also encoded by other exact encoders (Pillow's PNG, libdeflate's
+strongest level, WebP lossless, xz), 64 full-resolution tiles from the image's middle: how
+much smaller exact tiles could be.
+
 ``bigquant view`` is started with ``--no-browser`` on each store: the time from starting
 the process to the page's files, ``info.json`` and every tile of the first screen served
 (a 1000 x 800 canvas showing the whole image, six requests at a time as a browser makes
@@ -237,6 +241,78 @@ def bench_view(store: Path, samples: int = 60) -> dict:
         proc.wait(timeout=120)
 
 
+def bench_encodings(store: Path, n: int = 64) -> list[dict]:
+    """Bytes of ``n`` full-resolution tiles of ``store`` (a square block of them, from the
+    image's middle) by other encoders than bigquant's: how much smaller exact tiles get."""
+    import io
+    import lzma
+
+    import imagecodecs
+    from PIL import Image
+
+    from bigquant.tiles import DeepZoom
+
+    dz = DeepZoom(str(store))
+    cols, rows = dz.grid(dz.top)
+    side = math.isqrt(n)
+    c0, r0 = (cols - side) // 2, (rows - side) // 2
+    tiles = [
+        dz._window(dz.top, *dz._box(dz.top, c, r)).astype(np.uint8)
+        for r in range(r0, r0 + side)
+        for c in range(c0, c0 + side)
+    ]
+    palette = dz.palette.colours[: dz.palette.indexed]
+
+    def pillow(labels, **options):
+        image = Image.fromarray(labels)
+        image.putpalette(palette[:, :3].tobytes())
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", **options)
+        return buffer.getvalue()
+
+    def webp(labels):
+        buffer = io.BytesIO()
+        Image.fromarray(palette[labels][..., :3]).save(buffer, "WEBP", lossless=True, method=6)
+        return buffer.getvalue()
+
+    def unfiltered(labels):  # the rows as bigquant's PNG holds them, before deflate
+        return np.hstack([np.zeros((len(labels), 1), np.uint8), labels]).tobytes()
+
+    encoders = {
+        "bigquant (libdeflate 6, no filter)": dz._encode,
+        "Pillow, default (zlib 6, adaptive filters)": pillow,
+        "Pillow, optimize=True (zlib 9)": lambda t: pillow(t, optimize=True),
+        "libdeflate 12, no filter (its pixel data only)": lambda t: imagecodecs.deflate_encode(
+            unfiltered(t), level=12
+        ),
+        "WebP lossless, method 6 (not a PNG)": webp,
+        "xz of the unfiltered rows (pixel data only, no image format)": lambda t: lzma.compress(
+            unfiltered(t)
+        ),
+    }
+    found = []
+    for name, encode in encoders.items():
+        started = time.perf_counter()
+        size = sum(len(encode(t)) for t in tiles)
+        found.append(
+            {
+                "encoder": name,
+                "bytes": size,
+                "ms_per_tile": round(1000 * (time.perf_counter() - started) / len(tiles), 2),
+            }
+        )
+    for row in found:
+        row["x_bigquant"] = round(row["bytes"] / found[0]["bytes"], 3)
+    return found
+
+
+def encodings_table(rows: list[dict]) -> str:
+    lines = markdown_head(["encoder", "bytes", "× bigquant's", "ms a tile"])
+    for r in rows:
+        lines.append(f"| {r['encoder']} | {r['bytes']} | {r['x_bigquant']} | {r['ms_per_tile']} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     head = [
         "input MP",
@@ -323,12 +399,14 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    rows, views = [], []
+    rows, views, encodings = [], [], {}
     for mp in args.megapixels:
         src = make_input(mp)
         store = store_for(src, args.work)
         size = round(open_mp(src), 1)
         print(f"== {src.name}: {size} MP", file=sys.stderr, flush=True)
+        if not encodings:
+            encodings = {"input_mp": size, "rows": bench_encodings(store)}
         for r in bench_tiles(src, store, args.work, mp <= args.palette_mp, args.pairs, args.rounds):
             rows.append({"input_mp": size, **r})
         views.append({"input_mp": size, "store": "no pyramid", **bench_view(store)})
@@ -343,14 +421,26 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"tiles-{stamp}.json").write_text(
-        json.dumps({"machine": machine, "load": load, "rows": rows, "views": views}, indent=1)
+        json.dumps(
+            {
+                "machine": machine,
+                "load": load,
+                "rows": rows,
+                "views": views,
+                "encodings": encodings,
+            },
+            indent=1,
+        )
     )
     text = (
         f"Run of {time.strftime('%Y-%m-%d')} on {machine} ({load}): "
         f"`python benchmarks/tiles.py {' '.join(sys.argv[1:])}`.\n\n"
         f"{table(rows)}\n\n```text\n{ratios(rows)}\n```\n\n"
         f"`bigquant view --no-browser` (first screen: {SCREEN[0]} x {SCREEN[1]}):\n\n"
-        f"{view_table(views)}\n"
+        f"{view_table(views)}\n\n"
+        f"The bytes of 64 full-resolution tiles from the middle of the {encodings['input_mp']} MP "
+        "store, exact (the same pixels) by other encoders:\n\n"
+        f"{encodings_table(encodings['rows'])}\n"
     )
     print(text)
     if args.markdown:
