@@ -216,7 +216,26 @@ def test_a_source_that_is_gone_is_said_so(tmp_path, astronaut):
         with pytest.raises(Exception, match="no source tile"):
             viewer.respond("/source/9/0_0.png")
     tifffile.imwrite(src, astronaut[:100, :300])  # another image at the same path
-    assert "is now 100x300x3, not the 200x300x3" in Viewer(tmp_path / "a.zarr").source_note
+    source = Viewer(tmp_path / "a.zarr").info()["source"]
+    assert source["available"] is False and "is now 100x300x3, not the 200x300x3" in source["note"]
+
+
+def test_an_unchanged_source_is_available_before_it_is_opened(tmp_path, astronaut):
+    """info.json says the source is there from its recorded size and modification time,
+    without opening it (its imports would slow the label levels); it opens when asked for."""
+    src = write_tiff(tmp_path / "a.tif", astronaut[:200, :300])
+    bigquant.compress(src, tmp_path / "a.zarr", 8)
+    viewer = Viewer(tmp_path / "a.zarr")
+    assert viewer.info()["source"] == {
+        "path": str(src),
+        "available": True,
+        "note": "",
+        "min_level": viewer._source_min_level(),
+    }
+    assert viewer._source_found is None  # not opened
+    np.testing.assert_array_equal(
+        png(viewer.respond(f"/source/{viewer.tiler.top}/0_0.png")[1]), astronaut[:200, :255]
+    )
 
 
 def test_pixel_shares_of_a_store_without_counts_are_counted(tmp_path, astronaut):
