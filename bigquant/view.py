@@ -142,12 +142,24 @@ class Viewer:
 
     @property
     def source(self):
-        """The source image, opened lazily (on first use), or None where it is not there."""
+        """The source image, opened lazily (on first use), or None where it is not there.
+
+        Examples
+        --------
+        >>> Viewer("scan.zarr").source.data.shape  # doctest: +SKIP
+        (31744, 31744, 3)
+        """
         return self._opened_source()[0]
 
     @property
     def source_note(self) -> str:
-        """Why there is no source to show, or how it differs; empty when there is nothing to say."""
+        """Why there is no source to show, or how it differs; empty when there is nothing to say.
+
+        Examples
+        --------
+        >>> Viewer("scan.zarr").source_note  # doctest: +SKIP
+        'the source /data/scan.tif is gone'
+        """
         return self._opened_source()[1]
 
     def __enter__(self) -> Viewer:
