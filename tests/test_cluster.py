@@ -552,3 +552,27 @@ def test_compute_false_on_threads_and_not_with_workers(photo_tif, tmp_path):
     with pytest.raises(ParameterError, match="not `workers`"):
         bigquant.compress(photo_tif, tmp_path / "w.zarr", 32, workers=2, compute=False)
     assert not (tmp_path / ".w.zarr.lock").exists()
+
+
+def test_tiles_on_worker_processes_are_the_tiles_of_threads(cluster, local_store, tmp_path):
+    """`write_tiles` on a cluster: the workers make the missing label levels and encode every
+    tile, and the tile set is byte for byte the one threads write."""
+    from distributed import get_task_stream
+
+    from bigquant.tiles import write_tiles
+
+    (tmp_path / "threads").mkdir()
+    (tmp_path / "workers").mkdir()
+    n = write_tiles(local_store, tmp_path / "threads" / "t", tile_size=62)
+    with get_task_stream(cluster) as stream:
+        assert (
+            write_tiles(local_store, tmp_path / "workers" / "t", tile_size=62, client=cluster) == n
+        )
+    assert {t["worker"] for t in stream.data} <= set(cluster.scheduler_info()["workers"])
+    assert any("_write_block" in str(t["key"]) for t in stream.data)
+    assert any("_mode_write" in str(t["key"]) for t in stream.data)
+
+    def files(root):
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert files(tmp_path / "workers") == files(tmp_path / "threads") and n > 50
