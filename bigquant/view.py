@@ -169,8 +169,10 @@ class Viewer:
         self.close()
 
     def start(self) -> Viewer:
-        """Begin making what the store lacks (label levels, pixel counts) in the background,
-        and opening its source after the levels.
+        """Begin making what the store lacks (label levels, pixel counts) in the background.
+
+        The source is opened by the first request that needs it (its imports take
+        over half a second of Python, which the first screen would wait for).
 
         Returns
         -------
@@ -185,12 +187,13 @@ class Viewer:
         labels = self.tiler.levels[0].labels
         lacks_levels = labels.shape[0] > labels.chunks[0] or labels.shape[1] > labels.chunks[1]
         lacks_levels = lacks_levels and len(self.tiler.levels) == 1
-        self._making = lacks_levels
-        self._tmp = tempfile.mkdtemp(prefix="bigquant-view-")
-        self._thread = threading.Thread(
-            target=self._make, args=(lacks_levels,), name="bigquant-view-levels", daemon=True
-        )
-        self._thread.start()
+        if lacks_levels or self.counts is None:
+            self._making = lacks_levels
+            self._tmp = tempfile.mkdtemp(prefix="bigquant-view-")
+            self._thread = threading.Thread(
+                target=self._make, args=(lacks_levels,), name="bigquant-view-levels", daemon=True
+            )
+            self._thread.start()
         return self
 
     def _make(self, levels: bool) -> None:
@@ -204,9 +207,6 @@ class Viewer:
                     with self._levels_made:
                         self.tiler.levels.append(level)
                         self._levels_made.notify_all()
-            # Opening the source imports dask.array (over half a second of Python, which
-            # would slow the levels down): after them, unless a request needs it first.
-            self._opened_source()
             if self.counts is None and not self._stop.is_set():
                 self.counts = _count(self.store)
         except Exception as exc:  # the page still shows what the levels made so far allow
