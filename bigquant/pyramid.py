@@ -38,40 +38,47 @@ def level_name(level: int) -> str:
     return LEVEL0 if level == 0 else f"{LEVEL0}_{level}"
 
 
-def _mode_write(src, out, row: int, col: int, stop=None) -> None:
-    """Write chunk ``(row, col)`` of ``out`` as the 2x2 mode of the source pixels it covers."""
+#: Smallest chunk side of a level made several halvings at once (`halve`'s ``times``).
+_SMALLEST_CHUNK = 256
+
+
+def _mode_write(src, out, row: int, col: int, times: int, stop=None) -> None:
+    """Write chunk ``(row, col)`` of ``out``: the source pixels it covers, halved ``times``
+    times by the 2x2 mode."""
     if stop is not None and stop.is_set():
         return
-    cy, cx = out.chunks
-    halved = mode_2x2(src[2 * row * cy : 2 * (row + 1) * cy, 2 * col * cx : 2 * (col + 1) * cx])
-    out[row * cy : row * cy + halved.shape[0], col * cx : col * cx + halved.shape[1]] = halved
+    (cy, cx), f = out.chunks, 1 << times
+    block = src[f * row * cy : f * (row + 1) * cy, f * col * cx : f * (col + 1) * cx]
+    for _ in range(times):
+        block = mode_2x2(block)
+    out[row * cy : row * cy + block.shape[0], col * cx : col * cx + block.shape[1]] = block
 
 
-def halve(src, group, target: str, nodata: int | None, stop=None) -> tuple[int, int]:
-    """Write array ``target`` of ``group`` as the 2x2 mode of the Zarr array ``src``, one Zarr
-    chunk per task (``nodata``: the nodata label, its fill value as level 0's); its shape.
+def halve(src, group, target: str, nodata: int | None, stop=None, times: int = 1):
+    """Write array ``target`` of ``group`` as the Zarr array ``src`` halved ``times`` times
+    by the 2x2 mode, one Zarr chunk per task; return it.
 
-    ``stop``, a `threading.Event` (local threads only), once set leaves the chunks of the
-    tasks that have not started unwritten: the level is then incomplete."""
-    cy, cx = src.chunks
-    shape = (-(-src.shape[0] // 2), -(-src.shape[1] // 2))
+    The labels are those of halving one level at a time (each task's pixels start on a
+    multiple of ``2**times``). The target's chunks are ``src``'s, or past one halving
+    ``src``'s halved ``times - 1`` times (at least `_SMALLEST_CHUNK`): a task reads at most
+    about 2 x 2 of ``src``'s chunks. ``nodata``: the nodata label, the fill value as level
+    0's. ``stop``, a `threading.Event` (local threads only), once set leaves the chunks of
+    the tasks that have not started unwritten: the level is then incomplete."""
+    f = 1 << times
+    shape = (-(-src.shape[0] // f), -(-src.shape[1] // f))
+    chunks = tuple(min(c, max(c >> (times - 1), _SMALLEST_CHUNK)) for c in src.chunks)
     # Dimensions of their own: xarray opens the group as one dataset, and a level's y is not
     # level 0's.
     dims = (f"y_{target.rsplit('_', 1)[1]}", f"x_{target.rsplit('_', 1)[1]}")
-    dst = create_label_array(group, target, shape, (cy, cx), src.dtype, dims, nodata=nodata)
-    # Each task reads the 2cy x 2cx source pixels of exactly one cy x cx chunk of the target,
-    # so no two tasks write the same Zarr chunk. (Still one dask.delayed call per chunk: the
-    # label pass plans in one blockwise layer, see `bigquant.write.label_writes`.) Reading
-    # in the task, not through dask.array, keeps dask.array's imports out of `bigquant tiles`.
+    dst = create_label_array(group, target, shape, chunks, src.dtype, dims, nodata=nodata)
+    # Each task writes exactly one chunk of the target, so no two write the same Zarr chunk.
+    # (Still one dask.delayed call per chunk: the label pass plans in one blockwise layer,
+    # see `bigquant.write.label_writes`.) Reading in the task, not through dask.array, keeps
+    # dask.array's imports out of `bigquant tiles`.
     write = dask.delayed(_mode_write, pure=False)
-    compute(
-        *(
-            write(src, dst, r, c, stop)
-            for r in range(-(-shape[0] // cy))
-            for c in range(-(-shape[1] // cx))
-        )
-    )
-    return shape
+    rows, cols = -(-shape[0] // chunks[0]), -(-shape[1] // chunks[1])
+    compute(*(write(src, dst, r, c, times, stop) for r in range(rows) for c in range(cols)))
+    return dst
 
 
 def _colors(
@@ -141,7 +148,7 @@ def write_pyramid(
     while h > cy or w > cx:
         name = level_name(len(paths))
         with progress(f"pyramid level {len(paths)}", show_progress):
-            h, w = halve(group[paths[-1]], group, name, nodata_label)
+            h, w = halve(group[paths[-1]], group, name, nodata_label).shape
         paths.append(name)
 
     size = pixel_size or {"y": 1, "x": 1}

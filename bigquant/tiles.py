@@ -109,8 +109,9 @@ class DeepZoom:
         Pixels each tile repeats of its neighbours on every side that has one, at least 0.
     levels : list of LabelArray, optional
         Label arrays level 0 first, each the 2x2 mode of the one before
-        (`Store.levels`, the default, reads the store's own); a level past the last
-        is made from the last by `bigquant.kernels.downsample.mode_2x2`.
+        (`Store.levels`, the default, reads the store's own), None where one is
+        missing; a level past the last, or missing, is made from the nearest one
+        above it by `bigquant.kernels.downsample.mode_2x2`.
 
     Attributes
     ----------
@@ -232,15 +233,27 @@ class DeepZoom:
         x0, y0 = max(col * t - o, 0), max(row * t - o, 0)
         return x0, y0, min((col + 1) * t + o, w), min((row + 1) * t + o, h)
 
+    def add_level(self, halvings: int, labels) -> None:
+        """Add a label level made since (`make_levels`): ``labels``, ``halvings`` halvings
+        below full resolution; the levels between, if any, stay missing (None)."""
+        self.levels += [None] * (halvings - len(self.levels)) + [labels]
+
+    def nearest_level(self, halvings: int) -> int:
+        """The most halvings, up to ``halvings``, of a label level at hand."""
+        j = min(halvings, len(self.levels) - 1)
+        while self.levels[j] is None:
+            j -= 1
+        return j
+
     def _window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """The labels of pixels ``[y0:y1, x0:x1]`` of ``level``, read from the nearest stored level.
 
-        A level coarser than the last stored one is the 2x2 mode of that one, applied
-        as often as it takes, to a window whose corners fall on whole cells: the same
+        A level not at hand is the 2x2 mode of the nearest one above it, applied as
+        often as it takes, to a window whose corners fall on whole cells: the same
         labels as halving the whole level, for a window's worth of reading.
         """
         k = self._halvings(level)
-        j = min(k, len(self.levels) - 1)
+        j = self.nearest_level(k)
         s = 2 ** (k - j)
         h, w = self.levels[j].shape
         labels = self.levels[j][y0 * s : min(y1 * s, h), x0 * s : min(x1 * s, w)]
@@ -454,9 +467,9 @@ def _missing(tiler: DeepZoom, root: str, level: int) -> list[list[tuple[int, int
     # Whole bands of tile rows about a source chunk high (read amplification stays small),
     # split across when a band would hold too many pixels.
     k = tiler.top - level
-    source = tiler.levels[min(k, len(tiler.levels) - 1)]
-    chunk_rows = source.labels.chunks[0]
-    per_tile = tiler.tile_size * 2 ** max(0, k - (len(tiler.levels) - 1))
+    j = tiler.nearest_level(k)
+    chunk_rows = tiler.levels[j].labels.chunks[0]
+    per_tile = tiler.tile_size * 2 ** (k - j)
     band = max(1, chunk_rows // per_tile)
     across = max(1, _TASK_PIXELS // (band * per_tile * per_tile))
     blocks = []
@@ -592,7 +605,8 @@ def _write_missing(tiler: DeepZoom, root: str, store: Store, client, workers, sh
         with tempfile.TemporaryDirectory(prefix=".bigquant-levels-", dir=parent) as tmp:
             if len(tiler.levels) == 1 and any(need[level] for level in range(tiler.top)):
                 log.info("making the label levels %s lacks (2x2 mode)", store.path)
-                tiler.levels += list(make_levels(tiler.levels[0].labels, tmp, store, show_progress))
+                for n, level in make_levels(tiler.levels[0].labels, tmp, store, show_progress):
+                    tiler.add_level(n, level)
                 need = _need(tiler, root)  # blocks sized for the levels read now
             tasks = _tasks(tiler, root, need)
             with progress("tiles", show_progress):
@@ -611,26 +625,36 @@ def _tasks(tiler: DeepZoom, root: str, need: dict) -> list:
     return [write(tiler, root, level, block) for level, blocks in need.items() for block in blocks]
 
 
-def make_levels(labels, tmp: str, store: Store, show_progress: bool = False, stop=None):
-    """Yield the halvings of ``labels`` (the 2x2 mode, each written to a Zarr group in ``tmp``
-    chunk by chunk from the one before) until one fits a chunk, each as a `LabelArray` once
-    it is whole: the levels a store without a pyramid lacks, for tiles and `bigquant.view`.
-    Once ``stop`` (a `threading.Event`) is set, the level being made is left unfinished and
-    no more are made."""
+def make_levels(
+    labels, tmp: str, store: Store, show_progress: bool = False, stop=None, step: int = 1
+):
+    """Yield the label levels a store without a pyramid lacks, for tiles and `bigquant.view`:
+    ``(halvings, LabelArray)`` of every ``step``-th halving of ``labels`` (the 2x2 mode),
+    each once it is whole, until one fits a chunk (the last may be fewer halvings on).
+
+    Each is written to a Zarr group in ``tmp`` from the one before, chunk by chunk
+    (`bigquant.pyramid.halve`), in one pass over it: a viewer that makes every third level
+    reads the labels once before its first screen, not once per level. Once ``stop`` (a
+    `threading.Event`) is set, the level being made is left unfinished and no more are made.
+    """
     import zarr
 
     from .progress import progress
 
     group = zarr.open_group(f"{tmp}/levels.zarr", mode="w")
-    level, n, (cy, cx) = labels, 1, labels.chunks
-    while level.shape[0] > cy or level.shape[1] > cx:
+    (cy, cx), (h, w), left = labels.chunks, labels.shape, 0
+    while h > cy or w > cx:
+        h, w, left = -(-h // 2), -(-w // 2), left + 1
+    level, n = labels, 0
+    while n < left:
+        times = min(step, left - n)
+        n += times
         name = f"{LABELS_KEY}_{n}"
         with progress(f"label level {n}", show_progress):
-            halve(level, group, name, store.meta.nodata_label, stop)
+            level = halve(level, group, name, store.meta.nodata_label, stop, times)
         if stop is not None and stop.is_set():
             return
-        level, n = group[name], n + 1
-        yield LabelArray(store.path, level)
+        yield n, LabelArray(store.path, level)
 
 
 def _prepare(root: str, finished: str, manifest: dict, layout: str, overwrite: bool) -> None:

@@ -203,9 +203,13 @@ class Viewer:
                 # Stopped, the tasks not yet started write nothing: Ctrl-C waits for the
                 # tasks running, not for a whole level.
                 labels = self.tiler.levels[0].labels
-                for level in make_levels(labels, self._tmp, self.store, stop=self._stop):
+                # Every `_CASCADE`-th level, each in one pass over the one before: a tile
+                # is never more halvings than that below one, and the first screen waits
+                # for one read of the labels, not one a level.
+                made = make_levels(labels, self._tmp, self.store, stop=self._stop, step=_CASCADE)
+                for n, level in made:
                     with self._levels_made:
-                        self.tiler.levels.append(level)
+                        self.tiler.add_level(n, level)
                         self._levels_made.notify_all()
             if self.counts is None and not self._stop.is_set():
                 self.counts = _count(self.store)

@@ -111,6 +111,41 @@ def test_deep_zoom_tiles_are_codebook_of_labels_at_every_level(tmp_path, photo_s
                         np.testing.assert_array_equal(rgb, codebook[expected[y0:y1, x0:x1]])
 
 
+@pytest.fixture(scope="module")
+def odd_store(tmp_path_factory, astronaut) -> Path:
+    """An odd-sized photograph in 16 colours, in small chunks, without a pyramid."""
+    path = tmp_path_factory.mktemp("odd") / "odd.zarr"
+    bigquant.compress(da.from_array(astronaut[:509, :457], chunks=(64, 64, 3)), path, 16)
+    return path
+
+
+@pytest.mark.parametrize("step", [1, 2, 3])
+def test_levels_made_every_few_halvings_are_the_levels_and_give_the_same_tiles(
+    tmp_path, odd_store, step
+):
+    """`make_levels` of a store without a pyramid, every level (tiles) or every few in one
+    pass each (the viewer): each is the 2x2 mode of the labels halved that often, on an
+    odd-sized image in small chunks; and Deep Zoom tiles from such sparse levels are the
+    tiles from all of them."""
+    from bigquant.tiles import make_levels
+
+    store = open_store(odd_store)
+    labels = store.labels[:]
+    dz = DeepZoom(store, 62, 1)
+    (tmp_path / "levels").mkdir()
+    made = list(make_levels(store.labels, str(tmp_path / "levels"), store, step=step))
+    assert [n for n, _ in made] == sorted({*range(step, 3 + 1, step), 3})  # 509 -> 64: 3
+    for n, level in made:
+        np.testing.assert_array_equal(level[:, :], level_labels(labels, n))
+        dz.add_level(n, level)
+    assert len(dz.levels) == 4 and sum(level is None for level in dz.levels) == 3 - len(made)
+    dense = DeepZoom(store, 62, 1)
+    for level in range(dz.top + 1):
+        cols, rows = dz.grid(level)
+        for c, r in {(0, 0), (cols - 1, rows - 1), (cols // 2, rows // 2)}:
+            assert dz.tile(level, c, r) == dense.tile(level, c, r), (level, c, r)
+
+
 def test_one_tile_on_demand_reads_only_its_window(photo_stores):
     """`DeepZoom.tile` of a deep level reads the few labels it needs, not the whole image."""
     store = open_store(photo_stores[False])
