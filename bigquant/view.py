@@ -16,10 +16,10 @@ so is a request naming another host than ``127.0.0.1:PORT`` or ``localhost:PORT`
 Tiles of a ``bigquant tiles`` output (``tiles=``) are read from its folder, a
 file that resolves outside it (a symlink) refused.
 
-A store without a label pyramid gets one in a temporary folder, made in the
-background as the page opens (`bigquant.tiles.make_levels`: the same 2x2 mode
-``bigquant tiles`` uses); a coarse tile asked for before its level is made waits
-for it. Nothing here reads the whole image in a request.
+A store without a label pyramid gets every third level of one in a temporary
+folder, made in the background as the page opens (`bigquant.tiles.make_levels`: the
+same 2x2 mode ``bigquant tiles`` uses); a coarse tile asked for before its level is
+made waits for it. Nothing here reads the whole image in a request.
 """
 
 from __future__ import annotations
