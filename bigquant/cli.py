@@ -307,7 +307,7 @@ def decompress(store, out, **kwargs):
 @options.workers
 @_command
 def tiles(store, out, **kwargs):
-    """Write the quantized image of STORE as a pyramid of PNG web tiles to the folder OUT.
+    """Write the quantized image of STORE as a pyramid of PNG web tiles to OUT (a folder or s3://).
 
     Every tile is an indexed PNG with the store's codebook as its one colour
     table (nodata transparent), so tiles never disagree; stores of more than

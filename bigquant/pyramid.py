@@ -60,8 +60,9 @@ def halve(src, group, target: str, nodata: int | None, stop=None, times: int = 1
 
     The labels are those of halving one level at a time (each task's pixels start on a
     multiple of ``2**times``). The target's chunks are ``src``'s, or past one halving
-    ``src``'s halved ``times - 1`` times (at least `_SMALLEST_CHUNK`): a task reads at most
-    about 2 x 2 of ``src``'s chunks. ``nodata``: the nodata label, the fill value as level
+    ``src``'s halved ``times - 1`` times (at least `_SMALLEST_CHUNK`): a task reads
+    ``2**times`` of them across and down, 2 x 2 of ``src``'s chunks when those are 1024 or
+    more pixels a side (more, smaller ones below that). ``nodata``: the nodata label, the fill value as level
     0's. ``stop``, a `threading.Event` (local threads only), once set leaves the chunks of
     the tasks that have not started unwritten: the level is then incomplete."""
     f = 1 << times

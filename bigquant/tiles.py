@@ -20,12 +20,13 @@ ceil(h / 2**(top - L))`` with ``top = ceil(log2(max(w, h)))``; XYZ zoom
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import posixpath
-import tempfile
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,7 +158,7 @@ class DeepZoom:
         self.store = store if isinstance(store, Store) else open_store(store)
         self.tile_size, self.overlap = tile_size, overlap
         self.height, self.width = self.store.labels.shape
-        self.levels = levels or self.store.levels()
+        self.levels = list(levels or self.store.levels())  # `add_level` extends it
         self.palette = _palette(self.store, self._pad)
         self.top = self._top()
 
@@ -234,12 +235,41 @@ class DeepZoom:
         return x0, y0, min((col + 1) * t + o, w), min((row + 1) * t + o, h)
 
     def add_level(self, halvings: int, labels) -> None:
-        """Add a label level made since (`make_levels`): ``labels``, ``halvings`` halvings
-        below full resolution; the levels between, if any, stay missing (None)."""
+        """Add a label level made since (`make_levels`); the levels between stay missing.
+
+        Parameters
+        ----------
+        halvings : int
+            How many times the level halves the full-resolution labels.
+        labels : LabelArray
+            The level's labels.
+
+        Examples
+        --------
+        >>> dz = DeepZoom("scan.zarr")  # doctest: +SKIP
+        >>> for n, level in make_levels(dz.levels[0].labels, "tmp", dz.store, step=3):  # doctest: +SKIP
+        ...     dz.add_level(n, level)
+        """
         self.levels += [None] * (halvings - len(self.levels)) + [labels]
 
     def nearest_level(self, halvings: int) -> int:
-        """The most halvings, up to ``halvings``, of a label level at hand."""
+        """The label level at hand nearest above ``halvings`` halvings; reads nothing.
+
+        Parameters
+        ----------
+        halvings : int
+            How many times the labels wanted halve the full-resolution ones.
+
+        Returns
+        -------
+        int
+            The most halvings, up to ``halvings``, of a level in `levels`.
+
+        Examples
+        --------
+        >>> DeepZoom("scan.zarr").nearest_level(5)  # a store without a pyramid  # doctest: +SKIP
+        0
+        """
         j = min(halvings, len(self.levels) - 1)
         while self.levels[j] is None:
             j -= 1
@@ -554,9 +584,10 @@ def write_tiles(
     tiles, each under a temporary name renamed once whole (on an object store
     in one put each, which no one sees before it is whole); the ``.dzi`` (and
     the manifest's ``complete``) come last. A store without a label pyramid
-    first gets one in a temporary Zarr group beside the output (in the
-    system's temporary folder for an object store), written chunk by chunk
-    (`bigquant.pyramid.halve`), so no level is held in memory.
+    first gets one in a temporary Zarr group beside the output (a prefix, on an
+    object store), where every worker reads it, written chunk by chunk
+    (`bigquant.pyramid.halve`), so no level is held in memory. A folder holding
+    anything but bigquant tiles is refused, ``overwrite`` or not.
 
     Examples
     --------
@@ -567,7 +598,8 @@ def write_tiles(
             f"`layout` must be one of {', '.join(defaults.TILE_LAYOUTS)}, not {layout!r}"
         )
     store = store if isinstance(store, Store) else open_store(store)
-    out = location.normalize(out).rstrip("/")
+    # A file:// URL is a local folder: its tiles are renamed into place like any.
+    out = location.normalize(str(out).removeprefix("file://")).rstrip("/")
     if layout == "deepzoom":
         out = out.removesuffix(".dzi")
         root, finished = f"{out}_files", f"{out}.dzi"
@@ -595,22 +627,39 @@ def write_tiles(
 def _write_missing(tiler: DeepZoom, root: str, store: Store, client, workers, show_progress):
     """Write the tiles ``root`` lacks, in parallel; return how many were written."""
     from .cluster import ready, scheduler
-    from .progress import compute, progress
 
     with scheduler(client, workers=workers):
         ready()
         need = _need(tiler, root)
-        # Beside the output, on its disk; in the system's temporary folder for an object store.
-        parent = None if location.is_url(root) else os.path.dirname(root)
-        with tempfile.TemporaryDirectory(prefix=".bigquant-levels-", dir=parent) as tmp:
-            if len(tiler.levels) == 1 and any(need[level] for level in range(tiler.top)):
-                log.info("making the label levels %s lacks (2x2 mode)", store.path)
+        if len(tiler.levels) == 1 and any(need[level] for level in range(tiler.top)):
+            log.info("making the label levels %s lacks (2x2 mode)", store.path)
+            # Beside the output, where every worker that writes it reads them.
+            with _temporary_folder(root) as tmp:
                 for n, level in make_levels(tiler.levels[0].labels, tmp, store, show_progress):
                     tiler.add_level(n, level)
-                need = _need(tiler, root)  # blocks sized for the levels read now
-            tasks = _tasks(tiler, root, need)
-            with progress("tiles", show_progress):
-                return sum(compute(*tasks))
+                return _write_need(tiler, root, show_progress)
+        return _write_need(tiler, root, show_progress, need)
+
+
+def _write_need(tiler: DeepZoom, root: str, show_progress: bool, need: dict | None = None) -> int:
+    """Write the blocks of missing tiles ``need`` (`_need`, found now if None)."""
+    from .progress import compute, progress
+
+    tasks = _tasks(tiler, root, _need(tiler, root) if need is None else need)
+    with progress("tiles", show_progress):
+        return sum(compute(*tasks))
+
+
+@contextlib.contextmanager
+def _temporary_folder(root: str):
+    """A new folder beside ``root`` (a prefix, on an object store), removed after the block."""
+    folder = location.sibling(root, f".bigquant-levels-{uuid.uuid4().hex}")
+    if not location.is_url(folder):
+        os.makedirs(folder)
+    try:
+        yield folder
+    finally:
+        location.remove(folder)
 
 
 def _need(tiler: DeepZoom, root: str) -> dict[int, list]:
@@ -641,7 +690,7 @@ def make_levels(
 
     from .progress import progress
 
-    group = zarr.open_group(f"{tmp}/levels.zarr", mode="w")
+    group = zarr.open_group(location.zarr_store(f"{tmp}/levels.zarr", read_only=False), mode="w")
     (cy, cx), (h, w), left = labels.chunks, labels.shape, 0
     while h > cy or w > cx:
         h, w, left = -(-h // 2), -(-w // 2), left + 1
@@ -662,21 +711,32 @@ def _prepare(root: str, finished: str, manifest: dict, layout: str, overwrite: b
 
     A finished tile set (its ``.dzi``, or a manifest marked complete) is refused
     without ``overwrite``; unfinished tiles of the same store and options are
-    kept for this run to complete; any other content of ``root`` is refused.
+    kept for this run to complete, those of another refused. A folder holding
+    anything but bigquant tiles (no manifest) is refused, ``overwrite`` or not:
+    nothing the user had there is deleted.
     """
     path = f"{root}/{MANIFEST}"
+    if location.exists(root) and not location.isdir(root):
+        raise ParameterError(f"{root} is a file, not a folder of tiles: nothing was deleted")
     try:
         found = json.loads(location.read_bytes(path) or b"null")
-    except ValueError:
+    except (OSError, ValueError):
         found = None
+    found = found if isinstance(found, dict) else None
+    if found is None and _holds_files(root):
+        raise ParameterError(
+            f"{root} holds files that are not bigquant tiles: tiles go to a new or empty "
+            "folder, or over tiles of their own; nothing was deleted"
+        )
     done = location.exists(finished) if layout == "deepzoom" else bool(found and found["complete"])
     if overwrite:
         if layout == "deepzoom":
             location.remove(finished)
-        location.remove(root)
+        # The manifest first: a removal cut short leaves no set that looks finished.
+        location.remove(root, first=(MANIFEST,))
     elif done:
         raise ParameterError(f"{finished} already exists (use `overwrite` to replace it)")
-    elif _holds_files(root) and {**(found or {}), "complete": False} != manifest:
+    elif found is not None and {**found, "complete": False} != manifest:
         raise ParameterError(
             f"{root} holds tiles of another store or other options (use `overwrite` to replace them)"
         )

@@ -568,7 +568,6 @@ def test_tiles_on_worker_processes_are_the_tiles_of_threads(cluster, local_store
         assert (
             write_tiles(local_store, tmp_path / "workers" / "t", tile_size=62, client=cluster) == n
         )
-    assert {t["worker"] for t in stream.data} <= set(cluster.scheduler_info()["workers"])
     assert any("_write_block" in str(t["key"]) for t in stream.data)
     assert any("_mode_write" in str(t["key"]) for t in stream.data)
 

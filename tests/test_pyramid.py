@@ -61,10 +61,13 @@ def make_store(path, labels: np.ndarray, codebook: np.ndarray, chunks, zarr_form
 
 @settings(max_examples=200, deadline=None)
 @given(
-    hnp.arrays(
-        np.uint8,
-        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=9),
-        elements=st.integers(0, 3),
+    st.sampled_from([np.uint8, np.uint16]).flatmap(
+        lambda dtype: hnp.arrays(
+            dtype,
+            hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=9),
+            # Few values (ties of every kind), and uint16 labels past 256.
+            elements=st.sampled_from([0, 1, 2, 3] if dtype == np.uint8 else [0, 3, 300, 65535]),
+        )
     )
 )
 def test_mode_matches_reference_on_any_shape(block):

@@ -284,7 +284,11 @@ def test_tiles_to_s3_are_the_local_tiles_and_a_rerun_finishes_only_the_missing(
         if p.is_file()
     }
     assert objects() == files and sum(k.endswith(".png") for k in files) == n
-    assert not s3.exists(f"{BUCKET}/web-{layout}/.china.lock")
+    # No claim left, and the lower levels (made beside the output, for every worker) removed.
+    assert not s3.exists(
+        f"{BUCKET}/web-{layout}/.china{'.dzi' if layout == 'deepzoom' else ''}.lock"
+    )
+    assert not [k for k in s3.ls(f"{BUCKET}/web-{layout}") if ".bigquant-levels-" in k]
 
     # A run cut short: its last mark and some tiles missing. The rerun writes those alone.
     finished = "china.dzi" if layout == "deepzoom" else "china/.bigquant-tiles.json"
@@ -300,3 +304,19 @@ def test_tiles_to_s3_are_the_local_tiles_and_a_rerun_finishes_only_the_missing(
     again = cli("tiles", str(store), url(f"web-{layout}/china"), "--layout", layout)
     assert again.returncode != 0 and "already exists" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1 and objects() == files
+    root = "china_files" if layout == "deepzoom" else "china"
+    s3.pipe_file(f"{BUCKET}/web-{layout}/{root}/0/stale.png", b"an old tile")
+    over = cli("tiles", str(store), url(f"web-{layout}/china"), "--layout", layout, "--overwrite")
+    assert over.returncode == 0, over.stderr
+    assert objects() == files  # replaced whole: the stale tile is gone
+
+    # A prefix of someone else's objects: refused, --overwrite or not, and kept.
+    s3.pipe_file(
+        f"{BUCKET}/theirs-{layout}/china{'_files' if layout == 'deepzoom' else ''}/a.txt", b"x"
+    )
+    for extra in ((), ("--overwrite",)):
+        refused = cli(
+            "tiles", str(store), url(f"theirs-{layout}/china"), "--layout", layout, *extra
+        )
+        assert refused.returncode == 1 and "not bigquant tiles" in refused.stderr
+    assert len(s3.find(f"{BUCKET}/theirs-{layout}")) == 1

@@ -376,6 +376,41 @@ def test_bad_input_is_one_line(tmp_path, photo_stores):
     assert open_store(photo_stores[False]).labels.nchunks_initialized == 36  # left whole
 
 
+@pytest.mark.parametrize("layout", ["xyz", "deepzoom"])
+def test_a_folder_of_other_files_is_never_emptied(tmp_path, photo_stores, layout):
+    """OUT (or OUT_files) holding the user's own files: refused in one line, `--overwrite` or
+    not, and every file kept; a file where the folder would go likewise."""
+    folder = tmp_path / ("docs" if layout == "xyz" else "docs_files")
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("years of work")
+    (tmp_path / "afile").write_text("mine")
+    for out, message in ((tmp_path / "docs", "holds files that are not bigquant tiles"),
+                         (tmp_path / "afile", "is a file, not a folder of tiles")):  # fmt: skip
+        if layout == "deepzoom" and out.name == "afile":
+            (tmp_path / "afile_files").write_text("mine")
+        for extra in ((), ("--overwrite",)):
+            result = cli("tiles", photo_stores[False], out, "--layout", layout, *extra)
+            assert result.returncode == 1 and message in result.stderr, result.stderr
+            assert result.stderr.count("\n") == 1 and "nothing was deleted" in result.stderr
+    assert (folder / "thesis.txt").read_text() == "years of work"
+    assert sorted(p.name for p in folder.iterdir()) == ["thesis.txt"]
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_file_url_is_a_local_folder(tmp_path, photo_stores):
+    """``file://`` OUT: the same tiles as the path, each renamed into place."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    n = write_tiles(photo_stores[False], tmp_path / "a" / "t")
+    assert write_tiles(photo_stores[False], f"file://{tmp_path}/b/t") == n
+    for png_file in (tmp_path / "a").rglob("*.png"):
+        assert (
+            png_file.read_bytes()
+            == (tmp_path / "b" / png_file.relative_to(tmp_path / "a")).read_bytes()
+        )
+    assert not list(tmp_path.glob("*/.bigquant-levels-*"))  # the lower levels, removed
+
+
 def test_a_run_into_tiles_another_run_is_writing_stops_at_once(tmp_path, photo_stores):
     lock, host = tmp_path / ".o.dzi.lock", socket.gethostname()
     # A live run's claim (this process's pid stands for it).
@@ -548,18 +583,24 @@ def test_png_kernel_reads_back_exactly_in_pillow(pixels, opaque):
 
 
 @pytest.mark.skipif(not shutil.which("gdal_translate"), reason="GDAL is not installed")
-@pytest.mark.parametrize("channels", [1, 0, 3, 4])
-def test_png_kernel_reads_back_exactly_in_gdal(channels, astronaut, tmp_path):
-    """The same PNGs through GDAL's PNG driver (into a TIFF tifffile reads): the same pixels
-    and, for indexed ones (2 and 8 bits a pixel), the same colour table."""
-    pixels = {
-        1: astronaut[:37, :53, 0] // 64,
-        0: astronaut[:37, :53, 0] // 8,
-        3: astronaut[:37, :53],
-        4: np.dstack([astronaut[:37, :53], astronaut[:37, :53, 1]]),
-    }[channels]
-    data, palette = _png_case(pixels, opaque=True)
-    (tmp_path / "t.png").write_bytes(data)
+@pytest.mark.parametrize("colours", [2, 4, 16, 200, "rgb", "rgba"])
+def test_png_kernel_reads_back_exactly_in_gdal(colours, astronaut, tmp_path):
+    """The PNGs through GDAL's PNG driver (into a TIFF tifffile reads), at an odd width: every
+    bit depth of indexed pixels (1, 2, 4, 8) with a transparent entry, RGB and RGBA."""
+    from bigquant.kernels import png
+
+    crop = astronaut[:37, :53]
+    palette = None
+    if colours == "rgb":
+        pixels = crop
+    elif colours == "rgba":
+        pixels = np.dstack([crop, crop[:, :, 1]])
+    else:
+        pixels = (crop[:, :, 0].astype(int) * colours // 256).astype(np.uint8)
+        palette = np.random.default_rng(colours).integers(0, 256, (colours, 4), dtype=np.uint8)
+        palette[:, 3] = 255
+        palette[1, 3] = 0  # one transparent entry (the nodata label's)
+    (tmp_path / "t.png").write_bytes(png.encode(pixels, palette))
     subprocess.run(
         ["gdal_translate", "-q", str(tmp_path / "t.png"), str(tmp_path / "t.tif")], check=True
     )
@@ -567,4 +608,16 @@ def test_png_kernel_reads_back_exactly_in_gdal(channels, astronaut, tmp_path):
         np.testing.assert_array_equal(tif.asarray(), pixels)
         if palette is not None:
             colormap = tif.pages[0].colormap  # 16-bit entries: 8-bit value * 257
-            np.testing.assert_array_equal(colormap[:, : len(palette)].T // 257, palette[:, :3])
+            np.testing.assert_array_equal(colormap[:, :colours].T // 257, palette[:, :3])
+    info = subprocess.run(
+        ["gdalinfo", str(tmp_path / "t.png")], capture_output=True, text=True, check=True
+    ).stdout
+    if palette is not None:  # GDAL reads the tRNS entry as the colour's alpha
+        assert "1: " in info and f"{palette[1, 0]},{palette[1, 1]},{palette[1, 2]},0" in info
+
+
+def test_png_kernel_refuses_an_index_past_its_palette():
+    from bigquant.kernels import png
+
+    with pytest.raises(ValueError, match="index 5 past the 2-colour palette"):
+        png.encode(np.array([[0, 5]], np.uint8), np.zeros((2, 4), np.uint8))

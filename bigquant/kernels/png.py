@@ -56,6 +56,11 @@ def encode(pixels: np.ndarray, palette: np.ndarray | None = None) -> bytes:
     bytes
         A PNG with every row unfiltered (filter type 0) in one IDAT chunk.
 
+    Raises
+    ------
+    ValueError
+        For an index past the palette.
+
     Examples
     --------
     >>> png = encode(np.zeros((2, 3), np.uint8), np.array([[255, 0, 0, 255]], np.uint8))
@@ -66,6 +71,8 @@ def encode(pixels: np.ndarray, palette: np.ndarray | None = None) -> bytes:
 
     h, w = pixels.shape[:2]
     bits = 8
+    if palette is not None and int(pixels.max(initial=0)) >= len(palette):
+        raise ValueError(f"index {int(pixels.max())} past the {len(palette)}-colour palette")
     if palette is not None:
         colour_type, head = 3, _chunk(b"PLTE", palette[:, :3].tobytes())
         if (palette[:, 3] != 255).any():
