@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -149,3 +150,9 @@ def browser():
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
         yield chromium
         chromium.close()
+
+
+def sigint_as_a_terminal_gives_it() -> None:
+    """For ``Popen(preexec_fn=...)``: Ctrl-C's default action in the child, even when the
+    tests run in the background (``nohup``, ``&``), whose children start with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import cli, damage_software_tag, run_cli, two_writers, write_tiff
+from conftest import (
+    cli,
+    damage_software_tag,
+    run_cli,
+    sigint_as_a_terminal_gives_it,
+    two_writers,
+    write_tiff,
+)
 from distributed import Client, LocalCluster
 
 import bigquant
@@ -356,6 +363,7 @@ def test_ctrl_c_on_worker_processes_prints_no_traceback(mosaic, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # a process group of its own, as a terminal gives a command
+        preexec_fn=sigint_as_a_terminal_gives_it,
     )
     wait_for_chunks(dst, 20, proc)
     # Ctrl-C: SIGINT to every process of the group, the worker process too.

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import pytest
 import tifffile
-from conftest import made_up_meta, write_tiff
+from conftest import made_up_meta, sigint_as_a_terminal_gives_it, write_tiff
 from PIL import Image
 
 import bigquant
@@ -262,6 +262,7 @@ def test_view_command_prints_its_address_and_stops_on_ctrl_c(photo):
     proc = subprocess.Popen(
         [sys.executable, "-m", "bigquant", "view", str(store), "--no-browser"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=sigint_as_a_terminal_gives_it,
     )  # fmt: skip
     try:
         url = proc.stdout.readline().strip()
