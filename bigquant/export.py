@@ -6,20 +6,21 @@ of the image, never all of it.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import logging
 import posixpath
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from dask.system import CPU_COUNT
 
 from . import location
 from .errors import BigquantError, ParameterError
-from .kernels.color import in_dtype
-from .kernels.downsample import block_means
-from .kernels.nearest import check_labels
+from .kernels.downsample import pyramid_rows
+from .kernels.nearest import check_labels, lookup_into_tiles
 from .output import Output
 from .progress import compute, progress
 from .store import CENTIMETRES, Store, StoreMeta, open_store
@@ -60,7 +61,7 @@ def decompress(
         Usually the smallest file to share; needs a grey or RGB codebook of
         uint8 or uint16 values and no alpha; the nodata label is its GDAL_NODATA.
     overviews : bool
-        Give a TIFF internal overviews (see `overview_levels`), so GIS tools
+        Give a TIFF internal overviews (see `overview_shapes`), so GIS tools
         draw it zoomed out without reading every tile. Measured on the 105 MP
         benchmark mosaic: 1.3x the time of a palette TIFF without them and
         1.9x for an RGB one (whose averaged levels also compress less).
@@ -117,50 +118,39 @@ def decompress(
             raise ParameterError(f"{out}: `palette` writes a TIFF; name the output .tif")
         colormap = palette_colormap(store)
         description = palette_description(store)
-        # Checked like the colours would be: no label may point past the codebook.
-        image = store.labels_dask().map_blocks(check_labels, len(store.codebook))
-    else:
-        image = store.quantized()
-        if image.shape[2] == 1:
-            image = image[:, :, 0]
-    levels = overview_levels(store, palette) if overviews and suffix != ".zarr" else []
     with (
         Output(out, "zarr" if suffix == ".zarr" else "tiff").write(overwrite=overwrite) as tmp,
         progress("writing", show_progress),
     ):
         if suffix == ".zarr":
-            _write_zarr(image, tmp, None if palette else store.meta.source.nodata_value)
+            image = store.quantized()
+            image = image[:, :, 0] if image.shape[2] == 1 else image
+            _write_zarr(image, tmp, store.meta.source.nodata_value)
         elif location.is_url(tmp):
             # TIFF writing seeks back to patch offsets, which object-store files cannot:
             # write it locally, then upload.
             with tempfile.TemporaryDirectory() as local:
-                _write_tiff(image, f"{local}/out.tif", colormap, store.meta, levels, description)
+                _write_tiff(store, f"{local}/out.tif", colormap, overviews, description)
                 location.upload(f"{local}/out.tif", tmp)
         else:
-            _write_tiff(image, tmp, colormap, store.meta, levels, description)
+            _write_tiff(store, tmp, colormap, overviews, description)
     return out
 
 
-def overview_levels(store: Store, palette: bool) -> list:
-    """Reduced-resolution levels of the image, each halving the one before until one fits a tile.
+def overview_shapes(shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """The ``(rows, columns)`` of a TIFF's overview levels for an image of ``shape``.
 
-    Lazy dask arrays, each computed from the labels (read once more per level)
-    by the rule `bigquant.kernels.downsample` gives for this output: the labels
-    of every 2^n-th pixel for a palette TIFF, the mean colour of each
-    2^n x 2^n block otherwise.
+    Each level halves the one before (an odd side rounded up) until one fits
+    a tile. Level n shows the image shrunk 2ⁿ times by the rule
+    `bigquant.kernels.downsample` gives for the output: the labels of every
+    2ⁿ-th pixel for a palette TIFF, the mean colour of each 2ⁿ × 2ⁿ block
+    otherwise.
     """
-    labels, codebook, nodata = store.labels_dask(), store.codebook, store.meta.nodata_label
-    convert = functools.partial(in_dtype, dtype=codebook.dtype)
-    levels, f = [], 1
-    # The labels were checked against the codebook when the full image was written.
-    while max(-(-n // f) for n in labels.shape) > TIFF_TILE:  # the last level exceeds a tile
-        f *= 2
-        if palette:
-            levels.append(labels[::f, ::f])
-        else:
-            level = block_means(labels, codebook, f, codebook.dtype, convert, skip=nodata)
-            levels.append(level[:, :, 0] if level.shape[2] == 1 else level)
-    return levels
+    shapes = []
+    while max(shape) > TIFF_TILE:  # the last level exceeds a tile
+        shape = (-(-shape[0] // 2), -(-shape[1] // 2))
+        shapes.append(shape)
+    return shapes
 
 
 def palette_colormap(store: Store) -> np.ndarray:
@@ -226,59 +216,216 @@ def _write_zarr(image, path: str, nodata: float | None) -> None:
 
 
 def _write_tiff(
-    image,
+    store: Store,
     path: str,
     colormap: np.ndarray | None = None,
-    meta: StoreMeta | None = None,
-    levels: list | None = None,
+    overviews: bool = True,
     description: str | None = None,
 ) -> None:
-    """A tiled TIFF of ``image`` and its overview ``levels`` (reduced-resolution pages, which
-    GDAL and QGIS draw zoomed-out views from), written as its source was (`_source_tags`),
-    with ``description`` as the first page's ImageDescription."""
+    """A tiled TIFF of ``store``'s image (its labels with ``colormap``, else its colours)
+    and its overviews (reduced-resolution pages, which GDAL and QGIS draw zoomed-out views
+    from), written as its source was (`_source_tags`), with ``description`` as the first
+    page's ImageDescription.
+
+    One pass over the labels makes every page (`_Pages`): the full page goes straight
+    to the file, the overviews' compressed tiles to a temporary file beside it until
+    their turn comes (TIFF pages follow each other), about a third of the full page's
+    bytes.
+    """
     import tifffile
 
-    source = meta.source if meta else None
-    if colormap is not None:
+    meta = store.meta
+    source = meta.source
+    codebook = store.codebook
+    palette = colormap is not None
+    if palette:
         photometric = "palette"
-    elif source is not None and source.photometric in ("rgb", "minisblack"):
+    elif source.photometric in ("rgb", "minisblack"):
         photometric = source.photometric
     else:
-        photometric = "rgb" if image.ndim == 3 and image.shape[2] == 3 else "minisblack"
-    pixel_values = image.shape[2] if image.ndim == 3 else 1
+        photometric = "rgb" if codebook.shape[1] == 3 else "minisblack"
+    dtype = store.labels.dtype if palette else codebook.dtype
+    channels = () if palette or codebook.shape[1] == 1 else (codebook.shape[1],)
     options = {
         "tile": (TIFF_TILE, TIFF_TILE),
         "photometric": photometric,
         "colormap": colormap,
+        # Tiles come compressed (`_encoder`): libdeflate's zlib streams, as tifffile makes them.
         "compression": "zlib",
+        "planarconfig": "contig" if channels else None,
+        "extrasamples": (source.extrasamples or None) if not palette else None,
+        "metadata": None,
+    }
+    # Differences of palette indices say nothing: predict only colour values.
+    predicts = [not palette and _predicts(meta), not palette]
+    shape = store.labels.shape
+    shapes = [shape, *(overview_shapes(shape) if overviews else [])]
+    nbytes = dtype.itemsize * int(np.prod(shape)) * (channels or (1,))[0]
+    with (
+        tifffile.TiffWriter(path, bigtiff=nbytes > _BIGTIFF_BYTES) as tif,
+        tempfile.TemporaryFile(dir=posixpath.dirname(path) or None) as spill,
+        ThreadPoolExecutor(CPU_COUNT) as pool,
+    ):
+        pages = _Pages(store, palette, len(shapes), pool, spill, predicts)
+        tif.write(
+            pages.full(),
+            shape=shape + channels,
+            dtype=dtype,
+            predictor=predicts[0],
+            extratags=_source_tags(meta, palette=palette),
+            description=description,
+            **_resolution(source.pixel_size),
+            **options,
+        )
+        pages.finish()
+        for level, level_shape in enumerate(shapes[1:], 1):
+            tif.write(
+                pages.overview(level),
+                shape=level_shape + channels,
+                dtype=dtype,
+                subfiletype=1,
+                predictor=predicts[1],
+                **options,
+            )
+
+
+class _Pages:
+    """Every page of a TIFF from one pass over a store's labels, as compressed tiles.
+
+    The labels are read a band at a time and added a row of tiles at a time
+    to each page's row of tiles in file order (no tile cut out of a band): the
+    full page's by `bigquant.kernels.nearest.lookup_into_tiles`, the
+    overviews' all at once by `bigquant.kernels.downsample.pyramid_rows`,
+    which keeps a row of sums per level (each level from the one below, the
+    same means as from the labels). A full row of tiles is compressed on
+    ``pool``. The full page's tiles are yielded by `full` in file order; the
+    overviews' go to ``spill`` as they are done, to be read back by `overview`.
+    """
+
+    def __init__(self, store: Store, palette: bool, n_pages: int, pool, spill, predicts):
+        self.labels = store.labels_dask()
+        self.codebook = codebook = store.codebook
+        self.spill = spill
+        width = self.labels.shape[1]
+        self.pyramid = {}
+        if palette:  # indices as they are
+            dtype = self.labels.dtype
+            self.colors = np.arange(len(codebook), dtype=dtype)[:, None]
+        else:
+            dtype, self.colors = codebook.dtype, codebook
+            # Colour sums and a last column counting pixels with data, which nodata has not.
+            skip = store.meta.nodata_label
+            weights = np.ones((len(codebook), 1))
+            if skip is not None:
+                weights[skip] = 0
+            self.pyramid = {
+                "weighted": np.hstack([np.where(weights > 0, codebook, 0), weights]),
+                # A block of nothing but nodata takes the nodata colour.
+                "fill": codebook[skip] if skip is not None else np.zeros(codebook.shape[1]),
+                "dtype": dtype,
+                "sums": [
+                    np.zeros((-(-width // 2**n), codebook.shape[1] + 1)) for n in range(1, n_pages)
+                ],
+            }
+        encoders = [_encoder(dtype, p) for p in predicts]
+        self.pages = [
+            _Page(
+                -(-width // 2**n),
+                self.colors.shape[1],
+                dtype,
+                functools.partial(pool.submit, encoders[min(n, 1)]),
+            )
+            for n in range(n_pages)
+        ]
+        self.filled = np.zeros(n_pages, np.int64)  # rows of each page's row of tiles
+
+    def full(self):
+        """The full page's compressed tiles in file order, while the overviews are made."""
+        labels, tile = self.labels, TIFF_TILE
+        height, width = labels.shape
+        # Bands of whole chunks decode each chunk once; fall back to one row of tiles when a
+        # chunk band would be large or does not split into whole tiles.
+        band_rows = labels.chunks[0][0]
+        if band_rows % tile or band_rows * width * labels.dtype.itemsize > _BAND_BYTES:
+            band_rows = tile
+        done = self.pages[0].done
+        for y0 in range(0, height, band_rows):
+            (band,) = compute(labels[y0 : y0 + band_rows])
+            check_labels(band, len(self.codebook))
+            for y in range(0, len(band), tile):
+                self._add(band[y : y + tile], y0 + y)
+                self._spill(wait=False)
+                # One row of tiles compresses while the one before is written.
+                while len(done) > self.pages[0].columns:
+                    yield done.popleft().result()
+        while done:
+            yield done.popleft().result()
+
+    def finish(self) -> None:
+        """Wait for the overviews' last tiles (after `full`) and put them in ``spill``."""
+        self._spill(wait=True)
+
+    def overview(self, level: int):
+        """The compressed tiles of overview ``level`` (from 1), read back from ``spill``."""
+        for offset, size in self.pages[level].spilled:
+            self.spill.seek(offset)
+            yield self.spill.read(size)
+
+    def _add(self, rows: np.ndarray, top: int) -> None:
+        """Add a row of tiles' labels, from row ``top``, to every page; compress full rows."""
+        height = self.labels.shape[0]
+        lookup_into_tiles(rows, self.colors, self.pages[0].tiles, int(self.filled[0]))
+        self.filled[0] += len(rows)
+        tiles = [page.tiles for page in self.pages[1:]]
+        pyramid_rows(rows, top, height, tiles, self.filled[1:], **self.pyramid)
+        last = top + len(rows) == height
+        for n, page in enumerate(self.pages):
+            if self.filled[n] == TIFF_TILE or (last and self.filled[n]):
+                page.compress()
+                self.filled[n] = 0
+
+    def _spill(self, wait: bool) -> None:
+        """Append the overviews' compressed tiles that are done, in file order, to ``spill``."""
+        for page in self.pages[1:]:
+            while page.done and (wait or page.done[0].done()):
+                data = page.done.popleft().result()
+                page.spilled.append((self.spill.tell(), len(data)))
+                self.spill.write(data)
+
+
+class _Page:
+    """One page in the making: its row of tiles being filled, and its tiles compressing."""
+
+    def __init__(self, width: int, channels: int, dtype, encode):
+        self.columns = -(-width // TIFF_TILE)
+        self.shape = (self.columns, TIFF_TILE, TIFF_TILE, channels)
+        self.dtype = dtype
+        self.encode = encode  # ``encode(tile)``: a future of the tile's compressed bytes
+        self.tiles = np.zeros(self.shape, dtype)  # zeros pad the edge tiles, as tifffile does
+        self.done = collections.deque()  # futures of compressed tiles, in file order
+        self.spilled = []  # (offset, size) of each compressed tile in the spill file
+
+    def compress(self) -> None:
+        """Compress the row of tiles, and start a new one."""
+        self.done.extend(self.encode(tile) for tile in self.tiles)
+        self.tiles = np.zeros(self.shape, self.dtype)
+
+
+def _encoder(dtype, predictor: bool):
+    """What tifffile does to a tile it compresses: the predictor tifffile takes for
+    ``dtype`` (horizontal differencing, or floating point for floats), then libdeflate."""
+    from tifffile import TIFF
+
+    predict = TIFF.PREDICTORS[3 if np.dtype(dtype).kind == "f" else 2] if predictor else None
+    deflate = TIFF.COMPRESSORS[8]
+
+    def encode(tile: np.ndarray) -> bytes:
         # libdeflate's level 4, not zlib's usual 6: on the benchmark mosaic's 256 colours,
         # 150 against 95 MB/s a core for 1.9 % more bytes (overviews: 101 against 74 MB/s,
         # 0.8 % more).
-        "compressionargs": {"level": 4},
-        # Differences of palette indices say nothing: predict only colour values.
-        "predictor": colormap is None,
-        "planarconfig": "contig" if image.ndim == 3 else None,
-        "extrasamples": (source.extrasamples or None) if source and colormap is None else None,
-        "metadata": None,
-        # Every core: dask's threads wait while a band of tiles is compressed (tifffile's
-        # own default is half the cores). Eight tiles a thread at a time: tifffile's default
-        # of 256 MiB added 130-160 MB to decompress's peak at 100 MP, for no speed.
-        "maxworkers": CPU_COUNT,
-        "buffersize": 8 * CPU_COUNT * TIFF_TILE**2 * image.dtype.itemsize * pixel_values,
-    }
-    nbytes = image.dtype.itemsize * int(np.prod(image.shape))
-    with tifffile.TiffWriter(path, bigtiff=nbytes > _BIGTIFF_BYTES) as tif:
-        tif.write(
-            _tiles(image),
-            shape=image.shape,
-            dtype=image.dtype,
-            extratags=_source_tags(meta, palette=colormap is not None),
-            description=description,
-            **_resolution(source and source.pixel_size),
-            **options | {"predictor": options["predictor"] and _predicts(meta)},
-        )
-        for level in levels or ():
-            tif.write(_tiles(level), shape=level.shape, dtype=level.dtype, subfiletype=1, **options)
+        return deflate(predict(tile, axis=-2) if predict else tile, level=4)
+
+    return encode
 
 
 def _predicts(meta: StoreMeta | None) -> bool:
@@ -311,23 +458,6 @@ def _source_tags(meta: StoreMeta | None, palette: bool) -> list[tuple]:
         value = meta.nodata_label if palette else source.nodata
         tags.append((42113, "s", 0, str(value), True))
     return tags
-
-
-def _tiles(image):
-    """The TIFF tiles of a dask array in file order, computed a band of rows at a time."""
-    height, width = image.shape[:2]
-    tile = TIFF_TILE
-    # Bands of whole chunks decode each chunk once; fall back to one row of tiles when a
-    # chunk band would be large or does not split into whole tiles.
-    band_rows = image.chunks[0][0]
-    row_bytes = image.dtype.itemsize * int(np.prod(image.shape[1:]))
-    if band_rows % tile or band_rows * row_bytes > _BAND_BYTES:
-        band_rows = tile
-    for y0 in range(0, height, band_rows):
-        (band,) = compute(image[y0 : y0 + band_rows])
-        for ty in range(0, band.shape[0], tile):
-            for x in range(0, width, tile):
-                yield np.ascontiguousarray(band[ty : ty + tile, x : x + tile])
 
 
 def _resolution(pixel_size: dict | None) -> dict:

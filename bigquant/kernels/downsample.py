@@ -195,3 +195,121 @@ def _compiled():
                         out[by, bx, k] += columns[x, k]
 
     return add_blocks
+
+
+def pyramid_rows(
+    labels: np.ndarray,
+    top: int,
+    height: int,
+    tiles: list,
+    filled: np.ndarray,
+    *,
+    weighted: np.ndarray | None = None,
+    fill: np.ndarray | None = None,
+    dtype=None,
+    sums: list | None = None,
+) -> None:
+    """Add a row of tiles' labels to every overview level at once, in one pass.
+
+    ``labels`` are rows ``top, top + 1, ...`` (at most one row of tiles, from
+    the top of one) of an image ``height`` rows high. Level n (from 1) is the image shrunk 2ⁿ times; its row ``r`` goes
+    into ``tiles[n - 1]``, a ``(m, T, T, C)`` array of tiles in file order, at
+    row ``filled[n - 1]`` of the tiles, which then counts one more. The caller
+    compresses a row of tiles once full and gives fresh ones.
+
+    Without ``weighted``, a level holds the labels of every 2ⁿ-th pixel (a
+    palette TIFF's overviews). With it, the mean colour of each 2ⁿ × 2ⁿ block
+    (partial at the bottom and right edges), rounded half to even and
+    clipped to an integer ``dtype`` (`bigquant.kernels.color.in_dtype`'s rule)
+    or cast to a float one: ``weighted`` is the ``(K, C + 1)`` float64
+    codebook with a last column of 1 for a pixel with data and 0 (and zero
+    colours) for nodata, ``fill`` the colour of a block of nodata only, and
+    ``sums`` the levels' ``(w, C + 1)`` float64 rows of sums, zeros at first,
+    kept by the caller from one call to the next. A level's row of sums is
+    the sum of the two rows below it, so every level sums exactly the pixels
+    of its blocks (integer colours exactly, in any order: float64 holds
+    integers to 2⁵³; float colours up to the order of additions) without
+    reading the labels again, and each row is made while it is in cache.
+    """
+    from numba.typed import List
+
+    if not tiles:
+        return
+    size = tiles[0].shape[2]
+    # A row of tiles at a time, from a row of tiles' top: no level then gets more rows than
+    # its row of tiles has room for, once the caller emptied the full ones.
+    if top % size or len(labels) > size or any(n >= size for n in filled):
+        raise ValueError(f"pyramid_rows takes a row of {size}-pixel tiles at a time")
+    if weighted is None:
+        _samples_compiled()(labels, top, List(tiles), filled)
+        return
+    dtype = np.dtype(dtype)
+    rounded = np.issubdtype(dtype, np.integer)
+    info = np.iinfo(dtype) if rounded else np.finfo(dtype)
+    _means_compiled()(
+        labels, top, height, weighted, np.asarray(fill, np.float64), rounded,
+        float(info.min), float(info.max), List(sums), List(tiles), filled,
+    )  # fmt: skip
+
+
+@functools.cache
+def _samples_compiled():
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def samples(labels, top, tiles, filled):
+        rows, cols = labels.shape
+        for y in range(rows):
+            for n in range(len(tiles)):
+                f = 2 << n
+                if (top + y) % f:
+                    break  # not a row of this level, nor of any smaller one
+                level, row = tiles[n], filled[n]
+                size = level.shape[2]
+                for x in range(0, cols, f):
+                    level[x // f // size, row, x // f % size, 0] = labels[y, x]
+                filled[n] = row + 1
+
+    return samples
+
+
+@functools.cache
+def _means_compiled():
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def means(labels, top, height, weighted, fill, rounded, low, high, sums, tiles, filled):
+        rows, cols = labels.shape
+        n_sums = weighted.shape[1]  # the colours, then the count
+        first = sums[0]
+        for y in range(rows):
+            for x in range(cols):
+                label = labels[y, x]
+                for k in range(n_sums):
+                    first[x >> 1, k] += weighted[label, k]
+            last = top + y == height - 1
+            row = top + y  # the row of the level below that was just added
+            n = 0
+            # A level's row is complete after its second row below, or the image's last.
+            while n < len(tiles) and (row % 2 == 1 or last):
+                level, level_sums, out = tiles[n], sums[n], filled[n]
+                size = level.shape[2]
+                for t in range(level.shape[0]):
+                    for x in range(t * size, min(t * size + size, level_sums.shape[0])):
+                        count = level_sums[x, n_sums - 1]
+                        for k in range(n_sums - 1):
+                            v = level_sums[x, k] / count if count > 0 else fill[k]
+                            if rounded:
+                                v = min(max(np.rint(v), low), high)
+                            level[t, out, x - t * size, k] = v
+                filled[n] = out + 1
+                if n + 1 < len(tiles):
+                    above = sums[n + 1]
+                    for x in range(level_sums.shape[0]):
+                        for k in range(n_sums):
+                            above[x >> 1, k] += level_sums[x, k]
+                level_sums[:] = 0.0
+                row >>= 1  # this level's row just completed
+                n += 1
+
+    return means

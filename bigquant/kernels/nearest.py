@@ -413,3 +413,38 @@ def check_labels(labels: np.ndarray, n_colors: int) -> np.ndarray:
             f"corrupt store: label {int(labels.max())} points past the {n_colors}-colour codebook"
         )
     return labels
+
+
+def lookup_into_tiles(labels: np.ndarray, codebook: np.ndarray, tiles: np.ndarray, row: int):
+    """``codebook[labels]`` written into a row of TIFF tiles: ``tiles[x // T, row + y, x % T]``.
+
+    ``tiles`` is a ``(n, T, T, C)`` array of tiles in file order, so each is
+    contiguous for its encoder without being cut out of an image band (one
+    pass: 1.3 ns a pixel against 4.5 for `lookup` and the copies of the tiles).
+    Labels are checked against the codebook by the caller.
+    """
+    _lookup_tiles_compiled()(labels, np.ascontiguousarray(codebook), tiles, row)
+
+
+@functools.cache
+def _lookup_tiles_compiled():
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def lookup_tiles(labels, codebook, tiles, row):
+        rows, cols = labels.shape
+        size, n_channels = tiles.shape[2], codebook.shape[1]
+        for y in range(rows):
+            for t in range(tiles.shape[0]):
+                start = t * size
+                for x in range(start, min(start + size, cols)):
+                    label = labels[y, x]
+                    if n_channels == 3:  # spelled out, as in lookup_pass
+                        tiles[t, row + y, x - start, 0] = codebook[label, 0]
+                        tiles[t, row + y, x - start, 1] = codebook[label, 1]
+                        tiles[t, row + y, x - start, 2] = codebook[label, 2]
+                    else:
+                        for k in range(n_channels):
+                            tiles[t, row + y, x - start, k] = codebook[label, k]
+
+    return lookup_tiles
