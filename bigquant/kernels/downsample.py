@@ -283,10 +283,18 @@ def _means_compiled():
         n_sums = weighted.shape[1]  # the colours, then the count
         first = sums[0]
         for y in range(rows):
-            for x in range(cols):
-                label = labels[y, x]
-                for k in range(n_sums):
-                    first[x >> 1, k] += weighted[label, k]
+            if n_sums == 4:  # RGB and the count spelled out: 0.8 against 1.3 ns a pixel
+                for x in range(cols):
+                    label = labels[y, x]
+                    first[x >> 1, 0] += weighted[label, 0]
+                    first[x >> 1, 1] += weighted[label, 1]
+                    first[x >> 1, 2] += weighted[label, 2]
+                    first[x >> 1, 3] += weighted[label, 3]
+            else:
+                for x in range(cols):
+                    label = labels[y, x]
+                    for k in range(n_sums):
+                        first[x >> 1, k] += weighted[label, k]
             last = top + y == height - 1
             row = top + y  # the row of the level below that was just added
             n = 0
