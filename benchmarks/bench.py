@@ -515,11 +515,16 @@ def rounds(src: Path, work: Path, colors: int, n: int, gdal: bool) -> list[dict]
 
     This machine's speed drifts by 10-20 % within minutes, which one run of
     each command mistakes for a difference: each round runs the decode
-    passes, compress on threads and on 2 workers and GDAL one after the
-    other, and its ratios compare those neighbours only.
+    passes, compress on threads, decompress of the store it wrote, compress
+    on 2 workers and GDAL one after the other, and its ratios compare those
+    neighbours only.
     """
     store, out = work / f"{src.stem}.rounds.zarr", work / f"{src.stem}.rounds.tif"
+    decompressed = work / f"{src.stem}.rounds.bq.tif"
     commands = {"threads": _compress(src, store, ["-c", str(colors)])}
+    # The store compress just wrote, as an RGB TIFF with overviews (the default).
+    commands["decompress"] = ["bigquant", "decompress", str(store), str(decompressed),
+                              "--overwrite", "-q"]  # fmt: skip
     commands["workers"] = _compress(src, store, ["-c", str(colors), "--workers", "2"])
     rgb2pct = _rgb2pct(src, out, colors) if gdal else None
     if rgb2pct:
@@ -536,10 +541,12 @@ def rounds(src: Path, work: Path, colors: int, n: int, gdal: bool) -> list[dict]
                 "floor": seconds["threads"] / floor,
                 "threads": seconds["workers"] / seconds["threads"],
                 "gdal": seconds["threads"] / seconds["gdal"] if "gdal" in seconds else None,
+                "decompress": seconds["decompress"] / seconds["threads"],
             }
         )
     shutil.rmtree(store, ignore_errors=True)
     out.unlink(missing_ok=True)
+    decompressed.unlink(missing_ok=True)
     return [{"input_mp": round(_megapixels(src), 1), "rounds": found}]
 
 
@@ -586,8 +593,8 @@ def summary(rows: list[dict], colors: int) -> str:
         found = next((r["rounds"] for r in rows if r.get("input_mp") == mp and "rounds" in r), [])
         spans = []
         for name, against in (("floor", "the decode floor"), ("threads", "threads"),
-                              ("gdal", "GDAL")):  # fmt: skip
-            values = sorted(f[name] for f in found if f[name] is not None)
+                              ("gdal", "GDAL"), ("decompress", "compress")):  # fmt: skip
+            values = sorted(f[name] for f in found if f.get(name) is not None)
             if values:
                 spans.append(
                     f"{np.median(values):.2f}x {against} ({values[0]:.2f}-{values[-1]:.2f})"
@@ -934,8 +941,8 @@ def main() -> None:
         "--rounds",
         type=int,
         default=0,
-        help="then time the decode floor, compress on threads and on 2 workers and GDAL "
-        "this many more times in turn, for the ratios' median and range",
+        help="then time the decode floor, compress on threads, decompress, compress on 2 "
+        "workers and GDAL this many more times in turn, for the ratios' median and range",
     )
     parser.add_argument(
         "--scale",
