@@ -91,10 +91,13 @@ def decompress(
 
     Notes
     -----
-    Reads every label once, and once more per overview level, a band of
-    chunks at a time: memory holds one band of the image, never all of it.
-    Greyscale images come out 2-D. The output is written beside ``out`` and
-    moved into place once complete.
+    Reads every label once, a band of chunks at a time, and makes every page
+    of a TIFF in that one pass (each overview level from the one below):
+    memory holds one band of labels and a row of tiles per page, never the
+    image. A TIFF's overview tiles, compressed, wait in an anonymous
+    temporary file beside ``out`` until the full page is written. Greyscale
+    images come out 2-D. The output is written beside ``out`` and moved into
+    place once complete.
 
     Examples
     --------

@@ -10,15 +10,16 @@ source, and each output shrinks them by the rule its readers need:
     invented, a colour that fills most of a region keeps filling it, and the
     tiles' levels equal the pyramid's where a store has one.
 ``labels[::f, ::f]`` (labels → labels, any power of two)
-    The overviews of a palette TIFF (`bigquant.export`). They are pages of
-    the same colour map, read by GDAL and libtiff as they read the full page;
-    every f-th pixel costs nothing to compute on each level straight from the
-    full-resolution labels, which matters for ``decompress``' speed.
-``block_means`` (labels → colours, any factor)
-    The overviews of an RGB (or grey) TIFF and the previews
-    (`bigquant.render`): the mean colour of each f × f block, which is what
-    a viewer shows when it zooms out over true colours (less aliasing than
-    any pick of one pixel). Pixels without data are left out of the means.
+    The overviews of a palette TIFF (`bigquant.export`, by `pyramid_rows`).
+    They are pages of the same colour map, read by GDAL and libtiff as they
+    read the full page; every f-th pixel costs nothing to compute, which
+    matters for ``decompress``' speed.
+block means (labels → colours)
+    The overviews of an RGB (or grey) TIFF (`pyramid_rows`, every power of
+    two in one pass) and the previews (`block_means`, any factor,
+    `bigquant.render`): the mean colour of each f × f block, which is what a
+    viewer shows when it zooms out over true colours (less aliasing than any
+    pick of one pixel). Pixels without data are left out of the means.
 """
 
 from __future__ import annotations
