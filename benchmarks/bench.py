@@ -573,11 +573,12 @@ def summary(rows: list[dict], colors: int) -> str:
         main = next(r for r in rows if r.get("input_mp") == mp
                     and r["tool"] == f"bigquant compress -c {colors}")  # fmt: skip
         workers = next((r for r in rows if r.get("input_mp") == mp and r.get("x_threads")), {})
+        gdal = main.get("x_gdal")  # None without the GDAL peer
         lines.append(
             f"{mp} MP: compress {main['seconds']} s = {main['x_floor']}x the decode floor "
-            f"(target {TARGETS['floor']}), {main.get('x_gdal')}x GDAL (target "
-            f"{TARGETS['gdal']}); --workers 2 {workers.get('x_threads')}x threads "
-            f"(target {TARGETS['threads']})"
+            f"(target {TARGETS['floor']})"
+            + (f", {gdal}x GDAL (target {TARGETS['gdal']})" if gdal is not None else "")
+            + f"; --workers 2 {workers.get('x_threads')}x threads (target {TARGETS['threads']})"
         )
         same = {r["tool"]: r for r in rows if r.get("input_mp") == mp and r.get("seconds")}
         others = [
