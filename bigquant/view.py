@@ -503,11 +503,18 @@ def _count(store: Store) -> list[int]:
 def _source_unchanged(store: Store) -> bool:
     """Whether the store's source file is there with the size and modification time the run
     recorded, found without opening it."""
-    path, recorded = store.meta.source.path, store.meta.run.get("source") or {}
-    if path is None or not recorded or not location.exists(path):
-        return False
+    path = store.meta.source.path
+    return path is not None and location.exists(path) and _source_changed(store, path) is False
+
+
+def _source_changed(store: Store, path: str) -> bool | None:
+    """Whether the file ``path``, which is there, differs in size or modification time from
+    the source the run recorded; None where the run recorded none."""
+    recorded = store.meta.run.get("source") or {}
+    if not recorded:
+        return None
     seen = location.identity(path)
-    return (recorded.get("size"), recorded.get("mtime")) == (seen["size"], seen["mtime"])
+    return (recorded.get("size"), recorded.get("mtime")) != (seen["size"], seen["mtime"])
 
 
 def _open_source(store: Store):
@@ -529,9 +536,7 @@ def _open_source(store: Store):
             f"the source {path} is now {'x'.join(map(str, image.data.shape))}, "
             f"not the {'x'.join(map(str, store.meta.source.shape))} the store was made from"
         )
-    recorded = store.meta.run.get("source") or {}
-    seen = location.identity(path)
-    if recorded and (recorded.get("size"), recorded.get("mtime")) != (seen["size"], seen["mtime"]):
+    if _source_changed(store, path):
         return image, f"the source {path} has changed since the store was made"
     return image, ""
 
