@@ -220,6 +220,15 @@ def test_a_source_that_is_gone_is_said_so(tmp_path, astronaut):
     assert source["available"] is False and "is now 100x300x3, not the 200x300x3" in source["note"]
 
 
+def test_a_changed_source_of_the_same_shape_is_shown_and_said_so(tmp_path, astronaut):
+    src = write_tiff(tmp_path / "a.tif", astronaut[:200, :300])
+    bigquant.compress(src, tmp_path / "a.zarr", 8)
+    write_tiff(src, astronaut[200:400, :300])  # the same shape, other pixels
+    source = Viewer(tmp_path / "a.zarr").info()["source"]
+    assert source["available"] is True
+    assert source["note"] == f"the source {src} has changed since the store was made"
+
+
 def test_an_unchanged_source_is_available_before_it_is_opened(tmp_path, astronaut):
     """info.json says the source is there from its recorded size and modification time,
     without opening it (its imports would slow the label levels); it opens when asked for."""
