@@ -62,9 +62,10 @@ def halve(src, group, target: str, nodata: int | None, stop=None, times: int = 1
     multiple of ``2**times``). The target's chunks are ``src``'s, or past one halving
     ``src``'s halved ``times - 1`` times (at least `_SMALLEST_CHUNK`): a task reads
     ``2**times`` of them across and down, 2 x 2 of ``src``'s chunks when those are 1024 or
-    more pixels a side (more, smaller ones below that). ``nodata``: the nodata label, the fill value as level
-    0's. ``stop``, a `threading.Event` (local threads only), once set leaves the chunks of
-    the tasks that have not started unwritten: the level is then incomplete."""
+    more pixels a side (more, smaller ones below that). ``nodata``: the nodata label, the
+    fill value as level 0's. ``stop``, a `threading.Event` (local threads only), once set
+    leaves the chunks of the tasks that have not started unwritten: the level is then
+    incomplete."""
     f = 1 << times
     shape = (-(-src.shape[0] // f), -(-src.shape[1] // f))
     chunks = tuple(min(c, max(c >> (times - 1), _SMALLEST_CHUNK)) for c in src.chunks)

@@ -439,12 +439,14 @@ class XYZ(DeepZoom):
 
 def _write_file(data: bytes | str, path: str) -> None:
     """Write ``path`` whole or not at all: locally under a temporary name, renamed once
-    written; to an object store in one put (an object appears only once it is whole)."""
+    written, in a folder made if need be; to an object store in one put (an object appears
+    only once it is whole, and folders are only names)."""
     data = data.encode() if isinstance(data, str) else data
     if location.is_url(path):
         fs, where = location.filesystem(path)
         fs.pipe_file(where, data)
         return
+    os.makedirs(os.path.dirname(path), exist_ok=True)  # a level's, XYZ's column's
     tmp = f"{path}.{os.getpid()}{_PART}"
     with open(tmp, "wb") as f:
         f.write(data)
@@ -471,10 +473,7 @@ def _write_block(tiler: DeepZoom, root: str, level: int, tiles: list[tuple[int, 
     labels = tiler._window(level, x0, y0, x1, y1)
     for (c, r), (a, b, e, f) in zip(tiles, boxes, strict=True):
         png = tiler._encode(labels[b - y0 : f - y0, a - x0 : e - x0])
-        path = f"{root}/{tiler.path(level, c, r)}"
-        if not location.is_url(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)  # XYZ: a folder per column
-        _write_file(png, path)
+        _write_file(png, f"{root}/{tiler.path(level, c, r)}")
     return len(tiles)
 
 
@@ -486,7 +485,6 @@ def _missing(tiler: DeepZoom, root: str, level: int) -> list[list[tuple[int, int
         fs, where = location.filesystem(folder)
         done = {f"{folder}/{posixpath.relpath(p, where)}" for p in fs.find(where)}
     else:
-        os.makedirs(folder, exist_ok=True)
         for dirpath, _, names in os.walk(folder):
             for n in names:
                 if n.endswith(_PART):  # a tile an interrupted run was writing: never finished
@@ -627,27 +625,22 @@ def write_tiles(
 def _write_missing(tiler: DeepZoom, root: str, store: Store, client, workers, show_progress):
     """Write the tiles ``root`` lacks, in parallel; return how many were written."""
     from .cluster import ready, scheduler
+    from .progress import compute, progress
 
     with scheduler(client, workers=workers):
         ready()
         need = _need(tiler, root)
-        if len(tiler.levels) == 1 and any(need[level] for level in range(tiler.top)):
-            log.info("making the label levels %s lacks (2x2 mode)", store.path)
-            # Beside the output, where every worker that writes it reads them.
-            with _temporary_folder(root) as tmp:
+        lacks = len(tiler.levels) == 1 and any(need[level] for level in range(tiler.top))
+        # The levels beside the output, where every worker that writes it reads them.
+        with _temporary_folder(root) if lacks else contextlib.nullcontext() as tmp:
+            if lacks:
+                log.info("making the label levels %s lacks (2x2 mode)", store.path)
                 for n, level in make_levels(tiler.levels[0].labels, tmp, store, show_progress):
                     tiler.add_level(n, level)
-                return _write_need(tiler, root, show_progress)
-        return _write_need(tiler, root, show_progress, need)
-
-
-def _write_need(tiler: DeepZoom, root: str, show_progress: bool, need: dict | None = None) -> int:
-    """Write the blocks of missing tiles ``need`` (`_need`, found now if None)."""
-    from .progress import compute, progress
-
-    tasks = _tasks(tiler, root, _need(tiler, root) if need is None else need)
-    with progress("tiles", show_progress):
-        return sum(compute(*tasks))
+                need = _need(tiler, root)  # blocks sized for the levels read now
+            tasks = _tasks(tiler, root, need)
+            with progress("tiles", show_progress):
+                return sum(compute(*tasks))
 
 
 @contextlib.contextmanager
@@ -740,6 +733,4 @@ def _prepare(root: str, finished: str, manifest: dict, layout: str, overwrite: b
         raise ParameterError(
             f"{root} holds tiles of another store or other options (use `overwrite` to replace them)"
         )
-    if not location.is_url(root):
-        os.makedirs(root, exist_ok=True)
     _write_file(json.dumps(manifest), path)
