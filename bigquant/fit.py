@@ -588,7 +588,7 @@ def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float
     import dask
     import dask.array as da
 
-    from .progress import local_scheduler
+    from .progress import local_options
 
     km = dask_ml_kmeans()(
         n_clusters=len(init),
@@ -599,7 +599,7 @@ def _lloyd(x: np.ndarray, init: np.ndarray, seed: int, max_iter: int, tol: float
         random_state=seed,
     )
     # Named, as `bigquant.progress.compute` names it: dask looks up no client then.
-    with dask.config.set(scheduler=local_scheduler()), _compiled_distances():
+    with dask.config.set(**local_options()), _compiled_distances():
         km.fit(da.from_array(x, chunks=(SAMPLE_CHUNK, x.shape[1])))
     return np.asarray(km.cluster_centers_, dtype=np.float64), int(km.n_iter_)
 

@@ -583,3 +583,26 @@ def test_tiles_on_worker_processes_are_the_tiles_of_threads(cluster, local_store
         return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
     assert files(tmp_path / "workers") == files(tmp_path / "threads") and n > 50
+
+
+@pytest.mark.parametrize("configured", [None, 3])
+def test_local_threads_are_one_a_core_from_any_thread(configured):
+    """dask's threads number cores + 4 when computed from a thread other than the main one
+    (as `bigquant view` makes its levels); bigquant's computations keep to one a core, or
+    to the ``num_workers`` the user set."""
+    import dask
+
+    from bigquant.progress import compute
+
+    def who(_: int) -> int:
+        time.sleep(0.02)  # long enough for every thread of the pool to take a task
+        return threading.get_ident()
+
+    seen = []
+    with dask.config.set(num_workers=configured):
+        worker = threading.Thread(
+            target=lambda: seen.extend(compute(*map(dask.delayed(who), range(40))))
+        )
+        worker.start()
+        worker.join()
+    assert len(set(seen)) == (configured or dask.system.CPU_COUNT)
