@@ -5,6 +5,7 @@ Configured only by the standard AWS environment variables, as a user would.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -320,3 +321,23 @@ def test_tiles_to_s3_are_the_local_tiles_and_a_rerun_finishes_only_the_missing(
         )
         assert refused.returncode == 1 and "not bigquant tiles" in refused.stderr
     assert len(s3.find(f"{BUCKET}/theirs-{layout}")) == 1
+
+
+def test_view_of_a_store_in_the_bucket_shows_its_tiles_and_its_source(s3, china_s3):
+    """`bigquant view s3://…`: the lower levels are made locally from the bucket's labels, every
+    tile is the local store's, and the source (in the bucket too) is read from there."""
+    from bigquant.view import Viewer
+
+    local = china_s3.with_suffix(".zarr")
+    bigquant.compress(str(china_s3), local, 16, chunks=160)
+    bigquant.compress(url("china.tif"), url("view.zarr"), 16, chunks=160)
+    with Viewer(url("view.zarr")) as remote, Viewer(local) as here:
+        top = remote.tiler.top
+        assert remote.info()["source"]["available"] and remote.tiler.grid(top) == here.tiler.grid(
+            top
+        )
+        for level, col, row in ((top, 1, 1), (top - 1, 1, 0), (top - 4, 0, 0), (0, 0, 0)):
+            path = f"/tile/{level}/{col}_{row}.png"
+            assert remote.respond(path) == here.respond(path)
+        source = np.asarray(Image.open(io.BytesIO(remote.respond(f"/source/{top}/1_0.png")[1])))
+        np.testing.assert_array_equal(source, photo("china")[0:255, 253:509])
