@@ -336,7 +336,8 @@ def tiles(store, out, **kwargs):
 def view(store, show_progress, **kwargs):
     """Show STORE in a web page: pan and zoom, its palette, each colour's pixels, the source.
 
-    Serves the page on 127.0.0.1 (its address goes to stdout) until Ctrl-C.
+    Serves the page on 127.0.0.1 (its address goes to stdout) until Ctrl-C
+    (or SIGTERM), which stops it with exit status 0.
     Tiles are rendered as the page asks for them; a store without a label
     pyramid gets one in a temporary folder first, in the background.
     """
@@ -346,7 +347,12 @@ def view(store, show_progress, **kwargs):
         click.echo(url)
         log.info("serving %s at %s (Ctrl-C stops)", store, url)
 
-    view_store(store, ready=ready, **kwargs)
+    # Ctrl-C (or SIGTERM, from a service manager) is how a server is stopped, not a failure:
+    # once the server has stopped and its levels are removed, the command ends with status 0.
+    try:
+        view_store(store, ready=ready, **kwargs)
+    except KeyboardInterrupt:  # and `Terminated`
+        log.info("stopped serving %s", store)
 
 
 @main.command()

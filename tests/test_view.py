@@ -265,13 +265,17 @@ def test_pixel_shares_of_a_store_without_counts_are_counted(tmp_path, astronaut)
     assert info["counts_from"] == "counted"
 
 
-def test_view_command_prints_its_address_and_stops_on_ctrl_c(photo):
-    """A process of its own: the URL on stdout, served until SIGINT, then the usual exit."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_view_command_prints_its_address_and_stops_on_ctrl_c(photo, stop, tmp_path):
+    """A process of its own: the URL on stdout, served until SIGINT (or SIGTERM), then a
+    clean stop: status 0, no error, and the levels it made removed."""
     _, store = photo
+    temp = tmp_path / "temp"  # where the levels of a store without a pyramid are made
+    temp.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bigquant", "view", str(store), "--no-browser"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=sigint_as_a_terminal_gives_it,
+        preexec_fn=sigint_as_a_terminal_gives_it, env={**os.environ, "TMPDIR": str(temp)},
     )  # fmt: skip
     try:
         url = proc.stdout.readline().strip()
@@ -281,12 +285,13 @@ def test_view_command_prints_its_address_and_stops_on_ctrl_c(photo):
         conn.request("GET", "/info.json")
         assert json.loads(conn.getresponse().read())["width"] == 512
         conn.close()
+        assert [p.name[:14] for p in temp.iterdir()] == ["bigquant-view-"]
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert err.splitlines()[-1] == "bigquant: error: interrupted"
-    assert not [line for line in err.splitlines() if "Traceback" in line]
+    assert proc.returncode == 0 and err.splitlines()[-1].startswith("bigquant: stopped serving")
+    assert not [line for line in err.splitlines() if "Traceback" in line or "error" in line]
+    assert not list(temp.iterdir())
 
 
 # -- The page in a real browser ------------------------------------------------------------------
