@@ -289,7 +289,7 @@ def _compress(
                 )
             started = time.perf_counter()
             with progress("labelling", show_progress):
-                run_tasks(written)
+                run_tasks(written, writing=True)
             log.info("labelled and wrote the image in %.2f s", time.perf_counter() - started)
             meta = _finish(partial, show_progress)
         return meta

@@ -151,9 +151,9 @@ def test_local_cluster_from_worker_count(
 
     sockets = []
 
-    def compute_and_collect(*tasks):
+    def compute_and_collect(*tasks, **options):
         sockets.append(listening())  # while the cluster runs
-        results = real_compute(*tasks)
+        results = real_compute(*tasks, **options)
         writers.extend(results[0])  # the write tasks' results
         return results
 
@@ -585,11 +585,12 @@ def test_tiles_on_worker_processes_are_the_tiles_of_threads(cluster, local_store
     assert files(tmp_path / "workers") == files(tmp_path / "threads") and n > 50
 
 
+@pytest.mark.parametrize("writing", [False, True])
 @pytest.mark.parametrize("configured", [None, 3])
-def test_local_threads_are_one_a_core_from_any_thread(configured):
+def test_local_threads_are_one_a_core_from_any_thread(configured, writing):
     """dask's threads number cores + 4 when computed from a thread other than the main one
-    (as `bigquant view` makes its levels); bigquant's computations keep to one a core, or
-    to the ``num_workers`` the user set."""
+    (as `bigquant view` makes its levels); bigquant's computations keep to one a core, a
+    quarter more for tasks that wait for their writes, or the ``num_workers`` the user set."""
     import dask
 
     from bigquant.progress import compute
@@ -598,11 +599,16 @@ def test_local_threads_are_one_a_core_from_any_thread(configured):
         time.sleep(0.02)  # long enough for every thread of the pool to take a task
         return threading.get_ident()
 
-    seen = []
+    def threads_used(seen: list) -> int:
+        seen.extend(compute(*map(dask.delayed(who), range(40)), writing=writing))
+        return len(set(seen))
+
+    cores = dask.system.CPU_COUNT
+    expected = configured or cores + (-(-cores // 4) if writing else 0)
     with dask.config.set(num_workers=configured):
-        worker = threading.Thread(
-            target=lambda: seen.extend(compute(*map(dask.delayed(who), range(40))))
-        )
+        assert threads_used([]) == expected  # from the main thread
+        elsewhere: list = []
+        worker = threading.Thread(target=threads_used, args=(elsewhere,))
         worker.start()
         worker.join()
-    assert len(set(seen)) == (configured or dask.system.CPU_COUNT)
+        assert len(set(elsewhere)) == expected
