@@ -343,15 +343,21 @@ def view(store, show_progress, **kwargs):
     """
     from .view import view_store
 
+    serving = []
+
     def ready(url: str) -> None:
+        serving.append(url)
         click.echo(url)
         log.info("serving %s at %s (Ctrl-C stops)", store, url)
 
     # Ctrl-C (or SIGTERM, from a service manager) is how a server is stopped, not a failure:
-    # once the server has stopped and its levels are removed, the command ends with status 0.
+    # once it was serving, the command ends with status 0 (`view_store` has stopped the
+    # server and removed its levels). Before that, it is an interrupted command like any.
     try:
         view_store(store, ready=ready, **kwargs)
     except KeyboardInterrupt:  # and `Terminated`
+        if not serving:
+            raise
         log.info("stopped serving %s", store)
 
 

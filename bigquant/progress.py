@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 
 import dask
+import dask.base
 import dask.threaded
 from dask.system import CPU_COUNT
 
@@ -38,9 +39,20 @@ def compute(*tasks, writing: bool = False):
 
     Every bigquant computation goes through here: on the current
     ``distributed.Client`` if there is one, else as `local_options` says.
-    ``writing``: the tasks wait for Zarr to encode and store what they write
-    (on threads of its own), so on dask's threads a quarter more threads than
-    cores keep the cores busy while some wait (`local_options`).
+
+    Parameters
+    ----------
+    *tasks : dask collections or Delayed
+        What to compute.
+    writing : bool
+        The tasks wait for Zarr to encode and store what they write (on threads
+        of its own): on dask's threads, `local_options` then gives more threads
+        than cores.
+
+    Returns
+    -------
+    tuple
+        The results, as ``dask.compute`` returns them.
 
     Raises
     ------
@@ -82,15 +94,24 @@ def local_options(writing: bool = False) -> dict:
     `compute` has already looked. And dask's threads number one a core only when
     computed from the main thread; from another (`bigquant.view` makes its label
     levels in one) they number Python's default, cores + 4, which on 2 cores made the
-    viewer's first level 10-50 % slower. A ``num_workers`` the user set is kept.
+    viewer's first level 10-50 % slower.
 
-    ``writing``: a quarter more threads than cores, rounded up. A label task waits
-    about a fifth of its time for Zarr's encoder threads; on 2 cores, 3 threads kept
-    the cores 1.88 busy in the label pass of the 1 GP benchmark mosaic against 1.73
-    with 2, and it took 8.0-8.3 s against 8.5-8.8.
+    Parameters
+    ----------
+    writing : bool
+        Threads a quarter more than cores, rounded up. A label task waits about a
+        fifth of its time for Zarr's encoder threads; on 2 cores, 3 threads kept the
+        cores 1.88 busy in the label pass of the 1 GP benchmark mosaic against 1.73
+        with 2, and it took 8.0-8.3 s against 8.5-8.8 (interleaved runs).
+
+    Returns
+    -------
+    dict
+        ``scheduler``, and ``num_workers`` on dask's threads (``"threads"`` named
+        or not); a ``num_workers`` the user set is kept.
     """
     scheduler = dask.config.get("scheduler", None) or dask.threaded.get
-    if scheduler is not dask.threaded.get:
+    if dask.base.named_schedulers.get(scheduler, scheduler) is not dask.threaded.get:
         return {"scheduler": scheduler}
     threads = CPU_COUNT + (-(-CPU_COUNT // 4) if writing else 0)
     return {"scheduler": scheduler, "num_workers": dask.config.get("num_workers", None) or threads}

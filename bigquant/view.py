@@ -229,10 +229,12 @@ class Viewer:
         >>> viewer.close()  # doctest: +SKIP
         """
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        try:
+            if self._thread is not None:
+                self._thread.join()
+        finally:  # a second Ctrl-C while the running tasks finish still removes the levels
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
 
     def info(self) -> dict:
         """What the page needs to know: the image, the tile grid, the palette, the source.

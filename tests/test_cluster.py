@@ -585,18 +585,20 @@ def test_tiles_on_worker_processes_are_the_tiles_of_threads(cluster, local_store
     assert files(tmp_path / "workers") == files(tmp_path / "threads") and n > 50
 
 
+@pytest.mark.parametrize("named", [None, "threads"])
 @pytest.mark.parametrize("writing", [False, True])
 @pytest.mark.parametrize("configured", [None, 3])
-def test_local_threads_are_one_a_core_from_any_thread(configured, writing):
+def test_local_threads_are_one_a_core_from_any_thread(configured, writing, named):
     """dask's threads number cores + 4 when computed from a thread other than the main one
     (as `bigquant view` makes its levels); bigquant's computations keep to one a core, a
-    quarter more for tasks that wait for their writes, or the ``num_workers`` the user set."""
+    quarter more for tasks that wait for their writes, or the ``num_workers`` the user set,
+    whether the user named the threaded scheduler or not."""
     import dask
 
     from bigquant.progress import compute
 
     def who(_: int) -> int:
-        time.sleep(0.02)  # long enough for every thread of the pool to take a task
+        time.sleep(0.05)  # long enough for every thread of the pool to take tasks
         return threading.get_ident()
 
     def threads_used(seen: list) -> int:
@@ -605,7 +607,7 @@ def test_local_threads_are_one_a_core_from_any_thread(configured, writing):
 
     cores = dask.system.CPU_COUNT
     expected = configured or cores + (-(-cores // 4) if writing else 0)
-    with dask.config.set(num_workers=configured):
+    with dask.config.set(num_workers=configured, scheduler=named):
         assert threads_used([]) == expected  # from the main thread
         elsewhere: list = []
         worker = threading.Thread(target=threads_used, args=(elsewhere,))

@@ -323,15 +323,17 @@ def test_tiles_to_s3_are_the_local_tiles_and_a_rerun_finishes_only_the_missing(
     assert len(s3.find(f"{BUCKET}/theirs-{layout}")) == 1
 
 
-def test_view_of_a_store_in_the_bucket_shows_its_tiles_and_its_source(s3, china_s3):
-    """`bigquant view s3://…`: the lower levels are made locally from the bucket's labels, every
-    tile is the local store's, and the source (in the bucket too) is read from there."""
+def test_view_of_a_store_in_the_bucket_shows_its_tiles_and_its_source(s3, china_s3, tmp_path):
+    """`bigquant view s3://…`: the lower levels are made in a local temporary folder from the
+    bucket's labels, every tile is the local store's, and the source (in the bucket too) is
+    read from there."""
     from bigquant.view import Viewer
 
-    local = china_s3.with_suffix(".zarr")
+    local = tmp_path / "china.zarr"
     bigquant.compress(str(china_s3), local, 16, chunks=160)
     bigquant.compress(url("china.tif"), url("view.zarr"), 16, chunks=160)
     with Viewer(url("view.zarr")) as remote, Viewer(local) as here:
+        assert os.path.isdir(remote._tmp)  # the levels the store lacks, made here
         top = remote.tiler.top
         assert remote.info()["source"]["available"] and remote.tiler.grid(top) == here.tiler.grid(
             top
