@@ -327,8 +327,8 @@ def tiles(store, out, **kwargs):
 @click.option(
     "--tiles",
     metavar="DZI",
-    help="Serve the tiles of this `bigquant tiles` Deep Zoom output of STORE (OUT.dzi), "
-    "rendering only those it lacks.",
+    help="Serve the tiles of this `bigquant tiles` Deep Zoom output of STORE (OUT.dzi, a "
+    "path or an s3:// URL), rendering only those it lacks.",
 )
 @options.port
 @options.browser

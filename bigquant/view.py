@@ -89,10 +89,10 @@ class Viewer:
     ----------
     store : path-like, URL or Store
         The store to show (`open_store`; only its metadata is read here).
-    tiles : path-like, optional
-        A ``bigquant tiles`` Deep Zoom output of this store (``OUT.dzi``): its
-        tiles are served from disk, with its tile size and overlap; tiles it
-        lacks are rendered.
+    tiles : path-like or URL, optional
+        A ``bigquant tiles`` Deep Zoom output of this store (``OUT.dzi``, a local
+        path or an ``s3://`` URL): its tiles are served from there, with its tile
+        size and overlap; tiles it lacks are rendered.
     cache_bytes : int
         Bytes of rendered tiles kept in memory.
 
@@ -363,6 +363,8 @@ class Viewer:
         """The tile as ``bigquant tiles`` wrote it, or None where there is none (inside root)."""
         if self.root is None:
             return None
+        if location.is_url(self.root):  # an object store: names only, nothing links out
+            return location.read_bytes(f"{self.root}/{self.tiler.path(level, col, row)}")
         path = os.path.join(self.root, self.tiler.path(level, col, row))
         real = os.path.realpath(path)
         if os.path.commonpath([real, os.path.realpath(self.root)]) != os.path.realpath(self.root):
@@ -546,12 +548,11 @@ def _open_source(store: Store):
 def _tile_set(tiles, store: Store) -> tuple[str, int, int]:
     """The tiles' folder, tile size and overlap of a ``bigquant tiles`` Deep Zoom output of
     ``store``; a `BigquantError` for one of another store or options."""
-    out = os.path.abspath(os.fspath(tiles)).removesuffix(".dzi")
+    out = location.normalize(tiles).removesuffix(".dzi")
     dzi, root = f"{out}.dzi", f"{out}_files"
     try:
-        image = ElementTree.parse(dzi).getroot()
-        with open(os.path.join(root, MANIFEST)) as f:
-            manifest = json.load(f)
+        image = ElementTree.fromstring(location.read_bytes(dzi))
+        manifest = json.loads(location.read_bytes(f"{root}/{MANIFEST}"))
         tile_size, overlap = int(image.get("TileSize")), int(image.get("Overlap"))
     except (OSError, ValueError, TypeError, ElementTree.ParseError):
         raise BigquantError(f"{dzi}: not a finished `bigquant tiles` Deep Zoom output") from None
@@ -634,8 +635,9 @@ def view_store(store, *, port: int = 0, tiles=None, open_browser: bool = False, 
         The store to show.
     port : int
         The port to listen on; 0 picks a free one.
-    tiles : path-like, optional
-        A ``bigquant tiles`` Deep Zoom output of the store to serve tiles from.
+    tiles : path-like or URL, optional
+        A ``bigquant tiles`` Deep Zoom output of the store to serve tiles from (a local
+        path or an ``s3://`` URL).
     open_browser : bool
         Open the page in the default web browser.
     ready : callable, optional

@@ -343,3 +343,29 @@ def test_view_of_a_store_in_the_bucket_shows_its_tiles_and_its_source(s3, china_
             assert remote.respond(path) == here.respond(path)
         source = np.asarray(Image.open(io.BytesIO(remote.respond(f"/source/{top}/1_0.png")[1])))
         np.testing.assert_array_equal(source, photo("china")[0:255, 253:509])
+
+
+def test_view_serves_the_tiles_written_to_the_bucket(s3, tmp_path):
+    """`bigquant view STORE --tiles s3://…/OUT.dzi`: the tiles `bigquant tiles` put in the
+    bucket are served as they are, a tile missing there is rendered, and tiles of another
+    store are refused."""
+    from bigquant.tiles import write_tiles
+    from bigquant.view import Viewer
+
+    store = tmp_path / "china.zarr"
+    bigquant.compress(photo("china"), store, 16, chunks=160)
+    write_tiles(store, url("served/china"))
+    with Viewer(store, tiles=url("served/china.dzi")) as viewer, Viewer(store) as rendered:
+        top, files = viewer.tiler.top, f"{BUCKET}/served/china_files"
+        s3.pipe_file(f"{files}/{top}/1_1.png", b"the bucket's own bytes")
+        s3.rm(f"{files}/{top}/0_1.png")
+        assert viewer.respond(f"/tile/{top}/1_1.png")[1] == b"the bucket's own bytes"
+        missing = f"/tile/{top}/0_1.png"
+        assert viewer.respond(missing) == rendered.respond(missing)
+        assert viewer.respond("/tile/5/0_0.png")[1] == s3.cat_file(f"{files}/5/0_0.png")
+    other = tmp_path / "other.zarr"
+    bigquant.compress(photo("china"), other, 8, chunks=160)
+    with pytest.raises(BigquantError, match="tiles of"):
+        Viewer(other, tiles=url("served/china.dzi"))
+    with pytest.raises(BigquantError, match="not a finished"):
+        Viewer(store, tiles=url("nothing/here.dzi"))
