@@ -17,7 +17,7 @@ import numpy as np
 from . import defaults, location
 from .cluster import ready, scheduler
 from .errors import BigquantError, ParameterError
-from .fit import FitResult, fit_collection, preload_modules
+from .fit import FitResult, fit_collection
 from .kernels.dither import margin
 from .output import Claim, Output
 from .palettes import GivenCodebook, check_codebook, load_codebook
@@ -244,8 +244,6 @@ def _compress(
         if not resume:  # a resume may finish a move that left part of `dst` (checked below)
             output.check_absent(overwrite)
         given = None if codebook is None else _given(codebook)
-        if given is None and not resume:
-            preload_modules()  # a fit is ahead: its imports start before the image is opened
         image, sampling = _open_source(src, dst, chunks=settings.chunks, resume=resume)
         data = regular_chunks(image.data)
         nodata = _nodata(image)
@@ -440,8 +438,6 @@ def compress_many(
         if src == dst:
             raise BigquantError(f"{dst}: the output would replace its own source")
         Output(dst, "store").check_absent(overwrite)
-    if codebook is None:
-        preload_modules()  # a fit is ahead: its imports start before the images are opened
     images = [open_image(src, chunks=settings.chunks) for src in srcs]
     nodata = [_nodata(image) for image in images]
     first = images[0].data
