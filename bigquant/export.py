@@ -19,7 +19,7 @@ from dask.system import CPU_COUNT
 
 from . import location
 from .errors import BigquantError, ParameterError
-from .kernels.downsample import pyramid_rows
+from .kernels.downsample import pyramid_rows, weighted_codebook
 from .kernels.nearest import check_labels, lookup_into_tiles
 from .output import Output
 from .progress import compute, progress
@@ -318,11 +318,8 @@ class _Pages:
             dtype, self.colors = codebook.dtype, codebook
             # Colour sums and a last column counting pixels with data, which nodata has not.
             skip = store.meta.nodata_label
-            weights = np.ones((len(codebook), 1))
-            if skip is not None:
-                weights[skip] = 0
             self.pyramid = {
-                "weighted": np.hstack([np.where(weights > 0, codebook, 0), weights]),
+                "weighted": weighted_codebook(codebook, skip),
                 # A block of nothing but nodata takes the nodata colour.
                 "fill": codebook[skip] if skip is not None else np.zeros(codebook.shape[1]),
                 "dtype": dtype,
@@ -437,7 +434,7 @@ def _encoder(dtype, predictor: bool, overview: bool):
 _LEVELS = {False: 2, True: 1}
 
 
-def _predicts(meta: StoreMeta | None) -> bool:
+def _predicts(meta: StoreMeta) -> bool:
     """Whether horizontal differencing makes the full-resolution colours compress better.
 
     An image of few colours repeats the same few byte patterns, which zlib
@@ -448,14 +445,12 @@ def _predicts(meta: StoreMeta | None) -> bool:
     means of blocks, take it whatever the colours (1.72 and 1.87 MB for the
     second level at 256).
     """
-    return meta is None or meta.n_colors > 16_384
+    return meta.n_colors > 16_384
 
 
-def _source_tags(meta: StoreMeta | None, palette: bool) -> list[tuple]:
+def _source_tags(meta: StoreMeta, palette: bool) -> list[tuple]:
     """tifffile ``extratags`` that say what the source's TIFF said: its GeoTIFF tags as they
     were, its Orientation, and its nodata as GDAL_NODATA (the reserved label in a palette TIFF)."""
-    if meta is None:
-        return []
     source = meta.source
     tags = [
         (int(code), tag["type"], tag["count"], tag["value"], True)

@@ -129,10 +129,7 @@ def block_means_chunk(
         if f == 1:  # every block one pixel: converting the codebook first is the same, faster
             return lookup(labels, convert(codebook))
         return convert(_means(labels, codebook, f))
-    # Weighted: colours of the pixels with data, and a last column counting them.
-    weights = np.ones((len(codebook), 1))
-    weights[skip] = 0
-    means = _means(labels, np.hstack([np.where(weights > 0, codebook, 0), weights]), f)
+    means = _means(labels, weighted_codebook(codebook, skip), f)
     share = means[:, :, -1:]
     colors = convert(
         np.where(share > 0, means[:, :, :-1] / np.maximum(share, 1e-12), codebook[skip])
@@ -141,6 +138,16 @@ def block_means_chunk(
         return colors
     top = np.iinfo(colors.dtype).max
     return np.concatenate([colors, np.rint(share * top).astype(colors.dtype)], axis=2)
+
+
+def weighted_codebook(codebook: np.ndarray, skip: int | None) -> np.ndarray:
+    """``(K, C + 1)`` float64: each colour, then 1 for a pixel with data; the ``skip``
+    (nodata) label's row all 0. Summed over a block, its colours' sum and pixel count
+    leave nodata out (`block_means_chunk`, `pyramid_rows`'s ``weighted``)."""
+    weights = np.ones((len(codebook), 1))
+    if skip is not None:
+        weights[skip] = 0
+    return np.hstack([np.where(weights > 0, codebook, 0), weights])
 
 
 def _means(labels: np.ndarray, codebook: np.ndarray, f: int) -> np.ndarray:
