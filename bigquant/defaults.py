@@ -33,6 +33,9 @@ PALETTE_SORTS = ("lightness", "count")
 SEGMENT_BYTES = 1 << 30
 #: Most memory one chunk of an image may take: images of many channels get smaller chunks.
 CHUNK_BYTES = 256 << 20
+#: Most memory the tiles a TIFF's sample decoded may keep for its label pass (the 256
+#: sample blocks of an 8-bit RGB image are 192 MiB).
+KEPT_TILE_BYTES = 256 << 20
 #: Tile layouts of `bigquant tiles`; the first is the default.
 TILE_LAYOUTS = ("deepzoom", "xyz")
 #: Deep Zoom tile side and overlap: libvips dzsave's defaults.

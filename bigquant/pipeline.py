@@ -9,6 +9,7 @@ import math
 import os
 import posixpath
 import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import dask
@@ -22,9 +23,9 @@ from .kernels.dither import margin
 from .output import Claim, Output
 from .palettes import GivenCodebook, check_codebook, load_codebook
 from .progress import compute as run_tasks
-from .progress import on_worker, progress
+from .progress import computes_here, on_worker, progress
 from .pyramid import write_pyramid
-from .read import Image, as_image, open_image
+from .read import DECODED, Image, as_image, open_image
 from .sample import SAMPLE_BLOCK
 from .settings import Settings
 from .store import (
@@ -167,7 +168,9 @@ def compress(
     sampled pixel, whole. ``pyramid`` reads the labels back once more; a
     ``codebook`` given as a palette TIFF that bigquant did not write is read
     whole once (see `load_codebook`). Memory holds a few chunks and the
-    sample, never the image. An interrupted or failed run (other than on bad
+    sample, never the image; when a TIFF is read and labelled on this
+    process's threads, also up to 256 MiB of the tiles the sample decoded,
+    until the label pass takes them (`bigquant.read.DECODED`). An interrupted or failed run (other than on bad
     input) leaves its unfinished store in ``.DST.partial`` for ``resume``.
     For the store's layout, see the store format specification in the
     documentation (docs/store.md).
@@ -264,6 +267,7 @@ def _compress(
             output.write(
                 overwrite=overwrite, resumable=image.path is not None, move=compute
             ) as tmp,
+            _sample_tiles_kept(image, compute and workers is None) as stop_keeping,
         ):
             done = None
             if partial is None:
@@ -274,6 +278,7 @@ def _compress(
             else:
                 done = partial.finished_chunks()
                 log.info("resuming: %d of %d chunks already written", done.sum(), done.size)
+            stop_keeping()  # the sample is read; the label pass takes the tiles it decoded
             ready()  # local worker processes have started while the codebook was fitted here
             written = label_writes(
                 _in_units(image, data, partial.stats.chunks[0]),
@@ -291,6 +296,23 @@ def _compress(
             log.info("labelled and wrote the image in %.2f s", time.perf_counter() - started)
             meta = _finish(partial, show_progress)
         return meta
+
+
+@contextlib.contextmanager
+def _sample_tiles_kept(image: Image, wanted: bool) -> Iterator[Callable[[], None]]:
+    """Within the block, the TIFF tiles ``image``'s reads decode are kept (`DECODED`) until
+    the function it yields is called, for the label pass to take: the sample's tiles are
+    not decoded twice. Only where ``wanted`` and both passes run in this process.
+
+    At 100 megapixels the sample decodes 64 % of the image (256 of 400 blocks), and
+    the command took 4.31 s against 4.51 s, its peak memory 687 MiB against 492
+    (the benchmark mosaic, interleaved runs); at 1 GP the sample is 7 % of the image.
+    """
+    if image.path is None or not wanted or not computes_here():
+        yield lambda: None
+        return
+    with DECODED.keeping(image.path, defaults.KEPT_TILE_BYTES) as stop:
+        yield stop
 
 
 def _finish(partial: PartialStore, show_progress: bool = False) -> StoreMeta:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import dask
 import dask.base
+import dask.local
 import dask.threaded
 from dask.system import CPU_COUNT
 
@@ -115,6 +116,18 @@ def local_options(writing: bool = False) -> dict:
         return {"scheduler": scheduler}
     threads = CPU_COUNT + (-(-CPU_COUNT // 4) if writing else 0)
     return {"scheduler": scheduler, "num_workers": dask.config.get("num_workers", None) or threads}
+
+
+def computes_here() -> bool:
+    """Whether computations now run in this process: on dask's threads or its synchronous
+    scheduler, not on a cluster or in other processes."""
+    if current_client() is not None:
+        return False
+    scheduler = local_options()["scheduler"]
+    return dask.base.named_schedulers.get(scheduler, scheduler) in (
+        dask.threaded.get,
+        dask.local.get_sync,
+    )
 
 
 def _on_cluster(client, tasks, description: str | None) -> tuple:

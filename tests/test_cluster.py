@@ -29,6 +29,7 @@ import bigquant
 from bigquant.errors import BigquantError, ClusterError
 from bigquant.mosaic import write_mosaic
 from bigquant.output import Output
+from bigquant.read import DECODED
 
 
 def store_bytes(path) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +152,11 @@ def test_local_cluster_from_worker_count(
 
     sockets = []
 
+    kept = []
+
     def compute_and_collect(*tasks, **options):
         sockets.append(listening())  # while the cluster runs
+        kept.append(len(DECODED))
         results = real_compute(*tasks, **options)
         writers.extend(results[0])  # the write tasks' results
         return results
@@ -181,6 +185,8 @@ def test_local_cluster_from_worker_count(
     # Reading the TIFF, labelling and writing need no dask.array there (see bigquant.cluster).
     assert not any(imported for _, imported in writers)
     assert samplers and set(samplers) == {os.getpid()}
+    # The workers decode every tile: this process kept none of the sample's for them.
+    assert kept[0] == 0
     # The workers' notices went to this process's loggers (for the command's -v), not to
     # the stderr the worker processes share with it.
     notices = {(r.name, r.getMessage()) for r in caplog.records if r.process in pids}

@@ -15,7 +15,7 @@ from sklearn.cluster import KMeans
 
 import bigquant
 from bigquant.errors import BigquantError
-from bigquant.read import open_image
+from bigquant.read import DECODED, open_image
 
 
 def store_image(path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -317,3 +317,24 @@ def test_same_labels_whatever_the_write_unit(tmp_path, china, monkeypatch, zarr_
         assert four.labels.shards == (256, 256) and one.labels.shards is None
     else:  # a task writes 4 x 4 chunk files; format 2 has no shards (GDAL 3.6 reads it)
         assert (tmp_path / "four.zarr" / "labels" / "6.9").exists()
+
+
+def test_label_pass_takes_the_tiles_the_sample_decoded(tmp_path, china, monkeypatch):
+    """The sample of a file decodes every tile of a small image; the label pass takes them
+    instead of decoding them again, and the store is the one the pixels in memory give."""
+    src = write_tiff(tmp_path / "china.tif", china, tile=(64, 64))  # 7 x 10 tiles
+    taken, take = [], DECODED.take
+
+    def counting(*args):
+        kept = take(*args)
+        taken.append(len(kept))
+        return kept
+
+    monkeypatch.setattr(DECODED, "take", counting)
+    bigquant.compress(src, tmp_path / "file.zarr", 16, seed=3)
+    assert sum(taken) == 70 and len(DECODED) == 0
+    bigquant.compress(china, tmp_path / "memory.zarr", 16, seed=3)
+    file, memory = store_image(tmp_path / "file.zarr"), store_image(tmp_path / "memory.zarr")
+    np.testing.assert_array_equal(file[0], memory[0])
+    np.testing.assert_array_equal(file[1], memory[1])
+    assert file[2]["mse"] == memory[2]["mse"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import dask
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bigquant.errors import BigquantError
-from bigquant.read import open_image
+from bigquant.read import DECODED, open_image
 
 
 @pytest.mark.parametrize("compression", ["zlib", "lzw", "zstd", "none", "packbits"])
@@ -200,3 +201,34 @@ def test_reading_many_files_keeps_a_bounded_number_open(tmp_path):
     assert len(_handles) <= _handles.size
     mine = [f for f in psutil.Process().open_files() if f.path.startswith(str(tmp_path))]
     assert 0 < len(mine) <= _handles.size
+
+
+def test_kept_tiles_are_taken_once_within_budget(tmp_path, china):
+    """While `DECODED` keeps a file's tiles, a read keeps what it decodes (up to the budget)
+    and the next read that needs a tile takes it; the pixels are the file's either way."""
+    path = str(write_tiff(tmp_path / "china.tif", china, tile=(64, 64)))
+    image = open_image(path, chunks=128)
+    tile_bytes = 64 * 64 * 3
+    with DECODED.keeping(path, 5 * tile_bytes) as stop:
+        part = image.data[:128, :256].compute()  # 2 x 4 tiles decoded, 5 of them kept
+        assert len(DECODED) == 5
+        stop()
+        whole = image.data.compute()  # takes the 5, decodes the rest and keeps none
+        assert len(DECODED) == 0
+    np.testing.assert_array_equal(part, china[:128, :256])
+    np.testing.assert_array_equal(whole, china)
+
+
+def test_kept_tiles_of_a_changed_file_are_not_used(tmp_path, china):
+    path = str(write_tiff(tmp_path / "china.tif", china, tile=(64, 64)))
+    other = write_tiff(tmp_path / "other.tif", china, tile=(64, 64))
+    with DECODED.keeping(path, 1 << 30):
+        open_image(other).data.compute()  # another file's tiles are not kept
+        assert len(DECODED) == 0
+        open_image(path).data.compute()
+        assert len(DECODED) == 70
+        stamp = os.stat(path).st_mtime_ns
+        write_tiff(path, china[::-1], tile=(64, 64))
+        os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+        np.testing.assert_array_equal(open_image(path).data.compute(), china[::-1])
+    assert len(DECODED) == 0  # what no read took is dropped with the block

@@ -7,7 +7,8 @@ Nothing here decodes pixels until a chunk is computed. One module a job:
 ``formats``
     `open_image`: which reader a file needs; the Zarr, PNG and JPEG readers.
 ``tiff``
-    TIFF decoding: a picklable array over the tiles under each chunk (`TiffSource`).
+    TIFF decoding: a picklable array over the tiles under each chunk (`TiffSource`);
+    the tiles a sample decoded, kept for the label pass (`DECODED`).
 ``photometric``
     How stored samples become shown values: the conversion plan (`Decoding`).
 ``metadata``
@@ -20,9 +21,10 @@ from .formats import open_image
 from .image import SUPPORTED_DTYPES, Image, as_image
 from .metadata import georeference, geotiff_tags, ome_pixel_size
 from .photometric import Decoding
-from .tiff import TIFF_MAGIC, TiffSource, palette_usage
+from .tiff import DECODED, TIFF_MAGIC, TiffSource, palette_usage
 
 __all__ = [
+    "DECODED",
     "SUPPORTED_DTYPES",
     "TIFF_MAGIC",
     "Decoding",

@@ -13,7 +13,8 @@ import functools
 import logging
 import math
 import operator
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,68 @@ class TiffPlanes:
 HANDLES = location.HandleCache(size=16)
 
 
+class DecodedTiles:
+    """Tiles or strips decoded in this process, kept for one later read to take.
+
+    A file's sample decodes many of its tiles and its label pass decodes every
+    tile again: the 256 sample blocks of a 100-megapixel image are 64 % of it.
+    While `keeping` a file, the tiles its reads decode are kept (up to a byte
+    budget, until told to stop), and a read that needs one takes it instead
+    of decoding it; what is left is dropped at the end of the block. Keyed by
+    path, modification stamp and tile index, so a changed file is decoded afresh.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # path -> bytes its reads may still keep; a path not here has no tiles kept.
+        self._room: dict[str, int] = {}
+        # (path, stamp, index) -> what the page's decode() returned
+        self._tiles: dict[tuple, tuple] = {}
+
+    @contextlib.contextmanager
+    def keeping(self, path: str, budget: int) -> Iterator[Callable[[], None]]:
+        """Keep the tiles that reads of ``path`` decode, up to ``budget`` bytes, until the
+        function this yields is called; reads within the block take them. Tiles left
+        at its end are dropped."""
+        with self._lock:
+            self._room[path] = budget
+        try:
+            yield functools.partial(self._stop, path)
+        finally:
+            with self._lock:
+                del self._room[path]
+                for key in [key for key in self._tiles if key[0] == path]:
+                    del self._tiles[key]
+
+    def __len__(self) -> int:
+        """Tiles kept now."""
+        return len(self._tiles)
+
+    def _stop(self, path: str) -> None:
+        with self._lock:
+            self._room[path] = 0
+
+    def take(self, path: str, stamp: str, indices: list[int]) -> dict[int, tuple]:
+        if path not in self._room:  # unlocked: the common case, nothing kept for this file
+            return {}
+        with self._lock:
+            found = ((i, self._tiles.pop((path, stamp, i), None)) for i in indices)
+            return {i: decoded for i, decoded in found if decoded is not None}
+
+    def offer(self, path: str, stamp: str, index: int, decoded: tuple) -> None:
+        if not self._room.get(path) or decoded[0] is None:
+            return
+        with self._lock:
+            room = self._room.get(path, 0)
+            if room >= decoded[0].nbytes:
+                self._room[path] = room - decoded[0].nbytes
+                self._tiles[path, stamp, index] = decoded
+
+
+#: Tiles a file's sample decoded, kept for its label pass (see `DecodedTiles`).
+DECODED = DecodedTiles()
+
+
 class TiffSource:
     """Picklable ``(rows, columns, channels)`` array-like over TIFF tiles, for ``da.from_array``.
 
@@ -90,7 +153,9 @@ class TiffSource:
         try:
             with HANDLES.borrow((self.path, self.stamp), self._open) as tif:
                 level = tif.series[0].levels[0]
-                pixels = _read_window(level.pages[0], level.keyframe, y0, y1, x0, x1)
+                pixels = _read_window(
+                    level.pages[0], level.keyframe, y0, y1, x0, x1, (self.path, self.stamp)
+                )
         except Exception as exc:
             raise BigquantError(
                 f"{self.path}: cannot decode pixels [{y0}:{y1}, {x0}:{x1}]: "
@@ -101,8 +166,11 @@ class TiffSource:
         return pixels[:, :, index[2]]
 
 
-def _read_window(page, keyframe, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-    """Pixels ``[y0:y1, x0:x1]`` of one page as ``(rows, columns, samples)``."""
+def _read_window(
+    page, keyframe, y0: int, y1: int, x0: int, x1: int, source: tuple[str, str]
+) -> np.ndarray:
+    """Pixels ``[y0:y1, x0:x1]`` of one page as ``(rows, columns, samples)``; ``source``
+    is the file's path and stamp, for tiles `DECODED` keeps."""
     separate, _, height, width, contig = keyframe.shaped
     if keyframe.is_tiled:
         th, tw = keyframe.tilelength, keyframe.tilewidth
@@ -115,6 +183,21 @@ def _read_window(page, keyframe, y0: int, y1: int, x0: int, x1: int) -> np.ndarr
     ]
     # Native byte order: big-endian files are swapped as the tiles are copied in.
     out = np.zeros((separate, y1 - y0, x1 - x0, contig), keyframe.dtype.newbyteorder("="))
+
+    def place(tile, plane, ty, tx) -> None:
+        if tile is None:
+            return  # an empty (sparse) tile reads as zeros
+        tile = tile[0]  # drop the depth axis
+        ya, yb = max(y0, ty), min(y1, ty + th, height)
+        xa, xb = max(x0, tx), min(x1, tx + tw, width)
+        out[plane, ya - y0 : yb - y0, xa - x0 : xb - x0] = tile[
+            ya - ty : yb - ty, xa - tx : xb - tx
+        ]
+
+    kept = DECODED.take(*source, indices)
+    for tile, (plane, _, ty, tx, _), _ in kept.values():
+        place(tile, plane, ty, tx)
+    indices = [i for i in indices if i not in kept]
     fh = page.parent.filehandle
     segments = fh.read_segments(
         [page.dataoffsets[i] for i in indices],
@@ -123,17 +206,11 @@ def _read_window(page, keyframe, y0: int, y1: int, x0: int, x1: int) -> np.ndarr
         sort=True,
         lock=fh.lock,
     )
-    decode = keyframe.decode
     for data, i in segments:
-        tile, (plane, _, ty, tx, _), _ = decode(data, i, jpegtables=keyframe.jpegtables)
-        if tile is None:
-            continue  # an empty (sparse) tile reads as zeros
-        tile = tile[0]  # drop the depth axis
-        ya, yb = max(y0, ty), min(y1, ty + th, height)
-        xa, xb = max(x0, tx), min(x1, tx + tw, width)
-        out[plane, ya - y0 : yb - y0, xa - x0 : xb - x0] = tile[
-            ya - ty : yb - ty, xa - tx : xb - tx
-        ]
+        decoded = keyframe.decode(data, i, jpegtables=keyframe.jpegtables)
+        DECODED.offer(*source, i, decoded)
+        tile, (plane, _, ty, tx, _), _ = decoded
+        place(tile, plane, ty, tx)
     # Separate planes or contiguous samples: one of the two is 1.
     return np.moveaxis(out, 0, -1).reshape(y1 - y0, x1 - x0, separate * contig)
 
