@@ -34,8 +34,11 @@ SEGMENT_BYTES = 1 << 30
 #: Most memory one chunk of an image may take: images of many channels get smaller chunks.
 CHUNK_BYTES = 256 << 20
 #: Most memory the tiles a TIFF's sample decoded may keep for its label pass (the 256
-#: sample blocks of an 8-bit RGB image are 192 MiB).
+#: sample blocks of an 8-bit RGB image are 192 MiB) ...
 KEPT_TILE_BYTES = 256 << 20
+#: ... where the sample's blocks are at least this share of the image (up to 1024 blocks
+#: of 512², 268 megapixels): past it they save the label pass too little decoding for that.
+KEPT_TILE_SHARE = 0.25
 #: Tile layouts of `bigquant tiles`; the first is the default.
 TILE_LAYOUTS = ("deepzoom", "xyz")
 #: Deep Zoom tile side and overlap: libvips dzsave's defaults.

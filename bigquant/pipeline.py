@@ -26,7 +26,7 @@ from .progress import compute as run_tasks
 from .progress import computes_here, on_worker, progress
 from .pyramid import write_pyramid
 from .read import DECODED, Image, as_image, open_image
-from .sample import SAMPLE_BLOCK
+from .sample import SAMPLE_BLOCK, sampled_blocks
 from .settings import Settings
 from .store import (
     PartialStore,
@@ -168,9 +168,10 @@ def compress(
     sampled pixel, whole. ``pyramid`` reads the labels back once more; a
     ``codebook`` given as a palette TIFF that bigquant did not write is read
     whole once (see `load_codebook`). Memory holds a few chunks and the
-    sample, never the image; when a TIFF is read and labelled on this
-    process's threads, also up to 256 MiB of the tiles the sample decoded,
-    until the label pass takes them (`bigquant.read.DECODED`). An interrupted or failed run (other than on bad
+    sample, never the image; when a TIFF of up to about 268 megapixels is
+    read and labelled on this process's threads, also up to 256 MiB of the
+    tiles the sample decoded, until the label pass takes them
+    (`bigquant.read.DECODED`). An interrupted or failed run (other than on bad
     input) leaves its unfinished store in ``.DST.partial`` for ``resume``.
     For the store's layout, see the store format specification in the
     documentation (docs/store.md).
@@ -267,7 +268,9 @@ def _compress(
             output.write(
                 overwrite=overwrite, resumable=image.path is not None, move=compute
             ) as tmp,
-            _sample_tiles_kept(image, compute and workers is None) as stop_keeping,
+            _sample_tiles_kept(
+                image, settings.sample_size, compute and workers is None
+            ) as stop_keeping,
         ):
             done = None
             if partial is None:
@@ -299,16 +302,26 @@ def _compress(
 
 
 @contextlib.contextmanager
-def _sample_tiles_kept(image: Image, wanted: bool) -> Iterator[Callable[[], None]]:
+def _sample_tiles_kept(
+    image: Image, sample_size: int, wanted: bool
+) -> Iterator[Callable[[], None]]:
     """Within the block, the TIFF tiles ``image``'s reads decode are kept (`DECODED`) until
     the function it yields is called, for the label pass to take: the sample's tiles are
-    not decoded twice. Only where ``wanted`` and both passes run in this process.
+    not decoded twice. Only where ``wanted``, both passes run in this process, and the
+    sample's blocks are at least `defaults.KEPT_TILE_SHARE` of the image.
 
     At 100 megapixels the sample decodes 64 % of the image (256 of 400 blocks), and
-    the command took 4.31 s against 4.51 s, its peak memory 687 MiB against 492
-    (the benchmark mosaic, interleaved runs); at 1 GP the sample is 7 % of the image.
+    the command took 4.23 s against 4.37 s, its peak memory 687 MiB against 495 (the
+    benchmark mosaic, interleaved runs). At 1 GP, where the sample is 7 % of the
+    image, it took 12.39 s against 12.50 s for 708 MiB against 523: not kept there.
     """
-    if image.path is None or not wanted or not computes_here():
+    drawn, blocks = sampled_blocks(image.data.shape[:2], sample_size)
+    if (
+        image.path is None
+        or not wanted
+        or drawn < defaults.KEPT_TILE_SHARE * blocks
+        or not computes_here()
+    ):
         yield lambda: None
         return
     with DECODED.keeping(image.path, defaults.KEPT_TILE_BYTES) as stop:

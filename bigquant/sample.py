@@ -37,9 +37,9 @@ def sample_positions(shape: tuple[int, int], n: int, seed: int) -> np.ndarray:
     if n >= height * width:
         return np.arange(height * width, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    rows, cols = -(-height // SAMPLE_BLOCK), -(-width // SAMPLE_BLOCK)
-    n_blocks = min(rows * cols, max(MIN_BLOCKS, -(-4 * n // SAMPLE_BLOCK**2)))
-    blocks = np.arange(rows * cols)
+    cols = -(-width // SAMPLE_BLOCK)
+    n_blocks, n_all = sampled_blocks(shape, n)
+    blocks = np.arange(n_all)
     if n_blocks < len(blocks):
         blocks = np.sort(rng.choice(len(blocks), n_blocks, replace=False, shuffle=False))
     by, bx = np.divmod(blocks, cols)
@@ -53,6 +53,13 @@ def sample_positions(shape: tuple[int, int], n: int, seed: int) -> np.ndarray:
     y = by[which] * SAMPLE_BLOCK + dy
     x = bx[which] * SAMPLE_BLOCK + dx
     return np.sort(y.astype(np.int64) * width + x)
+
+
+def sampled_blocks(shape: tuple[int, int], n: int) -> tuple[int, int]:
+    """How many `SAMPLE_BLOCK`² blocks a sample of ``n`` pixels is drawn from (see
+    `sample_positions`), and how many the image of ``(rows, columns)`` has."""
+    rows, cols = (-(-side // SAMPLE_BLOCK) for side in shape)
+    return min(rows * cols, max(MIN_BLOCKS, -(-4 * n // SAMPLE_BLOCK**2))), rows * cols
 
 
 def _gather(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -338,3 +338,13 @@ def test_label_pass_takes_the_tiles_the_sample_decoded(tmp_path, china, monkeypa
     np.testing.assert_array_equal(file[0], memory[0])
     np.testing.assert_array_equal(file[1], memory[1])
     assert file[2]["mse"] == memory[2]["mse"]
+    # Drawn from under a quarter of an image's blocks (here 2 of 3 x 4), the sample's tiles
+    # would save the label pass too little decoding for their memory: none are kept.
+    monkeypatch.setattr(bigquant.sample, "MIN_BLOCKS", 2)
+    big = write_tiff(tmp_path / "big.tif", np.tile(china, (3, 3, 1)), tile=(64, 64))
+    taken.clear()
+    bigquant.compress(big, tmp_path / "big.zarr", 16, sample_size=1000)
+    assert sum(taken) == 0
+    monkeypatch.setattr(bigquant.sample, "MIN_BLOCKS", 3)
+    bigquant.compress(big, tmp_path / "big3.zarr", 16, sample_size=1000)
+    assert sum(taken) > 0 and len(DECODED) == 0
