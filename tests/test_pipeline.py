@@ -348,3 +348,7 @@ def test_label_pass_takes_the_tiles_the_sample_decoded(tmp_path, china, monkeypa
     monkeypatch.setattr(bigquant.sample, "MIN_BLOCKS", 3)
     bigquant.compress(big, tmp_path / "big3.zarr", 16, sample_size=1000)
     assert sum(taken) > 0 and len(DECODED) == 0
+    # Nor for dithering, whose label pass holds more memory.
+    taken.clear()
+    bigquant.compress(src, tmp_path / "dithered.zarr", 16, dither="ordered")
+    assert sum(taken) == 0
