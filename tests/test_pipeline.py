@@ -324,15 +324,22 @@ def test_label_pass_takes_the_tiles_the_sample_decoded(tmp_path, china, monkeypa
     instead of decoding them again, and the store is the one the pixels in memory give."""
     src = write_tiff(tmp_path / "china.tif", china, tile=(64, 64))  # 7 x 10 tiles
     taken, take = [], DECODED.take
+    decoded, offer = [], DECODED.offer
 
     def counting(*args):
         kept = take(*args)
         taken.append(len(kept))
         return kept
 
+    def decoding(*args):  # every tile decoded is offered
+        decoded.append(args[2])
+        offer(*args)
+
     monkeypatch.setattr(DECODED, "take", counting)
+    monkeypatch.setattr(DECODED, "offer", decoding)
     bigquant.compress(src, tmp_path / "file.zarr", 16, seed=3)
     assert sum(taken) == 70 and len(DECODED) == 0
+    assert sorted(decoded) == list(range(70))  # each tile decoded once
     bigquant.compress(china, tmp_path / "memory.zarr", 16, seed=3)
     file, memory = store_image(tmp_path / "file.zarr"), store_image(tmp_path / "memory.zarr")
     np.testing.assert_array_equal(file[0], memory[0])

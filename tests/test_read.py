@@ -219,6 +219,26 @@ def test_kept_tiles_are_taken_once_within_budget(tmp_path, china):
     np.testing.assert_array_equal(whole, china)
 
 
+def test_a_second_run_on_a_kept_file_shares_its_tiles(tmp_path, china):
+    """Two runs on one file in one process: the second keeps nothing of its own, and neither
+    its stop nor its end takes the first run's tiles away."""
+    path = str(write_tiff(tmp_path / "china.tif", china, tile=(64, 64)))
+    image = open_image(path, chunks=128)
+    with DECODED.keeping(path, 1 << 30) as stop:
+        with DECODED.keeping(path, 1 << 30) as second_stop:
+            image.data[:128, :256].compute()
+            second_stop()
+            image.data[128:256, :256].compute()
+            assert len(DECODED) == 16
+        assert len(DECODED) == 16
+        stop()
+        np.testing.assert_array_equal(image.data.compute(), china)
+        assert len(DECODED) == 0
+    stop()  # after the block: changes nothing
+    image.data.compute()
+    assert len(DECODED) == 0
+
+
 def test_kept_tiles_of_a_changed_file_are_not_used(tmp_path, china):
     path = str(write_tiff(tmp_path / "china.tif", china, tile=(64, 64)))
     other = write_tiff(tmp_path / "other.tif", china, tile=(64, 64))

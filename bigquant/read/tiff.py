@@ -76,9 +76,15 @@ class DecodedTiles:
     def keeping(self, path: str, budget: int) -> Iterator[Callable[[], None]]:
         """Keep the tiles that reads of ``path`` decode, up to ``budget`` bytes, until the
         function this yields is called; reads within the block take them. Tiles left
-        at its end are dropped."""
+        at its end are dropped. Where ``path`` is kept already (another run on the same
+        file), keep nothing more: its reads take what the first block keeps."""
         with self._lock:
-            self._room[path] = budget
+            first = path not in self._room
+            if first:
+                self._room[path] = budget
+        if not first:
+            yield lambda: None
+            return
         try:
             yield functools.partial(self._stop, path)
         finally:
@@ -93,7 +99,8 @@ class DecodedTiles:
 
     def _stop(self, path: str) -> None:
         with self._lock:
-            self._room[path] = 0
+            if path in self._room:  # not after the block
+                self._room[path] = 0
 
     def take(self, path: str, stamp: str, indices: list[int]) -> dict[int, tuple]:
         if path not in self._room:  # unlocked: the common case, nothing kept for this file
