@@ -36,6 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+#: The console script beside the Python running the benchmark: it runs without the venv's
+#: bin on PATH, where a bare "bigquant" would be looked up.
+BIGQUANT = shutil.which("bigquant", path=os.path.dirname(sys.executable)) or "bigquant"
+
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "cache"
 RESULTS = HERE / "results"
@@ -70,7 +74,7 @@ def measure(command: list[str], timeout: float = 0) -> dict:
     if out.returncode:
         if "TimeoutExpired" in out.stderr:
             return {"code": "timeout", "seconds": timeout, "peak": None, "load": load}
-        raise RuntimeError(f"{command[0]} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{os.path.basename(command[0])} failed:\n{out.stderr[-2000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if result["code"]:
         raise RuntimeError(f"{' '.join(command)} exited {result['code']}:\n{out.stderr[-2000:]}")
@@ -203,7 +207,7 @@ def bench_bigquant(src: Path, work: Path, colors: int, variants: bool = False) -
     store = work / f"{src.stem}.zarr"
     for flags, suffix in [([], ".bq.tif"), (["--palette"], ".palette.tif")][: 1 + variants]:
         out = work / f"{src.stem}{suffix}"
-        run = measure(["bigquant", "decompress", str(store), str(out), *flags, "--overwrite", "-q"])
+        run = measure([BIGQUANT, "decompress", str(store), str(out), *flags, "--overwrite", "-q"])
         rows.append(row(" ".join(["bigquant decompress", *flags]), src, run, out=out))
     if variants:
         for flags in (
@@ -218,7 +222,7 @@ def bench_bigquant(src: Path, work: Path, colors: int, variants: bool = False) -
 
 
 def _compress(src: Path, store: Path, flags: list[str], verbose: bool = False) -> list[str]:
-    return ["bigquant", "compress", str(src), str(store), *flags, "--overwrite",
+    return [BIGQUANT, "compress", str(src), str(store), *flags, "--overwrite",
             "-v" if verbose else "-q"]  # fmt: skip
 
 
@@ -523,7 +527,7 @@ def rounds(src: Path, work: Path, colors: int, n: int, gdal: bool) -> list[dict]
     decompressed = work / f"{src.stem}.rounds.bq.tif"
     commands = {"threads": _compress(src, store, ["-c", str(colors)])}
     # The store compress just wrote, as an RGB TIFF with overviews (the default).
-    commands["decompress"] = ["bigquant", "decompress", str(store), str(decompressed),
+    commands["decompress"] = [BIGQUANT, "decompress", str(store), str(decompressed),
                               "--overwrite", "-q"]  # fmt: skip
     commands["workers"] = _compress(src, store, ["-c", str(colors), "--workers", "2"])
     rgb2pct = _rgb2pct(src, out, colors) if gdal else None

@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from bench import CACHE, RESULTS, make_input, markdown_head, measure
+from bench import BIGQUANT, CACHE, RESULTS, make_input, markdown_head, measure
 
 _DZSAVE = (
     "import sys, pyvips; pyvips.Image.new_from_file(sys.argv[1], access='sequential')"
@@ -62,7 +62,7 @@ SCREEN = (1000, 800)
 def store_for(src: Path, work: Path) -> Path:
     store = work / f"{src.stem}.zarr"
     if not store.exists():
-        subprocess.run(["bigquant", "compress", str(src), str(store), "-q"], check=True)
+        subprocess.run([BIGQUANT, "compress", str(src), str(store), "-q"], check=True)
     return store
 
 
@@ -134,7 +134,7 @@ def bench_tiles(
 
     def commands(folder: Path) -> dict[str, list[str]]:
         """Each writer's command, writing into ``folder``."""
-        found = {"bigquant tiles": ["bigquant", "tiles", str(store), str(folder / "bq"), "-q"]}
+        found = {"bigquant tiles": [BIGQUANT, "tiles", str(store), str(folder / "bq"), "-q"]}
         dzsave = [sys.executable, "-c", _DZSAVE, str(src)]
         if vips:
             found["dzsave .png (RGB)"] = [*dzsave, str(folder / "rgb"), ".png"]
@@ -195,7 +195,7 @@ def bench_view(store: Path, samples: int = 60) -> dict:
     """Start-to-first-screen and per-tile latency of `bigquant view --no-browser`."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        ["bigquant", "view", str(store), "--no-browser", "-q"], stdout=subprocess.PIPE, text=True
+        [BIGQUANT, "view", str(store), "--no-browser", "-q"], stdout=subprocess.PIPE, text=True
     )
     try:
         url = proc.stdout.readline().strip()
@@ -417,7 +417,7 @@ def main() -> None:
         pyramid = args.work / f"{src.stem}.pyramid.zarr"
         if not pyramid.exists():
             subprocess.run(
-                ["bigquant", "compress", str(src), str(pyramid), "--pyramid", "-q"], check=True
+                [BIGQUANT, "compress", str(src), str(pyramid), "--pyramid", "-q"], check=True
             )
         views.append({"input_mp": size, "store": "with --pyramid", **bench_view(pyramid)})
         print(f"  view: {views[-2:]}", file=sys.stderr, flush=True)
