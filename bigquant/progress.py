@@ -111,8 +111,8 @@ def local_options(writing: bool = False) -> dict:
         ``scheduler``, and ``num_workers`` on dask's threads (``"threads"`` named
         or not); a ``num_workers`` the user set is kept.
     """
-    scheduler = dask.config.get("scheduler", None) or dask.threaded.get
-    if dask.base.named_schedulers.get(scheduler, scheduler) is not dask.threaded.get:
+    scheduler, runs = _local_scheduler()
+    if runs is not dask.threaded.get:
         return {"scheduler": scheduler}
     threads = CPU_COUNT + (-(-CPU_COUNT // 4) if writing else 0)
     return {"scheduler": scheduler, "num_workers": dask.config.get("num_workers", None) or threads}
@@ -123,11 +123,14 @@ def computes_here() -> bool:
     scheduler, not on a cluster or in other processes."""
     if current_client() is not None:
         return False
-    scheduler = local_options()["scheduler"]
-    return dask.base.named_schedulers.get(scheduler, scheduler) in (
-        dask.threaded.get,
-        dask.local.get_sync,
-    )
+    return _local_scheduler()[1] in (dask.threaded.get, dask.local.get_sync)
+
+
+def _local_scheduler() -> tuple:
+    """The scheduler set with ``dask.config`` (a name or a function), else dask's threads;
+    and the function that runs it."""
+    scheduler = dask.config.get("scheduler", None) or dask.threaded.get
+    return scheduler, dask.base.named_schedulers.get(scheduler, scheduler)
 
 
 def _on_cluster(client, tasks, description: str | None) -> tuple:
